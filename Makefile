@@ -1,0 +1,40 @@
+# `make run`: install, fetch the offline checkpoints, run the main job on its defaults.
+# `make test`: install, fetch the offline checkpoints, run the whole test suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CHECKPOINTS := .cache/checkpoints
+# No model or dataset hub is reachable on the machines this targets; fail fast instead of hanging.
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install checkpoints run smoke test test-fast clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test]' > $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
+	touch $@
+
+checkpoints: $(CHECKPOINTS)/splade-2l/config.json
+
+$(CHECKPOINTS)/splade-2l/config.json: | install
+	$(PY) -m splade_peft.model.checkpoints $(CHECKPOINTS)
+
+run: install checkpoints
+	$(PY) -m splade_peft
+
+smoke: install
+	$(PY) -m splade_peft experiment=smoke
+
+test: install checkpoints
+	$(PY) -m pytest
+
+test-fast: install checkpoints
+	$(PY) -m pytest -m "not slow"
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,63 @@
+"""`python -m splade_peft [overrides]`: one job (or, with -m, one job per grid point of a Hydra sweep)."""
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+import splade_peft.config  # noqa: F401  (registers the config resolvers before composition)
+from splade_peft.errors import SpladePeftError
+from splade_peft.records import write_json_atomic
+
+log = logging.getLogger("splade_peft")
+
+
+def run_name() -> str:
+    hydra_cfg = HydraConfig.get()
+    return hydra_cfg.job.override_dirname or hydra_cfg.job.name
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> dict | None:
+    # Imported here so that `--help` and config errors answer without loading torch.
+    from splade_peft.pipeline import job_record, run_job
+    from splade_peft.tracking import ExperimentTracker
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    results_path = run_dir / "results.json"
+    record = {"status": "running", **job_record(cfg), "overrides": list(HydraConfig.get().overrides.task)}
+    write_json_atomic(results_path, record)
+    tracker = None
+    try:
+        tracker = ExperimentTracker(cfg.logger, run_dir, run_name(), record["config"])
+        record.update(run_job(cfg, run_dir, tracker), status="completed")
+        tracker.log_results(record)
+    except Exception as error:  # every failure is recorded; the sweep (if any) goes on
+        record.update(status="failed", error=f"{type(error).__name__}: {error}")
+        (run_dir / "error.log").write_text(traceback.format_exc())
+    write_json_atomic(results_path, record)
+    if tracker is not None:
+        tracker.finish(record["status"])
+    return report(record, results_path)
+
+
+def report(record: dict, results_path: Path) -> dict | None:
+    from splade_peft.summary import format_table
+
+    if record["status"] == "completed":
+        print(format_table(record))
+        print(f"\nresults: {results_path}")
+        return record
+    print(f"splade_peft: {record['error']}\n(job failed; details in {results_path.parent / 'error.log'})", file=sys.stderr)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return None
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

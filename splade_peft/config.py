@@ -1,0 +1,47 @@
+"""Config resolvers and the checks that run on the composed config before any model or data is loaded."""
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from splade_peft.errors import ConfigError
+
+OmegaConf.register_new_resolver("basename", lambda path: Path(str(path)).name, replace=True)
+
+# key path -> (predicate, allowed values as the error message states them)
+RANGE_CHECKS = {
+    "lora.r": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "lora.alpha": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
+    "lora.dropout": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)"),
+    "lora.bias": (lambda v: v in ("none", "all", "lora_only"), "one of none, all, lora_only"),
+    "data.negatives": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "data.negatives_source": (lambda v: v in ("bm25", "random"), "one of bm25, random"),
+    "data.batch_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "data.unknown_ids": (lambda v: v in ("error", "drop"), "one of error, drop"),
+    "loss.lambda_d": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
+    "loss.lambda_q": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
+    "loss.temperature": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
+    "loss.warmup_steps": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "optim.lr": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
+    "index.quantization": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
+    "index.shards": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "index.threads": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "eval.k": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "model.query_max_length": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+    "model.doc_max_length": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value is missing, of the wrong type or out of range."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(missing[0], "is required and has no value", f"set it on the command line, e.g. {missing[0]}=...")
+    for key, (is_allowed, allowed) in RANGE_CHECKS.items():
+        value = OmegaConf.select(cfg, key)
+        if not is_allowed(value):
+            raise ConfigError(key, f"{value!r} is not allowed", f"use {allowed}")
+    if cfg.data.source == "beir" and not cfg.data.path:
+        raise ConfigError("data.path", "data.source=beir needs a folder", "set data.path=<BEIR folder>")
+    if cfg.trainer.get("max_steps", -1) in (None, 0):
+        raise ConfigError("trainer.max_steps", "must train at least one step", "set trainer.max_steps >= 1")

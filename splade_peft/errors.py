@@ -1,0 +1,30 @@
+"""The project's own errors: each one names what is wrong and how to fix it, in one line."""
+
+
+class SpladePeftError(Exception):
+    """Base class: caught by the entry point, printed as one line, recorded in results.json."""
+
+
+class ConfigError(SpladePeftError):
+    """A config key has a value the project cannot use. Message names the key path and the allowed values."""
+
+    def __init__(self, key: str, problem: str, fix: str):
+        self.key = key
+        super().__init__(f"config key '{key}': {problem} -- {fix}")
+
+
+class DataError(SpladePeftError):
+    """A data file cannot be used as it is. Message names the file (and line/field when known) and the fix."""
+
+    def __init__(self, path, problem: str, line: int | None = None, field: str | None = None, fix: str = ""):
+        self.path, self.line, self.field = str(path), line, field
+        where = self.path + (f", line {line}" if line is not None else "") + (f", field '{field}'" if field else "")
+        super().__init__(f"{where}: {problem}" + (f" -- {fix}" if fix else ""))
+
+
+class MissingCheckpointError(SpladePeftError):
+    """An offline checkpoint has not been fetched yet."""
+
+
+class IndexingError(SpladePeftError):
+    """Pyserini/Anserini could not build or open an index."""

@@ -1,0 +1,47 @@
+"""Retrieval metrics through ir-measures, averaged over every judged query (a query the run misses scores 0)."""
+
+from collections.abc import Mapping
+
+import ir_measures
+from ir_measures import Qrel, ScoredDoc, nDCG, R, RR
+
+# Names as they appear in results.json, and the ir-measures measure behind each.
+MEASURES = {
+    "mrr@10": RR @ 10,
+    "recall@100": R @ 100,
+    "recall@1000": R @ 1000,
+    "ndcg@10": nDCG @ 10,
+}
+
+Run = Mapping[str, list[tuple[str, float]]]
+Qrels = Mapping[str, Mapping[str, int]]
+
+
+def evaluated_queries(qrels: Qrels) -> list[str]:
+    """Queries with at least one relevant document: the denominator of every average."""
+    return sorted(qid for qid, judged in qrels.items() if any(grade > 0 for grade in judged.values()))
+
+
+def per_query(qrels: Qrels, run: Run) -> dict[str, dict[str, float]]:
+    """{metric: {qid: value}} with 0 for judged queries the run has no documents for.
+
+    ir-measures (like trec_eval without -c) averages only over queries present in the run, so a
+    model that returns nothing for hard queries would score higher; filling in zeros prevents that.
+    """
+    queries = evaluated_queries(qrels)
+    qrels_rows = [Qrel(qid, doc_id, grade) for qid in queries for doc_id, grade in qrels[qid].items()]
+    run_rows = [ScoredDoc(qid, doc_id, score) for qid in queries for doc_id, score in run.get(qid, [])]
+    values = {name: dict.fromkeys(queries, 0.0) for name in MEASURES}
+    by_measure = {measure: name for name, measure in MEASURES.items()}
+    for metric in ir_measures.iter_calc(list(MEASURES.values()), qrels_rows, run_rows):
+        values[by_measure[metric.measure]][metric.query_id] = metric.value
+    return values
+
+
+def evaluate(qrels: Qrels, run: Run) -> dict[str, float]:
+    return {name: sum(by_query.values()) / len(by_query) for name, by_query in per_query(qrels, run).items()}
+
+
+def macro_average(per_dataset: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    names = set.intersection(*(set(metrics) for metrics in per_dataset.values()))
+    return {name: sum(m[name] for m in per_dataset.values()) / len(per_dataset) for name in sorted(names)}

@@ -1,0 +1,246 @@
+"""The stages of one job: data, reference rows (BM25, zero-shot), training, evaluation of the trained encoder.
+
+Each evaluation writes its own folder (vectors, impact index, TREC run) through a StageStore, so a
+completed stage is reused and an interrupted one is redone. BM25 and zero-shot rows live in the shared
+cache, keyed by what produced them, so a sweep computes them once per collection and checkpoint.
+"""
+
+import logging
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from splade_peft.config import validate
+from splade_peft.data.collections import Collection, load_collection
+from splade_peft.data.training import TrainingCollator, TrainingSet, bm25_candidates, random_candidates, training_pairs
+from splade_peft.evaluation.metrics import evaluate, macro_average
+from splade_peft.evaluation.sparsity import SparsityCounter, sparsity_report
+from splade_peft.index.encode import encode_texts
+from splade_peft.index.impact import build_impact_index, quantize, write_vector_collection
+from splade_peft.model.adapters import count_parameters, wrap_with_adapter
+from splade_peft.model.backbones import load_backbone
+from splade_peft.model.encoder import SpladeEncoder
+from splade_peft.records import (
+    StageStore, fingerprint, folder_fingerprint, library_versions, mapping_fingerprint, redact,
+)
+from splade_peft.search.bm25 import bm25_search, build_bm25_index
+from splade_peft.search.lucene import impact_search
+from splade_peft.search.runs import read_trec_run, write_trec_run
+from splade_peft.tracking import ExperimentTracker
+from splade_peft.training.module import SpladeModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    sparsity: dict
+    timing: dict
+
+
+def load_eval_collections(cfg: DictConfig) -> dict[str, Collection]:
+    collections = {}
+    for spec in cfg.eval.datasets.values():
+        collection = load_data(spec, spec.split, cfg.paths.cache)
+        collections[collection.name] = collection
+    return collections
+
+
+def load_data(spec, split: str, cache_dir: str) -> Collection:
+    return load_collection(
+        spec.source, split, path=spec.get("path"), name=spec.get("name"), hub_id=spec.get("hub_id"),
+        cache_dir=cache_dir, unknown_ids=spec.get("unknown_ids", "error"),
+    )
+
+
+# --- BM25 reference and hard negatives ------------------------------------------------------------------
+
+def bm25_store(collection: Collection, cache_dir: str) -> tuple[StageStore, Path]:
+    corpus_fingerprint = mapping_fingerprint(collection.corpus)
+    store = StageStore(Path(cache_dir) / "bm25" / corpus_fingerprint)
+    index_dir, _ = store.run(
+        "index", {"corpus": corpus_fingerprint},
+        lambda folder: {"documents": build_bm25_index(collection.corpus, folder / "lucene", threads=2).documents},
+    )
+    return store, index_dir / "lucene"
+
+
+def bm25_run(collection: Collection, cache_dir: str, k: int, threads: int) -> dict:
+    store, index_dir = bm25_store(collection, cache_dir)
+    inputs = {"queries": mapping_fingerprint(collection.queries), "k": k, "k1": 0.9, "b": 0.4}
+
+    def search(folder: Path) -> dict:
+        write_trec_run(bm25_search(index_dir, collection.queries, k=k, threads=threads), folder / "run.trec", "bm25")
+        return {}
+
+    folder, _ = store.run(f"run-{fingerprint(inputs)}", inputs, search)
+    return read_trec_run(folder / "run.trec")
+
+
+def bm25_reference(collection: Collection, cfg: DictConfig) -> dict:
+    run = bm25_run(collection, cfg.paths.cache, cfg.eval.k, cfg.eval.search_threads)
+    return {"metrics": evaluate(collection.qrels, run)}
+
+
+def negative_candidates(collection: Collection, cfg: DictConfig) -> dict:
+    if cfg.data.negatives_source == "random":
+        return random_candidates(collection, cfg.data.negatives_depth, cfg.seed)
+    deepest_judged = max(len(judged) for judged in collection.qrels.values())
+    run = bm25_run(collection, cfg.paths.cache, cfg.data.negatives_depth + deepest_judged, cfg.eval.search_threads)
+    return bm25_candidates(collection, run, cfg.data.negatives_depth)
+
+
+# --- encoding, indexing, search --------------------------------------------------------------------------
+
+def evaluate_encoder(encoder: SpladeEncoder, tokenizer, collection: Collection, cfg: DictConfig, folder: Path) -> dict:
+    """Encode the corpus into a Lucene impact index, search it with the encoded queries, score the run."""
+    documents, queries = SparsityCounter(), SparsityCounter()
+    factor = cfg.index.quantization
+
+    def quantised(texts, max_length, counter):
+        for text_id, vector in encode_texts(
+            encoder, tokenizer, texts, max_length, cfg.index.tokens_per_batch, cfg.index.max_batch_size
+        ):
+            impacts = quantize(vector, factor)
+            counter.add(impacts)
+            yield text_id, impacts
+
+    started = time.perf_counter()
+    write_vector_collection(quantised(collection.corpus, cfg.model.doc_max_length, documents), folder / "vectors", cfg.index.shards)
+    encoded = time.perf_counter()
+    build_impact_index(folder / "vectors", folder / "index", cfg.index.threads)
+    indexed = time.perf_counter()
+    query_vectors = dict(quantised(collection.queries, cfg.model.query_max_length, queries))
+    run = impact_search(folder / "index", query_vectors, k=cfg.eval.k, threads=cfg.eval.search_threads)
+    write_trec_run(run, folder / "run.trec", "splade_peft")
+    searched = time.perf_counter()
+    return {
+        "metrics": evaluate(collection.qrels, run),
+        "sparsity": sparsity_report(documents, queries),
+        "timing": {"encode_s": encoded - started, "index_s": indexed - encoded, "search_s": searched - indexed},
+    }
+
+
+def evaluation_inputs(cfg: DictConfig, collection: Collection, model_fingerprint: str) -> dict:
+    return {
+        "model": model_fingerprint,
+        "collection": collection.fingerprint,
+        "encoder": OmegaConf.to_container(cfg.encoder),
+        "max_lengths": [cfg.model.query_max_length, cfg.model.doc_max_length],
+        "quantization": cfg.index.quantization,
+        "k": cfg.eval.k,
+    }
+
+
+def zero_shot_reference(encoder, tokenizer, collection, cfg, model_fingerprint: str) -> dict:
+    inputs = evaluation_inputs(cfg, collection, model_fingerprint)
+    store = StageStore(Path(cfg.paths.cache) / "zero_shot")
+    _, summary = store.run(fingerprint(inputs), inputs, lambda folder: evaluate_encoder(encoder, tokenizer, collection, cfg, folder))
+    return summary
+
+
+# --- training ---------------------------------------------------------------------------------------------
+
+def train(encoder: SpladeEncoder, tokenizer, collection: Collection, cfg: DictConfig, run_dir: Path, tracker) -> dict:
+    pairs = training_pairs(collection, negative_candidates(collection, cfg), cfg.data.negatives)
+    dataset = TrainingSet(collection, pairs, cfg.data.negatives, cfg.seed)
+    loader = DataLoader(
+        dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.data.batch_size,
+        num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
+        collate_fn=TrainingCollator(tokenizer, cfg.model.query_max_length, cfg.model.doc_max_length),
+    )
+    module = SpladeModule(encoder, cfg.loss, cfg.optim)
+    trainer = L.Trainer(
+        **OmegaConf.to_container(cfg.trainer), logger=tracker.lightning_logger, default_root_dir=run_dir,
+        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+    )
+    started = time.perf_counter()
+    trainer.fit(module, loader)
+    train_s = time.perf_counter() - started
+    encoder.masked_lm.save_pretrained(run_dir / "adapter")
+    return {"train_s": train_s, "steps": trainer.global_step, "training_pairs": len(pairs)}
+
+
+def peak_memory_mb() -> dict:
+    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
+
+
+# --- the job ----------------------------------------------------------------------------------------------
+
+def run_job(cfg: DictConfig, run_dir: Path, tracker: ExperimentTracker) -> dict:
+    validate(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    train_collection = load_data(cfg.data, cfg.data.train_split, cfg.paths.cache)
+    eval_collections = load_eval_collections(cfg)
+    results = {"data": describe_data(train_collection, eval_collections), "references": {"bm25": {}, "zero_shot": {}}}
+
+    if cfg.eval.bm25:
+        for name, collection in eval_collections.items():
+            results["references"]["bm25"][name] = bm25_reference(collection, cfg)
+
+    masked_lm, tokenizer = load_backbone(cfg.model, cfg.paths.cache)
+    model_fingerprint = describe_model(cfg, masked_lm)
+    if cfg.eval.zero_shot:
+        base_encoder = SpladeEncoder(masked_lm, cfg.encoder.pooling)
+        for name, collection in eval_collections.items():
+            results["references"]["zero_shot"][name] = zero_shot_reference(base_encoder, tokenizer, collection, cfg, model_fingerprint)
+
+    encoder = SpladeEncoder(wrap_with_adapter(masked_lm, cfg.lora), cfg.encoder.pooling)
+    results["params"] = count_parameters(encoder)
+    training = train(encoder, tokenizer, train_collection, cfg, run_dir, tracker)
+    results["memory"] = peak_memory_mb()
+
+    store = StageStore(run_dir / "eval")
+    evaluations = {}
+    for name, collection in eval_collections.items():
+        inputs = evaluation_inputs(cfg, collection, f"{model_fingerprint}+adapter:{folder_fingerprint(run_dir / 'adapter')}")
+        evaluations[name] = store.run(name, inputs, lambda folder: evaluate_encoder(encoder, tokenizer, collection, cfg, folder))[1]
+
+    results["metrics"] = {name: e["metrics"] for name, e in evaluations.items()}
+    results["metrics"]["average"] = macro_average({name: e["metrics"] for name, e in evaluations.items()})
+    results["sparsity"] = {name: e["sparsity"] for name, e in evaluations.items()}
+    results["timing"] = {"train_s": training["train_s"], **sum_timings(e["timing"] for e in evaluations.values())}
+    results["training"] = training
+    return results
+
+
+def sum_timings(timings) -> dict:
+    total: dict = {}
+    for timing in timings:
+        for key, seconds in timing.items():
+            total[key] = total.get(key, 0.0) + seconds
+    return total
+
+
+def describe_data(train_collection: Collection, eval_collections: dict) -> dict:
+    def describe(collection: Collection) -> dict:
+        return {
+            "fingerprint": collection.fingerprint, "split": collection.split,
+            "documents": len(collection.corpus), "queries": len(collection.queries),
+        }
+
+    return {"train": describe(train_collection), "eval": {name: describe(c) for name, c in eval_collections.items()}}
+
+
+def describe_model(cfg: DictConfig, masked_lm) -> str:
+    source = Path(masked_lm.name_or_path)
+    return folder_fingerprint(source) if source.is_dir() else str(cfg.model.name_or_path)
+
+
+def job_record(cfg: DictConfig) -> dict:
+    """The reproducibility fields written into results.json from the start."""
+    return {
+        "seed": cfg.seed,
+        "config": redact(OmegaConf.to_container(cfg, resolve=False)),
+        "versions": library_versions(),
+    }

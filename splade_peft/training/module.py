@@ -1,0 +1,63 @@
+"""The LightningModule: SPLADE encoder (+ adapter) trained with a ranking loss and sparsity regularisers."""
+
+import lightning as L
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from splade_peft.model.encoder import SpladeEncoder
+from splade_peft.training.losses import contrastive_loss
+from splade_peft.training.regularizers import flops, l1, nonzeros_per_vector, quadratic_warmup
+
+
+def linear_warmup_then_decay(warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+class SpladeModule(L.LightningModule):
+    def __init__(self, encoder: SpladeEncoder, loss_cfg, optim_cfg):
+        super().__init__()
+        self.encoder = encoder
+        self.loss_cfg, self.optim_cfg = loss_cfg, optim_cfg
+
+    def on_train_epoch_start(self) -> None:
+        # Negatives are re-drawn every epoch, deterministically from (seed, epoch, index).
+        self.trainer.train_dataloader.dataset.epoch = self.current_epoch
+
+    def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
+        queries = self.encoder(**batch["queries"])
+        documents = self.encoder(**batch["documents"])
+        ranking = contrastive_loss(
+            queries, documents, batch["docs_per_query"], self.loss_cfg.in_batch, self.loss_cfg.temperature
+        )
+        lambda_d = quadratic_warmup(self.global_step, self.loss_cfg.lambda_d, self.loss_cfg.warmup_steps)
+        lambda_q = quadratic_warmup(self.global_step, self.loss_cfg.lambda_q, self.loss_cfg.warmup_steps)
+        doc_flops, query_l1 = flops(documents), l1(queries)
+        loss = ranking + lambda_d * doc_flops + lambda_q * query_l1
+        self.log_dict(
+            {
+                "train/loss": loss,
+                "train/ranking_loss": ranking,
+                "train/flops": doc_flops,
+                "train/query_l1": query_l1,
+                "train/doc_nnz": nonzeros_per_vector(documents).mean(),
+                "train/query_nnz": nonzeros_per_vector(queries).mean(),
+                "train/lambda_d": lambda_d,
+                "train/lambda_q": lambda_q,
+                "train/lr": self.lr_schedulers().get_last_lr()[0],
+            },
+            prog_bar=False,
+            batch_size=queries.shape[0],
+        )
+        self.log("train/loss_step", loss, prog_bar=True, batch_size=queries.shape[0], logger=False)
+        return loss
+
+    def configure_optimizers(self):
+        parameters = [p for p in self.encoder.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay)
+        schedule = LambdaLR(optimizer, linear_warmup_then_decay(self.optim_cfg.warmup_steps, int(self.trainer.estimated_stepping_batches)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
