@@ -22,7 +22,7 @@ from pathlib import Path
 
 COLLECTION_NAME = "stdlib-docstrings"
 SPLITS = ("train", "dev", "test")
-EXCLUDED_DIRS = frozenset({"test", "tests", "idlelib", "lib2to3", "site-packages", "turtledemo", "__pycache__"})
+EXCLUDED_DIRS = frozenset({"test", "tests", "idlelib", "lib2to3", "turtledemo"})
 QUERY_WORDS = (4, 30)
 MIN_BODY_WORDS = 10
 MAX_DOCUMENT_WORDS = 150
@@ -52,8 +52,10 @@ class DocumentedDefinition:
         low, high = QUERY_WORDS
         # A summary restating the call ("name(a, b) -> c") is a signature, not what a user would type.
         restates_call = self.summary.startswith(self.qualified_name.rsplit(".", 1)[-1] + "(")
+        # Some docstrings repeat their summary further down; such a document would contain its query verbatim.
+        copied = self.summary in self.signature or self.summary in self.body
         words_ok = low <= len(self.summary.split()) <= high and len(self.body.split()) >= MIN_BODY_WORDS
-        return words_ok and not restates_call
+        return words_ok and not restates_call and not copied
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def build_embedded_collection(folder: Path) -> Path:
 
 
 def publish(staging: Path, folder: Path) -> None:
+    # mkdtemp makes the folder private to its owner; a cache others read must be readable by them.
+    staging.chmod(0o755)
     try:
         os.replace(staging, folder)
     except OSError:
@@ -97,18 +101,24 @@ def stdlib_root() -> Path:
 def stdlib_module_files(root: Path) -> list[tuple[str, Path]]:
     """(module name, file) for every public stdlib source file, sorted by module name."""
     modules = []
-    for file in root.rglob("*.py"):
-        relative = file.relative_to(root)
-        if is_public_module(relative):
-            modules.append((module_name(relative), file))
+    for folder, subfolders, filenames in os.walk(root):
+        # Pruning here keeps the walk out of test/ and site-packages, which hold most of the files.
+        subfolders[:] = [name for name in subfolders if is_public_package(name)]
+        for filename in filenames:
+            if is_public_module_file(filename):
+                file = Path(folder, filename)
+                modules.append((module_name(file.relative_to(root)), file))
     return sorted(modules)
 
 
-def is_public_module(relative: Path) -> bool:
-    *folders, filename = relative.parts
-    if any(part in EXCLUDED_DIRS or part.startswith("_") for part in folders):
-        return False
-    return filename == "__init__.py" or not filename.startswith("_")
+def is_public_package(folder_name: str) -> bool:
+    return folder_name.isidentifier() and not folder_name.startswith("_") and folder_name not in EXCLUDED_DIRS
+
+
+def is_public_module_file(filename: str) -> bool:
+    stem, suffix = os.path.splitext(filename)
+    public = stem == "__init__" or not stem.startswith("_")
+    return suffix == ".py" and stem.isidentifier() and public
 
 
 def module_name(relative: Path) -> str:
@@ -252,22 +262,22 @@ def provenance(selection: Selection) -> str:
     rows = "".join(f"| {s} | {len(items_in_split(selection.known_items, s))} |\n" for s in SPLITS)
     return f"""# {COLLECTION_NAME}
 
-Known-item retrieval pairs mined from the docstrings of the Python {version} standard library
-(`{stdlib_root()}`) by `splade_peft.data.embedded`. Sources are parsed with `ast`, never imported.
+Known-item retrieval pairs mined from the docstrings of the Python {version} standard library by
+`splade_peft.data.embedded`. Sources are parsed with `ast`, never imported.
 
-- Sources: every `.py` file under the stdlib folder, sorted by module name, except folders `test`, `tests`,
-  `idlelib`, `lib2to3`, `site-packages`, `turtledemo`, folders starting with `_`, and private modules
-  (file names starting with `_`; `__init__.py` kept).
+- Sources: every `.py` file under the stdlib folder whose path is an importable module name, sorted by that
+  name, except folders `test`, `tests`, `idlelib`, `lib2to3`, `turtledemo` and `site-packages`, folders
+  starting with `_`, and private modules (file names starting with `_`; `__init__.py` kept).
 - Definitions: public modules, public classes and functions at module level, and public classes and methods
   inside those classes (recursively), each with a docstring. Ids are `d:`/`q:` + the qualified name.
-- Known item: docstring summary (first paragraph) of {QUERY_WORDS[0]}-{QUERY_WORDS[1]} words that does not
-  restate the call, and at least {MIN_BODY_WORDS} more words. Query = the summary (identical queries: first
-  kept). Document: title = qualified signature, text = the rest of the docstring (without the summary).
+- Known item: a docstring whose summary (first paragraph) has {QUERY_WORDS[0]}-{QUERY_WORDS[1]} words, does not
+  restate the call and is not repeated in the signature or the rest, which has at least {MIN_BODY_WORDS} words. Query = the summary (identical
+  queries: first kept). Document: title = qualified signature, text = the rest of the docstring.
 - Distractor: any other definition whose summary is not a query; title = signature, text = whole docstring.
 - Document texts are cut to their first {MAX_DOCUMENT_WORDS} words.
-- Splits by top-level module (sha1 of its name modulo {SPLIT_BUCKETS}: test {TEST_BUCKETS.start}-{TEST_BUCKETS.stop - 1},
-  dev {DEV_BUCKETS.start}-{DEV_BUCKETS.stop - 1}, train the rest), so no module is in two splits. The corpus
-  holds every split's documents; each query has one relevant document, grade 1.
+- Splits by top-level module: sha1 of its name modulo {SPLIT_BUCKETS}, test {TEST_BUCKETS.start}-{TEST_BUCKETS.stop - 1},
+  dev {DEV_BUCKETS.start}-{DEV_BUCKETS.stop - 1}, train the rest; no module is in two splits. The corpus holds
+  every split's documents; each query has one relevant document, grade 1.
 
 Documents: {documents} ({len(selection.known_items)} known items, the rest distractors).
 

@@ -72,6 +72,9 @@ class TrainingSet(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]
         rng = random.Random(stable_seed(self.seed, self.epoch, index))

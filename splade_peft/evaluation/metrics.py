@@ -22,7 +22,7 @@ def evaluated_queries(qrels: Qrels) -> list[str]:
     return sorted(qid for qid, judged in qrels.items() if any(grade > 0 for grade in judged.values()))
 
 
-def per_query(qrels: Qrels, run: Run) -> dict[str, dict[str, float]]:
+def per_query(qrels: Qrels, run: Run, measures: Mapping = MEASURES) -> dict[str, dict[str, float]]:
     """{metric: {qid: value}} with 0 for judged queries the run has no documents for.
 
     ir-measures (like trec_eval without -c) averages only over queries present in the run, so a
@@ -31,15 +31,15 @@ def per_query(qrels: Qrels, run: Run) -> dict[str, dict[str, float]]:
     queries = evaluated_queries(qrels)
     qrels_rows = [Qrel(qid, doc_id, grade) for qid in queries for doc_id, grade in qrels[qid].items()]
     run_rows = [ScoredDoc(qid, doc_id, score) for qid in queries for doc_id, score in run.get(qid, [])]
-    values = {name: dict.fromkeys(queries, 0.0) for name in MEASURES}
-    by_measure = {measure: name for name, measure in MEASURES.items()}
-    for metric in ir_measures.iter_calc(list(MEASURES.values()), qrels_rows, run_rows):
+    values = {name: dict.fromkeys(queries, 0.0) for name in measures}
+    by_measure = {measure: name for name, measure in measures.items()}
+    for metric in ir_measures.iter_calc(list(measures.values()), qrels_rows, run_rows):
         values[by_measure[metric.measure]][metric.query_id] = metric.value
     return values
 
 
-def evaluate(qrels: Qrels, run: Run) -> dict[str, float]:
-    return {name: sum(by_query.values()) / len(by_query) for name, by_query in per_query(qrels, run).items()}
+def evaluate(qrels: Qrels, run: Run, measures: Mapping = MEASURES) -> dict[str, float]:
+    return {name: sum(by_query.values()) / len(by_query) for name, by_query in per_query(qrels, run, measures).items()}
 
 
 def macro_average(per_dataset: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

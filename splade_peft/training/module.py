@@ -25,8 +25,10 @@ class SpladeModule(L.LightningModule):
         self.loss_cfg, self.optim_cfg = loss_cfg, optim_cfg
 
     def on_train_epoch_start(self) -> None:
-        # Negatives are re-drawn every epoch, deterministically from (seed, epoch, index).
-        self.trainer.train_dataloader.dataset.epoch = self.current_epoch
+        # Datasets that re-draw their negatives every epoch (like DistributedSampler's set_epoch).
+        dataset = self.trainer.train_dataloader.dataset
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
         queries = self.encoder(**batch["queries"])

@@ -1,0 +1,176 @@
+"""Quantised SPLADE vectors -> Anserini JsonVectorCollection shards -> Lucene impact index.
+
+Documents whose vector is empty (after dropping weights <= 0) are not written: Anserini would skip
+them anyway (its "empty" counter), and a document without terms can never match a query, so every
+search result list is the same with or without them. `ExactImpactSearcher` likewise returns only
+documents with a positive score. Skipping them here keeps the check "indexed == written" strict.
+"""
+
+import json
+import numbers
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from splade_peft.errors import IndexingError
+from splade_peft.index.pyserini_env import anserini_jar, java_binary
+
+_WHITESPACE = re.compile(r"\s")
+_STACK_FRAME = re.compile(r"^\s+at |^\s*\.\.\. \d+ more|^SLF4J|^\S+ \S+ INFO ")
+_COUNTER = re.compile(r"\b(indexed|unindexable|empty|skipped|errors):\s+(\d+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    documents: int
+    seconds: float
+
+
+def quantize(vector: Mapping[str, float], factor: float) -> dict[str, int]:
+    """Scale to integer impacts, dropping entries that become <= 0."""
+    # Lucene truncates impacts to int, so we quantise first; rounding halves the worst-case error of truncation.
+    scaled = {term: int(round(float(weight) * factor)) for term, weight in vector.items()}
+    return {term: weight for term, weight in scaled.items() if weight > 0}
+
+
+def positive_impacts(vector: Mapping[str, int]) -> dict[str, int]:
+    """The entries an impact index can score: integer weights > 0 (a 0-weight query term would still match, at score 0)."""
+    impacts = {}
+    for term, weight in vector.items():
+        if not isinstance(weight, numbers.Integral):
+            raise TypeError(f"impact weight of {term!r} is {weight!r}, not an int -- quantize() the vector first")
+        if weight > 0:
+            impacts[term] = int(weight)
+    return impacts
+
+
+def write_vector_collection(docs: Iterable[tuple[str, Mapping[str, int]]], folder: Path, shards: int) -> int:
+    """Write `folder/part-00000.jsonl`... round-robin (folder is replaced as a whole); returns documents written.
+
+    Documents with an empty vector are left out (see module docstring), so the return value is the
+    number of documents the index will hold.
+    """
+    return write_jsonl_shards(_vector_records(docs), folder, shards)
+
+
+def build_impact_index(collection_dir: Path, index_dir: Path, threads: int) -> IndexStats:
+    """Index a JsonVectorCollection as a Lucene impact index (weights stored as term frequencies)."""
+    return run_anserini_indexer("JsonVectorCollection", collection_dir, index_dir, threads, ["-impact", "-pretokenized"])
+
+
+def write_jsonl_shards(records: Iterable[dict], folder: Path, shards: int) -> int:
+    """Write records round-robin into `shards` jsonl files (Anserini indexes one file per thread), atomically."""
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    tmp = _fresh_tmp(folder)
+    written = 0
+    try:
+        with ExitStack() as stack:
+            files = [stack.enter_context(open(tmp / f"part-{i:05d}.jsonl", "w", encoding="utf-8")) for i in range(shards)]
+            for record in records:
+                files[written % shards].write(json.dumps(record, ensure_ascii=False) + "\n")
+                written += 1
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _swap_into_place(tmp, folder)
+    return written
+
+
+def run_anserini_indexer(collection: str, collection_dir: Path, index_dir: Path, threads: int,
+                         flags: Sequence[str]) -> IndexStats:
+    """Run Anserini's IndexCollection in a subprocess into `<index_dir>.tmp`, check the count, rename into place."""
+    expected = count_collection_documents(collection_dir)
+    tmp = _fresh_tmp(index_dir)
+    command = [str(java_binary()), "-cp", str(anserini_jar()), "io.anserini.index.IndexCollection",
+               "-collection", collection, "-input", str(collection_dir), "-index", str(tmp),
+               "-threads", str(threads), *flags]
+    start = time.perf_counter()
+    try:
+        finished = subprocess.run(command, capture_output=True, text=True, check=False)
+        _check_indexing(finished, expected, collection_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - start
+    _swap_into_place(tmp, index_dir)
+    return IndexStats(documents=expected, seconds=seconds)
+
+
+def count_collection_documents(collection_dir: Path) -> int:
+    files = sorted(Path(collection_dir).glob("*.jsonl"))
+    if not files:
+        raise IndexingError(f"{collection_dir}: no *.jsonl files to index -- write the collection first")
+    count = 0
+    for path in files:
+        with open(path, encoding="utf-8") as lines:
+            count += sum(1 for line in lines if line.strip())
+    return count
+
+
+def _vector_records(docs: Iterable[tuple[str, Mapping[str, int]]]) -> Iterator[dict]:
+    seen_ids: set[str] = set()
+    checked_terms: set[str] = set()
+    for doc_id, vector in docs:
+        _check_new_id(doc_id, seen_ids)
+        impacts = positive_impacts(vector)
+        for term in impacts.keys() - checked_terms:
+            _check_term(doc_id, term)
+            checked_terms.add(term)
+        if impacts:
+            yield {"id": doc_id, "contents": "", "vector": impacts}
+
+
+def _check_new_id(doc_id: str, seen_ids: set[str]) -> None:
+    if not isinstance(doc_id, str):
+        raise TypeError(f"document id {doc_id!r} is a {type(doc_id).__name__}; ids must be str")
+    if doc_id in seen_ids:
+        raise IndexingError(f"document id {doc_id!r} occurs twice -- ids must be unique")
+    seen_ids.add(doc_id)
+
+
+def _check_term(doc_id: str, term: str) -> None:
+    # The pretokenized indexer splits on whitespace: "a b" would silently become two terms.
+    if not term or _WHITESPACE.search(term):
+        raise IndexingError(f"document {doc_id!r} has term {term!r}, which is empty or contains whitespace "
+                            "-- map it to a whitespace-free token before indexing")
+
+
+def _check_indexing(finished: subprocess.CompletedProcess, expected: int, collection_dir: Path) -> None:
+    output = finished.stdout + "\n" + finished.stderr
+    if finished.returncode != 0:
+        raise IndexingError(f"Anserini IndexCollection exited with {finished.returncode} on {collection_dir}: "
+                            f"{_java_complaint(output)}")
+    counters = {name: int(value) for name, value in _COUNTER.findall(output)}
+    if counters.get("indexed") != expected:
+        # Anserini exits 0 even when a corrupt line aborts a whole file; the count is what catches it.
+        raise IndexingError(f"Anserini indexed {counters.get('indexed', '?')} of {expected} documents from "
+                            f"{collection_dir} (counters {counters}): {_java_complaint(output)}")
+
+
+def _java_complaint(output: str, lines: int = 6) -> str:
+    """The last few lines of Java's output that are neither stack frames nor routine log lines."""
+    meaningful = [line.strip() for line in output.splitlines() if line.strip() and not _STACK_FRAME.search(line)]
+    return " | ".join(meaningful[-lines:]) or "(no output)"
+
+
+def _fresh_tmp(final: Path) -> Path:
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left over from a crashed run
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _swap_into_place(tmp: Path, final: Path) -> None:
+    # Directories cannot be os.replace()d over a non-empty target: move the old one aside first.
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)

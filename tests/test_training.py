@@ -1,0 +1,47 @@
+"""A few Lightning steps on a tiny random backbone: the LoRA weights move, the backbone stays frozen."""
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+from splade_peft.model.adapters import count_parameters, wrap_with_adapter
+from splade_peft.model.encoder import SpladeEncoder
+from splade_peft.training.module import SpladeModule
+from splade_peft.data.training import TrainingCollator
+
+LORA = OmegaConf.create(
+    {"method": "lora", "r": 4, "alpha": 4, "dropout": 0.0, "use_rslora": True, "use_dora": False, "bias": "none",
+     "target_modules": None}
+)
+LOSS = OmegaConf.create({"in_batch": True, "temperature": 1.0, "lambda_d": 1e-3, "lambda_q": 1e-3, "warmup_steps": 2})
+OPTIM = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 1})
+
+
+def tiny_tokenizer(tmp_path) -> BertTokenizerFast:
+    words = "the a cat dog sat on mat ran park sun moon star blue red green tree house car road".split()
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
+    return BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+
+
+def test_lora_steps_change_only_adapter_weights(tmp_path):
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer(tmp_path)
+    backbone = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2,
+                                          num_attention_heads=2, intermediate_size=32))
+    encoder = SpladeEncoder(wrap_with_adapter(backbone, LORA))
+    before = {name: p.detach().clone() for name, p in encoder.named_parameters()}
+    items = [{"query": "cat sat", "documents": ["the cat sat on the mat", "blue car on road"]},
+             {"query": "moon star", "documents": ["sun moon star", "green tree house"]}] * 4
+    loader = DataLoader(items, batch_size=2, collate_fn=TrainingCollator(tokenizer, 8, 16))
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(SpladeModule(encoder, LOSS, OPTIM), loader)
+
+    changed = {name for name, p in encoder.named_parameters() if not torch.equal(p, before[name])}
+    trainable = {name for name, p in encoder.named_parameters() if p.requires_grad}
+    assert changed and changed <= trainable
+    assert all("lora_" in name for name in trainable)
+    assert any("lora_B" in name for name in changed)
+    assert count_parameters(encoder)["trainable"] == sum(before[n].numel() for n in trainable)
