@@ -257,7 +257,8 @@ def fake_datasets(tables: dict[str, list[dict]]) -> types.SimpleNamespace:
 
 def test_hub_rows_become_a_collection(monkeypatch):
     tables = {
-        "BeIR/tiny/corpus": [{"_id": "d1", "title": "Cats", "text": "Cats purr."}, {"_id": "d2", "title": "", "text": "x"}],
+        "BeIR/tiny/corpus": [{"_id": "d1", "title": "Cats", "text": "Cats purr."},
+                             {"_id": "d2", "title": "", "text": "x"}],
         "BeIR/tiny/queries": [{"_id": "1", "text": "what purrs"}, {"_id": "2", "text": "other split"}],
         # Some hub qrels tables store ids as integers.
         "BeIR/tiny-qrels/test": [{"query-id": 1, "corpus-id": "d1", "score": 1}],

@@ -86,7 +86,8 @@ def load_collection(
 ) -> Collection:
     """Load one split of a collection; only the queries judged in that split are kept."""
     if unknown_ids not in UNKNOWN_ID_POLICIES:
-        raise ConfigError("data.unknown_ids", f"unknown value {unknown_ids!r}", f"use one of: {', '.join(UNKNOWN_ID_POLICIES)}")
+        raise ConfigError("data.unknown_ids", f"unknown value {unknown_ids!r}",
+                          f"use one of: {', '.join(UNKNOWN_ID_POLICIES)}")
     if source == "beir":
         folder = required_folder(path)
         return load_beir(folder, split, name or folder.resolve().name, unknown_ids)
@@ -256,7 +257,7 @@ def id_text_records(file: Path, digest: Digest) -> Iterator[tuple[int, dict[str,
         yield line, record, required_string(file, line, record, "_id"), required_string(file, line, record, "text")
 
 
-def required_string(file: Path, line: int, record: dict[str, Any], field: str) -> str:
+def required_string(file: str | Path, line: int, record: dict[str, Any], field: str) -> str:
     value = record.get(field)
     if not isinstance(value, str):
         problem = "missing" if value is None else f"a JSON {type(value).__name__}, not a string"
@@ -264,7 +265,7 @@ def required_string(file: Path, line: int, record: dict[str, Any], field: str) -
     return value
 
 
-def optional_string(file: str, line: int, record: dict[str, Any], field: str) -> str:
+def optional_string(file: str | Path, line: int, record: dict[str, Any], field: str) -> str:
     value = record.get(field)
     if value is not None and not isinstance(value, str):
         raise DataError(file, f"a JSON {type(value).__name__}, not a string", line, field,
@@ -315,14 +316,18 @@ def load_hub(hub_id: str, split: str, name: str | None, cache_dir: Path, unknown
     digest = hashlib.sha256(f"hub={hub_id}\nsplit={split}\n".encode())
     default_name = hub_id.removeprefix("irds:").replace("/", "-")
     try:
-        parts = irds_parts(hub_id, digest) if hub_id.startswith("irds:") else hub_parts(hub_id, split, cache_dir, digest)
+        if hub_id.startswith("irds:"):
+            parts = irds_parts(hub_id, digest)
+        else:
+            parts = hub_parts(hub_id, split, cache_dir, digest)
         return assemble(name or default_name, split, parts, digest, unknown_ids)
     except SpladePeftError:
         raise
     except Exception as error:
         # Hub and network failures come in many exception types; the user needs one line and the offline way.
         reason = (str(error).strip().splitlines() or [""])[0]
-        raise SpladePeftError(f"could not load '{hub_id}' ({type(error).__name__}: {reason}) -- {OFFLINE_HINT}") from error
+        message = f"could not load '{hub_id}' ({type(error).__name__}: {reason}) -- {OFFLINE_HINT}"
+        raise SpladePeftError(message) from error
 
 
 def hub_parts(hub_id: str, split: str, cache_dir: Path, digest: Digest) -> Parts:
@@ -361,7 +366,9 @@ def irds_parts(hub_id: str, digest: Digest) -> Parts:
     dataset = ir_datasets.load(dataset_id)
     origins = Origins(f"{hub_id} (docs)", f"{hub_id} (queries)", f"{hub_id} (qrels)")
     documents = ((row, doc.doc_id, irds_document_text(doc)) for row, doc in hashed_tuples(dataset.docs_iter(), digest))
-    queries = ((row, query.query_id, query.default_text()) for row, query in hashed_tuples(dataset.queries_iter(), digest))
+    queries = (
+        (row, query.query_id, query.default_text()) for row, query in hashed_tuples(dataset.queries_iter(), digest)
+    )
     judgements = (
         Judgement(row, qrel.query_id, qrel.doc_id, int(qrel.relevance))
         for row, qrel in hashed_tuples(dataset.qrels_iter(), digest)

@@ -60,6 +60,8 @@ class DocumentedDefinition:
 
 @dataclass(frozen=True)
 class Selection:
+    """Known items and distractors: disjoint, together the corpus."""
+
     known_items: list[DocumentedDefinition]
     distractors: list[DocumentedDefinition]
 
@@ -221,16 +223,16 @@ def query_id(definition: DocumentedDefinition) -> str:
     return f"q:{definition.qualified_name}"
 
 
-def document_record(definition: DocumentedDefinition, is_known_item: bool) -> dict[str, str]:
+def document_record(definition: DocumentedDefinition, has_query: bool) -> dict[str, str]:
     # A known item's summary is its query, so its document keeps only the rest of the docstring.
-    text = definition.body if is_known_item else f"{definition.summary} {definition.body}"
+    text = definition.body if has_query else f"{definition.summary} {definition.body}"
     words = text.split()[:MAX_DOCUMENT_WORDS]
     return {"_id": doc_id(definition), "title": definition.signature, "text": " ".join(words)}
 
 
 def write_beir_folder(folder: Path, selection: Selection) -> None:
     known = set(selection.known_items)
-    documents = sorted(known | set(selection.distractors), key=lambda d: d.qualified_name)
+    documents = sorted(selection.known_items + selection.distractors, key=lambda d: d.qualified_name)
     write_jsonl(folder / "corpus.jsonl", (document_record(d, d in known) for d in documents))
     write_jsonl(folder / "queries.jsonl", ({"_id": query_id(d), "text": d.summary} for d in selection.known_items))
     (folder / "qrels").mkdir()
@@ -258,7 +260,8 @@ def write_qrels(file: Path, known_items: list[DocumentedDefinition]) -> None:
 
 def provenance(selection: Selection) -> str:
     version = ".".join(str(part) for part in sys.version_info[:3])
-    documents = len(set(selection.known_items) | set(selection.distractors))
+    documents = len(selection.known_items) + len(selection.distractors)
+    test, dev = f"{TEST_BUCKETS.start}-{TEST_BUCKETS.stop - 1}", f"{DEV_BUCKETS.start}-{DEV_BUCKETS.stop - 1}"
     rows = "".join(f"| {s} | {len(items_in_split(selection.known_items, s))} |\n" for s in SPLITS)
     return f"""# {COLLECTION_NAME}
 
@@ -271,13 +274,14 @@ Known-item retrieval pairs mined from the docstrings of the Python {version} sta
 - Definitions: public modules, public classes and functions at module level, and public classes and methods
   inside those classes (recursively), each with a docstring. Ids are `d:`/`q:` + the qualified name.
 - Known item: a docstring whose summary (first paragraph) has {QUERY_WORDS[0]}-{QUERY_WORDS[1]} words, does not
-  restate the call and is not repeated in the signature or the rest, which has at least {MIN_BODY_WORDS} words. Query = the summary (identical
-  queries: first kept). Document: title = qualified signature, text = the rest of the docstring.
+  restate the call and is not repeated in the signature or the rest, which has at least {MIN_BODY_WORDS} words.
+  Query = the summary (identical queries: first kept). Document: title = qualified signature, text = the
+  rest of the docstring.
 - Distractor: any other definition whose summary is not a query; title = signature, text = whole docstring.
 - Document texts are cut to their first {MAX_DOCUMENT_WORDS} words.
-- Splits by top-level module: sha1 of its name modulo {SPLIT_BUCKETS}, test {TEST_BUCKETS.start}-{TEST_BUCKETS.stop - 1},
-  dev {DEV_BUCKETS.start}-{DEV_BUCKETS.stop - 1}, train the rest; no module is in two splits. The corpus holds
-  every split's documents; each query has one relevant document, grade 1.
+- Splits by top-level module: sha1 of its name modulo {SPLIT_BUCKETS}, test {test}, dev {dev}, train the rest;
+  no module is in two splits. The corpus holds every split's documents; each query has one relevant
+  document, grade 1.
 
 Documents: {documents} ({len(selection.known_items)} known items, the rest distractors).
 

