@@ -21,7 +21,7 @@ from splade_peft.errors import IndexingError
 from splade_peft.index.pyserini_env import anserini_jar, java_binary
 
 _WHITESPACE = re.compile(r"\s")
-_STACK_FRAME = re.compile(r"^\s+at |^\s*\.\.\. \d+ more|^SLF4J|^\S+ \S+ INFO ")
+_NOISE = re.compile(r"^\s+at |^\s*\.\.\. \d+ more|^SLF4J|^\S+ \S+ INFO ")
 _COUNTER = re.compile(r"\b(indexed|unindexable|empty|skipped|errors):\s+(\d+)\s*$", re.MULTILINE)
 
 
@@ -155,7 +155,7 @@ def _check_indexing(finished: subprocess.CompletedProcess, expected: int, collec
 
 def _java_complaint(output: str, lines: int = 6) -> str:
     """The last few lines of Java's output that are neither stack frames nor routine log lines."""
-    meaningful = [line.strip() for line in output.splitlines() if line.strip() and not _STACK_FRAME.search(line)]
+    meaningful = [line.strip() for line in output.splitlines() if line.strip() and not _NOISE.search(line)]
     return " | ".join(meaningful[-lines:]) or "(no output)"
 
 

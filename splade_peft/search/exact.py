@@ -5,7 +5,7 @@ UTF-8 byte order Anserini sorts ids by). Only documents sharing a positive-weigh
 are returned, as in Lucene, so documents with empty vectors never appear.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 from scipy import sparse
@@ -19,6 +19,8 @@ _QUERY_BATCH = 128
 
 
 class ExactImpactSearcher:
+    """All documents in memory as a CSR matrix; `search` returns the same run as `impact_search`."""
+
     def __init__(self, docs: Iterable[tuple[str, Mapping[str, int]]]):
         by_id = dict(_unique(docs))
         # Rows in id order, so "lower row" is the tie-break "lower id".
@@ -70,7 +72,7 @@ def _top_k(docs: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, floa
     return [(int(docs[i]), float(scores[i])) for i in order]
 
 
-def _unique(docs: Iterable[tuple[str, Mapping[str, int]]]) -> Iterable[tuple[str, Mapping[str, int]]]:
+def _unique(docs: Iterable[tuple[str, Mapping[str, int]]]) -> Iterator[tuple[str, Mapping[str, int]]]:
     seen: set[str] = set()
     for doc_id, vector in docs:
         if doc_id in seen:

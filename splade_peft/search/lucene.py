@@ -41,7 +41,8 @@ def impact_search(index_dir: Path, queries: Mapping[str, Mapping[str, int]], k: 
     return {qid: _ranked(hits.get(qid, [])) for qid in queries}
 
 
-def _ranked(hits) -> list[tuple[str, float]]:
+def _ranked(hits: list) -> list[tuple[str, float]]:
+    """`hits`: pyserini's Java result objects (docid, score)."""
     # Anserini rounds scores to 1e-4 and subtracts 1e-6 per tie to make ranks explicit; impact scores
     # are integer dot products (exact in float32 up to 2**24), so rounding restores the true score.
     scored = [(hit.docid, float(round(hit.score))) for hit in hits]
