@@ -161,6 +161,9 @@ def train(encoder: SpladeEncoder, tokenizer, collection: Collection, cfg: DictCo
         **OmegaConf.to_container(cfg.trainer), logger=tracker.lightning_logger, default_root_dir=run_dir,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
     )
+    # Lightning keeps the train/eval modes it finds, and the zero-shot pass left the backbone in eval
+    # mode: without this, adapter dropout would silently be off.
+    encoder.train()
     started = time.perf_counter()
     trainer.fit(module, loader)
     train_s = time.perf_counter() - started

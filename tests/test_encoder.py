@@ -6,7 +6,8 @@ from transformers import BertConfig, BertForMaskedLM
 
 from splade_peft.errors import ConfigError
 from splade_peft.index.encode import length_sorted_batches
-from splade_peft.model.encoder import SpladeEncoder, splade_pool
+from splade_peft.model import encoder as encoder_module
+from splade_peft.model.encoder import MaskedMaxProjection, SpladeEncoder
 
 
 @pytest.fixture(scope="module")
@@ -16,18 +17,40 @@ def tiny_encoder() -> SpladeEncoder:
     return SpladeEncoder(BertForMaskedLM(config).eval())
 
 
-def test_max_pooling_matches_the_elementwise_definition():
-    logits = torch.randn(3, 7, 11)
+def reference_splade(logits: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """The textbook definition, one text at a time over its real tokens."""
+    pool = (lambda w: w.amax(dim=0)) if pooling == "max" else (lambda w: w.sum(dim=0))
+    return torch.stack([pool(torch.log1p(torch.relu(logits[i, : int(mask[i].sum())]))) for i in range(len(mask))])
+
+
+@pytest.mark.parametrize("rows_per_chunk_budget", [10**9, 7 * 11])
+def test_masked_max_projection_matches_autograd_in_values_and_gradients(monkeypatch, rows_per_chunk_budget):
+    monkeypatch.setattr(encoder_module, "LOGITS_PER_CHUNK", rows_per_chunk_budget)
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 7, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(11, 5, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(11, dtype=torch.float64, requires_grad=True)
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])
-    expected = torch.stack([torch.log1p(torch.relu(logits[i, : int(mask[i].sum())])).amax(dim=0) for i in range(3)])
-    assert torch.allclose(splade_pool(logits, mask, "max"), expected)
+    upstream = torch.randn(3, 11, dtype=torch.float64)
+
+    fast = torch.log1p(torch.relu(MaskedMaxProjection.apply(hidden, weight, bias, mask)))
+    fast_grads = torch.autograd.grad((fast * upstream).sum(), (hidden, weight, bias))
+    slow = reference_splade(hidden @ weight.T + bias, mask, "max")
+    slow_grads = torch.autograd.grad((slow * upstream).sum(), (hidden, weight, bias))
+
+    assert torch.allclose(fast, slow)
+    for fast_grad, slow_grad in zip(fast_grads, slow_grads):
+        assert torch.allclose(fast_grad, slow_grad)
 
 
-def test_sum_pooling_matches_the_elementwise_definition():
-    logits = torch.randn(2, 5, 11)
-    mask = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
-    expected = torch.stack([torch.log1p(torch.relu(logits[i, : int(mask[i].sum())])).sum(dim=0) for i in range(2)])
-    assert torch.allclose(splade_pool(logits, mask, "sum"), expected)
+@pytest.mark.parametrize("pooling", ["max", "sum"])
+def test_encoder_matches_the_definition_on_the_full_logits(tiny_encoder, pooling):
+    tiny_encoder.pooling = pooling
+    ids = torch.tensor([[2, 10, 11, 12, 3], [2, 13, 3, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        logits = tiny_encoder.masked_lm(input_ids=ids, attention_mask=mask).logits
+        assert torch.allclose(tiny_encoder(ids, mask), reference_splade(logits, mask, pooling), atol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", ["max", "sum"])

@@ -22,7 +22,8 @@ from splade_peft.index.pyserini_env import anserini_jar, java_binary
 
 _WHITESPACE = re.compile(r"\s")
 _NOISE = re.compile(r"^\s+at |^\s*\.\.\. \d+ more|^SLF4J|^\S+ \S+ INFO ")
-_COUNTER = re.compile(r"\b(indexed|unindexable|empty|skipped|errors):\s+(\d+)\s*$", re.MULTILINE)
+# Anserini prints counts with thousands separators: "indexed:  5,194".
+_COUNTER = re.compile(r"\b(indexed|unindexable|empty|skipped|errors):\s+([\d,]+)\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def _check_indexing(finished: subprocess.CompletedProcess, expected: int, collec
     if finished.returncode != 0:
         raise IndexingError(f"Anserini IndexCollection exited with {finished.returncode} on {collection_dir}: "
                             f"{_java_complaint(output)}")
-    counters = {name: int(value) for name, value in _COUNTER.findall(output)}
+    counters = {name: int(value.replace(",", "")) for name, value in _COUNTER.findall(output)}
     if counters.get("indexed") != expected:
         # Anserini exits 0 even when a corrupt line aborts a whole file; the count is what catches it.
         raise IndexingError(f"Anserini indexed {counters.get('indexed', '?')} of {expected} documents from "

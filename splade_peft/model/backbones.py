@@ -5,11 +5,15 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+from transformers.utils import logging as transformers_logging
 
 from splade_peft.errors import MissingCheckpointError, SpladePeftError
 from splade_peft.model.checkpoints import FETCH_COMMAND
+from splade_peft.records import fingerprint
 
 log = logging.getLogger(__name__)
+# Per-shard progress bars would flood the logs of every job of a sweep.
+transformers_logging.disable_progress_bar()
 
 
 def looks_like_local_path(name_or_path: str) -> bool:
@@ -44,6 +48,7 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool):
 
 def build_random_backbone(random_init, folder: Path) -> Path:
     """A BERT masked-LM with random weights and a WordPiece vocabulary learnt from the embedded collection."""
+    folder = folder.with_name(f"{folder.name}-{fingerprint(dict(random_init))}")
     if (folder / "config.json").exists():
         return folder
     staging = folder.with_name(folder.name + ".tmp")
@@ -58,7 +63,11 @@ def build_random_backbone(random_init, folder: Path) -> Path:
         max_position_embeddings=512,
         pad_token_id=tokenizer.pad_token_id,
     )
-    BertForMaskedLM(config).save_pretrained(staging)
+    model = BertForMaskedLM(config)
+    # A random head puts every vocabulary term above zero somewhere in a text (dense vectors);
+    # a negative output bias makes the untrained model as sparse as a trained SPLADE.
+    model.cls.predictions.bias.data.fill_(random_init.output_bias)
+    model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     staging.rename(folder)
     log.info("built tiny random backbone at %s", folder)

@@ -1,11 +1,15 @@
 """The SPLADE encoder: token weights log(1 + relu(mlm_logits)), pooled over the non-padding tokens."""
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
 from splade_peft.errors import ConfigError
 
 POOLINGS = ("max", "sum")
+# Vocabulary logits computed at once in max pooling: bounds memory to ~256 MB of float32 per chunk.
+LOGITS_PER_CHUNK = 64 * 2**20
 
 
 class SpladeEncoder(nn.Module):
@@ -19,14 +23,69 @@ class SpladeEncoder(nn.Module):
         self.pooling = pooling
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        logits = self.masked_lm(input_ids=input_ids, attention_mask=attention_mask).logits
-        return splade_pool(logits, attention_mask, self.pooling)
+        if self.pooling == "sum":
+            logits = self.masked_lm(input_ids=input_ids, attention_mask=attention_mask).logits
+            return torch.log1p(torch.relu(logits)).masked_fill(~attention_mask.bool().unsqueeze(-1), 0.0).sum(dim=1)
+        projection = self.masked_lm.get_output_embeddings()
+        with vocabulary_projection_skipped(projection):
+            hidden = self.masked_lm(input_ids=input_ids, attention_mask=attention_mask).logits
+        return torch.log1p(torch.relu(MaskedMaxProjection.apply(hidden, projection.weight, projection.bias, attention_mask)))
 
 
-def splade_pool(logits: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    padding = ~attention_mask.bool().unsqueeze(-1)
-    if pooling == "max":
-        # log1p and relu are monotone, so the max over tokens can be taken first: one (batch, vocab)
-        # activation instead of a (batch, length, vocab) one, with identical values and gradients.
-        return torch.log1p(torch.relu(logits.masked_fill(padding, float("-inf")).amax(dim=1)))
-    return torch.log1p(torch.relu(logits)).masked_fill(padding, 0.0).sum(dim=1)
+@contextmanager
+def vocabulary_projection_skipped(projection: nn.Module):
+    """Make the masked LM return the input of its vocabulary projection (the transformed hidden states).
+
+    The projection is applied by MaskedMaxProjection instead; the module itself (weights, tying,
+    state dict) is untouched: only this instance's forward is shadowed for the duration.
+    """
+    projection.forward = lambda hidden: hidden
+    try:
+        yield
+    finally:
+        del projection.forward
+
+
+class MaskedMaxProjection(torch.autograd.Function):
+    """max over non-padding tokens of (hidden @ weight.T + bias): (batch, length, hidden) -> (batch, vocab).
+
+    Written by hand because autograd's version materialises (batch, length, vocab) logits and, in
+    backward, a dense gradient of the same size, although SPLADE's log1p(relu(.)) passes gradient only
+    to the active terms (a few hundred of 30k per text). Here logits are computed in bounded chunks,
+    only the argmax token per (text, term) is kept, and backward touches the active terms alone.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, attention_mask):
+        padding = ~attention_mask.bool().unsqueeze(-1)
+        rows_per_chunk = max(1, LOGITS_PER_CHUNK // (hidden.shape[1] * weight.shape[0]))
+        values, argmax = [], []
+        for start in range(0, hidden.shape[0], rows_per_chunk):
+            logits = hidden[start:start + rows_per_chunk] @ weight.T
+            if bias is not None:
+                logits += bias
+            chunk_max = logits.masked_fill_(padding[start:start + rows_per_chunk], float("-inf")).max(dim=1)
+            values.append(chunk_max.values)
+            argmax.append(chunk_max.indices)
+        argmax = torch.cat(argmax)
+        ctx.save_for_backward(hidden, weight, argmax)
+        ctx.has_bias = bias is not None
+        return torch.cat(values)
+
+    @staticmethod
+    def backward(ctx, grad_values):
+        hidden, weight, argmax = ctx.saved_tensors
+        rows, terms = grad_values.nonzero(as_tuple=True)
+        grads = grad_values[rows, terms].unsqueeze(1)
+        tokens = argmax[rows, terms]
+        grad_hidden = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_hidden = torch.zeros_like(hidden)
+            grad_hidden.index_put_((rows, tokens), grads * weight[terms].to(grads.dtype), accumulate=True)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.zeros_like(weight)
+            grad_weight.index_put_((terms,), (grads * hidden[rows, tokens]).to(weight.dtype), accumulate=True)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = torch.zeros(weight.shape[0], dtype=grad_values.dtype, device=grad_values.device)
+            grad_bias.index_put_((terms,), grads.squeeze(1), accumulate=True)
+        return grad_hidden, grad_weight, grad_bias, None
