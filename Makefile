@@ -10,7 +10,12 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install checkpoints run smoke test test-fast clean
+# `make sweep-rank` runs sweeps/rank.yaml; SWEEP_SCALE=smoke runs the same grid on the smoke preset.
+SWEEP_SCALE ?= full
+SWEEP_ARGS = $(if $(filter smoke,$(SWEEP_SCALE)),experiment=smoke hydra.sweep.dir=outputs/sweeps/$*-smoke)
+STUDIES := $(basename $(notdir $(wildcard sweeps/*.yaml)))
+
+.PHONY: install checkpoints run smoke test test-fast clean sweeps $(addprefix sweep-,$(STUDIES))
 
 install: $(VENV)/.installed
 
@@ -29,6 +34,12 @@ run: install checkpoints
 
 smoke: install
 	$(PY) -m splade_peft experiment=smoke
+
+sweeps:
+	@echo "studies: $(STUDIES)"; echo "run one with: make sweep-<study> [SWEEP_SCALE=smoke]"
+
+$(addprefix sweep-,$(STUDIES)): sweep-%: install checkpoints
+	$(PY) -m splade_peft -m +sweep=$* $(SWEEP_ARGS)
 
 test: install checkpoints
 	$(PY) -m pytest

@@ -1,6 +1,8 @@
 """`python -m splade_peft [overrides]`: one job (or, with -m, one job per grid point of a Hydra sweep)."""
 
+import json
 import logging
+import math
 import sys
 import traceback
 from pathlib import Path
@@ -11,8 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import splade_peft.config  # noqa: F401  (registers the config resolvers before composition)
-from splade_peft.errors import SpladePeftError
-from splade_peft.records import write_json_atomic
+from splade_peft.records import fingerprint, write_json_atomic
 
 log = logging.getLogger("splade_peft")
 
@@ -22,8 +23,32 @@ def run_name() -> str:
     return hydra_cfg.job.override_dirname or hydra_cfg.job.name
 
 
+def config_fingerprint(config: dict) -> str:
+    """What decides whether an earlier result in the same folder is this job's result."""
+    return fingerprint({**config, "sweep": {k: v for k, v in config.get("sweep", {}).items() if k != "rerun_failed"}})
+
+
+def earlier_result(results_path: Path, config: dict, rerun_failed: bool) -> dict | None:
+    """A finished result of this very job (same folder, same config) that a re-run should keep."""
+    if not results_path.exists():
+        return None
+    try:
+        earlier = json.loads(results_path.read_text())
+    except json.JSONDecodeError:
+        return None
+    keep = {"completed"} if rerun_failed else {"completed", "failed"}
+    if earlier.get("status") in keep and earlier.get("config_fingerprint") == config_fingerprint(config):
+        return earlier
+    return None
+
+
+def objective(record: dict, metric: str) -> float:
+    """The study's metric for sweepers that optimise (Optuna): the macro average over eval datasets."""
+    return float(record.get("metrics", {}).get("average", {}).get(metric, math.nan))
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> dict | None:
+def main(cfg: DictConfig) -> float:
     # Imported here so that `--help` and config errors answer without loading torch.
     from splade_peft.pipeline import job_record, run_job
     from splade_peft.tracking import ExperimentTracker
@@ -31,6 +56,11 @@ def main(cfg: DictConfig) -> dict | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     results_path = run_dir / "results.json"
     record = {"status": "running", **job_record(cfg), "overrides": list(HydraConfig.get().overrides.task)}
+    record["config_fingerprint"] = config_fingerprint(record["config"])
+    earlier = earlier_result(results_path, record["config"], cfg.sweep.rerun_failed)
+    if earlier is not None:
+        print(f"splade_peft: {run_dir.name} already {earlier['status']} ({results_path}); skipped")
+        return objective(earlier, cfg.sweep.metric)
     write_json_atomic(results_path, record)
     tracker = None
     try:
@@ -43,20 +73,20 @@ def main(cfg: DictConfig) -> dict | None:
     write_json_atomic(results_path, record)
     if tracker is not None:
         tracker.finish(record["status"])
-    return report(record, results_path)
+    report(record, results_path)
+    return objective(record, cfg.sweep.metric)
 
 
-def report(record: dict, results_path: Path) -> dict | None:
+def report(record: dict, results_path: Path) -> None:
     from splade_peft.summary import format_table
 
     if record["status"] == "completed":
         print(format_table(record))
         print(f"\nresults: {results_path}")
-        return record
+        return
     print(f"splade_peft: {record['error']}\n(job failed; details in {results_path.parent / 'error.log'})", file=sys.stderr)
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        return None
-    sys.exit(1)
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ from omegaconf import DictConfig, OmegaConf
 from splade_peft.errors import ConfigError
 
 OmegaConf.register_new_resolver("basename", lambda path: Path(str(path)).name, replace=True)
+# A study from sweeps/ gets a fixed folder, so that re-running it resumes; an ad-hoc -m sweep a dated one.
+OmegaConf.register_new_resolver(
+    "sweep_folder",
+    lambda outputs, name, stamp: f"{outputs}/sweeps/{name}" if name else f"{outputs}/multirun/{stamp}",
+    replace=True,
+)
 
 # key path -> (predicate, allowed values as the error message states them)
 RANGE_CHECKS = {

@@ -28,3 +28,7 @@ class MissingCheckpointError(SpladePeftError):
 
 class IndexingError(SpladePeftError):
     """Pyserini/Anserini could not build or open an index."""
+
+
+class TrainingDivergedError(SpladePeftError):
+    """The loss became NaN or infinite."""

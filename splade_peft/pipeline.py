@@ -244,6 +244,6 @@ def job_record(cfg: DictConfig) -> dict:
     """The reproducibility fields written into results.json from the start."""
     return {
         "seed": cfg.seed,
-        "config": redact(OmegaConf.to_container(cfg, resolve=False)),
+        "config": redact(OmegaConf.to_container(cfg, resolve=True)),
         "versions": library_versions(),
     }

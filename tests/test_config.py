@@ -26,13 +26,13 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_group_option_composes(group, option):
-    overrides = [f"{group}={option}"]
+    overrides = [f"{'+' if group == 'sweep' else ''}{group}={option}"]
     if option == "beir":
         overrides.append("data.path=/some/beir/folder")
     if option == "hub" and group == "data":
         overrides.append("data.hub_id=BeIR/scifact")
     cfg = composed(*overrides)
-    if group != "experiment":
+    if group not in ("experiment", "sweep", "hparams_search"):
         assert group in cfg
     OmegaConf.resolve(cfg)
     validate(cfg)
@@ -41,7 +41,8 @@ def test_every_group_option_composes(group, option):
 def test_each_group_is_packaged_under_its_own_name():
     for group in GROUPS:
         for path in (CONF / group).glob("*.yaml"):
-            expected = "_global_" if group == "experiment" else group
+            # Presets that touch several groups at once are global: experiments, studies, searches.
+            expected = "_global_" if group in ("experiment", "sweep", "hparams_search") else group
             assert path.read_text().startswith(f"# @package {expected}"), path
 
 

@@ -4,6 +4,7 @@ import lightning as L
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from splade_peft.errors import TrainingDivergedError
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.training.losses import contrastive_loss
 from splade_peft.training.regularizers import flops, l1, nonzeros_per_vector, quadratic_warmup
@@ -40,6 +41,8 @@ class SpladeModule(L.LightningModule):
         lambda_q = quadratic_warmup(self.global_step, self.loss_cfg.lambda_q, self.loss_cfg.warmup_steps)
         doc_flops, query_l1 = flops(documents), l1(queries)
         loss = ranking + lambda_d * doc_flops + lambda_q * query_l1
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(f"non-finite loss at step {self.global_step} -- lower optim.lr or check the data")
         self.log_dict(
             {
                 "train/loss": loss,
