@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from splade_peft.config import validate
 from splade_peft.data.collections import Collection, load_collection
+from splade_peft.data.subsample import subsample
 from splade_peft.data.training import TrainingCollator, TrainingSet, bm25_candidates, random_candidates, training_pairs
 from splade_peft.evaluation.metrics import evaluate, macro_average
 from splade_peft.evaluation.sparsity import SparsityCounter, sparsity_report
@@ -48,16 +49,17 @@ class Evaluation:
 def load_eval_collections(cfg: DictConfig) -> dict[str, Collection]:
     collections = {}
     for spec in cfg.eval.datasets.values():
-        collection = load_data(spec, spec.split, cfg.paths.cache)
+        collection = load_data(spec, spec.split, cfg)
         collections[collection.name] = collection
     return collections
 
 
-def load_data(spec, split: str, cache_dir: str) -> Collection:
-    return load_collection(
+def load_data(spec, split: str, cfg: DictConfig) -> Collection:
+    collection = load_collection(
         spec.source, split, path=spec.get("path"), name=spec.get("name"), hub_id=spec.get("hub_id"),
-        cache_dir=cache_dir, unknown_ids=spec.get("unknown_ids", "error"),
+        cache_dir=cfg.paths.cache, unknown_ids=spec.get("unknown_ids", "error"),
     )
+    return subsample(collection, spec.get("max_queries"), spec.get("max_documents"), cfg.seed)
 
 
 # --- BM25 reference and hard negatives ------------------------------------------------------------------
@@ -183,7 +185,7 @@ def peak_memory_mb() -> dict:
 def run_job(cfg: DictConfig, run_dir: Path, tracker: ExperimentTracker) -> dict:
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    train_collection = load_data(cfg.data, cfg.data.train_split, cfg.paths.cache)
+    train_collection = load_data(cfg.data, cfg.data.train_split, cfg)
     eval_collections = load_eval_collections(cfg)
     results = {"data": describe_data(train_collection, eval_collections), "references": {"bm25": {}, "zero_shot": {}}}
 
