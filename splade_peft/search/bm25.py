@@ -1,7 +1,8 @@
 """BM25 reference on raw text: Anserini's default analyzer (English stop words, Porter stemming).
 
-Queries go through pyserini's LuceneSearcher, whose default bag-of-words query generator analyses
-the text into terms without Lucene's query parser, so `?`, `:`, `(`, `"`, `/` need no escaping.
+Queries are searched by Anserini's SearchCollection in a subprocess (`splade_peft.search.anserini`).
+Its default bag-of-words query generator runs the text through the analyzer into terms, without
+Lucene's query parser, so `?`, `:`, `(`, `"`, `/`, `*`, `~`, `^`, `[`, `{` or a backslash need no escaping.
 """
 
 import tempfile
@@ -10,11 +11,8 @@ from pathlib import Path
 
 from splade_peft.errors import IndexingError
 from splade_peft.index.impact import IndexStats, run_anserini_indexer, write_jsonl_shards
-from splade_peft.index.pyserini_env import import_pyserini
+from splade_peft.search.anserini import JAVA_TRIMMED, search_collection, sendable, tsv_safe
 from splade_peft.search.runs import Run
-
-# Java's String.trim() strips every char <= U+0020; Anserini skips a document whose text trims to "".
-_JAVA_TRIMMED = "".join(chr(code) for code in range(0x21))
 
 
 def build_bm25_index(corpus: Mapping[str, str], index_dir: Path, threads: int) -> IndexStats:
@@ -37,19 +35,19 @@ def bm25_search(index_dir: Path, queries: Mapping[str, str], k: int, threads: in
         raise ValueError(f"k must be >= 1, got {k}")
     if not Path(index_dir).is_dir():
         raise IndexingError(f"BM25 index {index_dir} does not exist -- build it with build_bm25_index()")
-    lucene = import_pyserini("pyserini.search.lucene")
-    searcher = lucene.LuceneSearcher(str(index_dir))
-    searcher.set_bm25(k1, b)
-    qids = list(queries)
-    try:
-        hits = searcher.batch_search([queries[qid] for qid in qids], qids, k=k, threads=threads)
-    finally:
-        searcher.close()
-    # 6 decimals: drops float32 noise but keeps Anserini's 1e-6 tie offsets, so the order is explicit.
-    return {qid: [(hit.docid, round(float(hit.score), 6)) for hit in hits.get(qid, [])] for qid in qids}
+    # Tabs and line breaks would end the topic's field or line; as spaces they separate words alike.
+    texts = {qid: tsv_safe(text) for qid, text in queries.items()}
+    # Blank queries are not sent: they analyse to no terms (and Anserini's topic reader chokes on them).
+    qids = [qid for qid, text in texts.items() if sendable(text)]
+    flags = ["-bm25", "-bm25.k1", repr(float(k1)), "-bm25.b", repr(float(b))]
+    hits = search_collection(index_dir, [texts[qid] for qid in qids], k, threads, flags)
+    by_qid = {qid: hits.get(position, []) for position, qid in enumerate(qids)}
+    # 6 decimals, as Anserini writes them: keeps its 1e-6 tie offsets, so the order stays explicit.
+    return {qid: [(docid, round(score, 6)) for docid, score in by_qid.get(qid, [])] for qid in queries}
 
 
 def _text_records(corpus: Mapping[str, str]) -> Iterator[dict]:
     for doc_id, text in corpus.items():
-        if text.strip(_JAVA_TRIMMED):
+        # Java's String.trim() strips every char <= U+0020; Anserini skips a document that trims to "".
+        if text.strip(JAVA_TRIMMED):
             yield {"id": doc_id, "contents": text}
