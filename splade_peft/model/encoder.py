@@ -8,8 +8,6 @@ from torch import nn
 from splade_peft.errors import ConfigError
 
 POOLINGS = ("max", "sum")
-# Vocabulary logits computed at once in max pooling: bounds memory to ~256 MB of float32 per chunk.
-LOGITS_PER_CHUNK = 64 * 2**20
 
 
 class SpladeEncoder(nn.Module):
@@ -57,20 +55,20 @@ class MaskedMaxProjection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, attention_mask):
-        padding = ~attention_mask.bool().unsqueeze(-1)
-        rows_per_chunk = max(1, LOGITS_PER_CHUNK // (hidden.shape[1] * weight.shape[0]))
-        values, argmax = [], []
-        for start in range(0, hidden.shape[0], rows_per_chunk):
-            logits = hidden[start:start + rows_per_chunk] @ weight.T
+        # One text at a time over its real tokens only: training batches are padded to their longest
+        # text, and projecting padding onto the vocabulary would be most of the work.
+        values = hidden.new_empty(hidden.shape[0], weight.shape[0])
+        argmax = torch.empty(values.shape, dtype=torch.long, device=hidden.device)
+        for row, mask in enumerate(attention_mask.bool()):
+            positions = mask.nonzero().squeeze(1)
+            logits = hidden[row, positions] @ weight.T
             if bias is not None:
                 logits += bias
-            chunk_max = logits.masked_fill_(padding[start:start + rows_per_chunk], float("-inf")).max(dim=1)
-            values.append(chunk_max.values)
-            argmax.append(chunk_max.indices)
-        argmax = torch.cat(argmax)
+            row_max = logits.max(dim=0)
+            values[row], argmax[row] = row_max.values, positions[row_max.indices]
         ctx.save_for_backward(hidden, weight, argmax)
         ctx.has_bias = bias is not None
-        return torch.cat(values)
+        return values
 
     @staticmethod
     def backward(ctx, grad_values):
