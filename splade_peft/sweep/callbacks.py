@@ -1,4 +1,5 @@
-"""Hydra callback: when a sweep ends, gather its jobs' results into one table and a few plots."""
+"""Hydra callback around a whole sweep: prepare its folder, and at the end gather its jobs' results
+into one table and a few plots."""
 
 import logging
 from pathlib import Path
@@ -9,7 +10,11 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 
-class SweepReport(Callback):
+class SweepBookkeeping(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        # Before the sweeper starts: an Optuna study is stored in SQLite inside the sweep folder.
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from splade_peft.sweep.report import build_report, log_report_to_wandb
 
