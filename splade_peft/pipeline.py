@@ -5,10 +5,9 @@ completed stage is reused and an interrupted one is redone. BM25 and zero-shot r
 cache, keyed by what produced them, so a sweep computes them once per collection and checkpoint.
 """
 
-import logging
 import resource
 import time
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -35,16 +34,6 @@ from splade_peft.search.lucene import impact_search
 from splade_peft.search.runs import read_trec_run, write_trec_run
 from splade_peft.tracking import ExperimentTracker
 from splade_peft.training.module import SpladeModule
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class Evaluation:
-    metrics: dict
-    sparsity: dict
-    timing: dict
-
 
 def load_eval_collections(cfg: DictConfig) -> dict[str, Collection]:
     collections = {}
@@ -144,7 +133,7 @@ def evaluation_inputs(cfg: DictConfig, collection: Collection, model_fingerprint
 def zero_shot_reference(encoder, tokenizer, collection, cfg, model_fingerprint: str) -> dict:
     inputs = evaluation_inputs(cfg, collection, model_fingerprint)
     store = StageStore(Path(cfg.paths.cache) / "zero_shot")
-    _, summary = store.run(fingerprint(inputs), inputs, lambda folder: evaluate_encoder(encoder, tokenizer, collection, cfg, folder))
+    _, summary = store.run(fingerprint(inputs), inputs, partial(evaluate_encoder, encoder, tokenizer, collection, cfg))
     return summary
 
 
@@ -187,36 +176,45 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker: ExperimentTracker) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     train_collection = load_data(cfg.data, cfg.data.train_split, cfg)
     eval_collections = load_eval_collections(cfg)
-    results = {"data": describe_data(train_collection, eval_collections), "references": {"bm25": {}, "zero_shot": {}}}
-
-    if cfg.eval.bm25:
-        for name, collection in eval_collections.items():
-            results["references"]["bm25"][name] = bm25_reference(collection, cfg)
-
+    results = {"data": describe_data(train_collection, eval_collections)}
     masked_lm, tokenizer = load_backbone(cfg.model, cfg.paths.cache)
     model_fingerprint = describe_model(cfg, masked_lm)
-    if cfg.eval.zero_shot:
-        base_encoder = SpladeEncoder(masked_lm, cfg.encoder.pooling)
-        for name, collection in eval_collections.items():
-            results["references"]["zero_shot"][name] = zero_shot_reference(base_encoder, tokenizer, collection, cfg, model_fingerprint)
+    results["references"] = reference_rows(masked_lm, tokenizer, eval_collections, cfg, model_fingerprint)
 
     encoder = SpladeEncoder(wrap_with_adapter(masked_lm, cfg.lora), cfg.encoder.pooling)
     results["params"] = count_parameters(encoder)
     training = train(encoder, tokenizer, train_collection, cfg, run_dir, tracker)
     results["memory"] = peak_memory_mb()
 
-    store = StageStore(run_dir / "eval")
-    evaluations = {}
-    for name, collection in eval_collections.items():
-        inputs = evaluation_inputs(cfg, collection, f"{model_fingerprint}+adapter:{folder_fingerprint(run_dir / 'adapter')}")
-        evaluations[name] = store.run(name, inputs, lambda folder: evaluate_encoder(encoder, tokenizer, collection, cfg, folder))[1]
-
+    adapted_fingerprint = f"{model_fingerprint}+adapter:{folder_fingerprint(run_dir / 'adapter')}"
+    evaluations = evaluate_trained(encoder, tokenizer, eval_collections, cfg, run_dir, adapted_fingerprint)
     results["metrics"] = {name: e["metrics"] for name, e in evaluations.items()}
     results["metrics"]["average"] = macro_average({name: e["metrics"] for name, e in evaluations.items()})
     results["sparsity"] = {name: e["sparsity"] for name, e in evaluations.items()}
     results["timing"] = {"train_s": training["train_s"], **sum_timings(e["timing"] for e in evaluations.values())}
     results["training"] = training
     return results
+
+
+def reference_rows(masked_lm, tokenizer, eval_collections: dict, cfg: DictConfig, model_fingerprint: str) -> dict:
+    """BM25 and the untrained checkpoint on every eval collection, both from the shared cache when there."""
+    references = {"bm25": {}, "zero_shot": {}}
+    base_encoder = SpladeEncoder(masked_lm, cfg.encoder.pooling)
+    for name, collection in eval_collections.items():
+        if cfg.eval.bm25:
+            references["bm25"][name] = bm25_reference(collection, cfg)
+        if cfg.eval.zero_shot:
+            references["zero_shot"][name] = zero_shot_reference(base_encoder, tokenizer, collection, cfg, model_fingerprint)
+    return references
+
+
+def evaluate_trained(encoder, tokenizer, eval_collections: dict, cfg: DictConfig, run_dir: Path, model_fingerprint: str) -> dict:
+    store = StageStore(run_dir / "eval")
+    evaluations = {}
+    for name, collection in eval_collections.items():
+        inputs = evaluation_inputs(cfg, collection, model_fingerprint)
+        evaluations[name] = store.run(name, inputs, partial(evaluate_encoder, encoder, tokenizer, collection, cfg))[1]
+    return evaluations
 
 
 def sum_timings(timings) -> dict:
