@@ -140,6 +140,8 @@ def zero_shot_reference(encoder, tokenizer, collection, cfg, model_fingerprint: 
 # --- training ---------------------------------------------------------------------------------------------
 
 def train(encoder: SpladeEncoder, tokenizer, collection: Collection, cfg: DictConfig, run_dir: Path, tracker) -> dict:
+    if not any(p.requires_grad for p in encoder.parameters()):
+        return {"train_s": 0.0, "steps": 0, "training_pairs": 0}
     pairs = training_pairs(collection, negative_candidates(collection, cfg), cfg.data.negatives)
     dataset = TrainingSet(collection, pairs, cfg.data.negatives, cfg.seed)
     loader = DataLoader(

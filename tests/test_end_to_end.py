@@ -100,3 +100,20 @@ def test_unknown_option_fails_before_the_job(tmp_path):
     completed = run_cli(tmp_path, "lora.rank=4")
     assert completed.returncode != 0 and "lora.rank" in completed.stderr
     assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize("adapter", ["dora", "full", "frozen"])
+def test_every_adapter_option_runs_end_to_end(tmp_path, adapter):
+    completed = run_cli(tmp_path, "experiment=smoke", f"lora={adapter}")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    dataset = "stdlib-docstrings"
+    assert results["status"] == "completed" and 0 <= results["metrics"][dataset]["ndcg@10"] <= 1
+    params = results["params"]
+    if adapter == "frozen":
+        assert params["trainable"] == 0 and results["training"]["steps"] == 0
+        assert results["metrics"][dataset] == results["references"]["zero_shot"][dataset]["metrics"]
+    elif adapter == "full":
+        assert params["trainable"] == params["total"]
+    else:
+        assert 0 < params["trainable"] < params["total"]

@@ -45,3 +45,13 @@ def test_lora_steps_change_only_adapter_weights(tmp_path):
     assert all("lora_" in name for name in trainable)
     assert any("lora_B" in name for name in changed)
     assert count_parameters(encoder)["trainable"] == sum(before[n].numel() for n in trainable)
+
+
+def test_full_fine_tuning_trains_every_weight_and_frozen_none(tmp_path):
+    torch.manual_seed(0)
+    backbone = BertForMaskedLM(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=32))
+    full = wrap_with_adapter(backbone, OmegaConf.merge(LORA, {"method": "full"}))
+    assert count_parameters(full)["trainable"] == count_parameters(full)["total"]
+    frozen = wrap_with_adapter(backbone, OmegaConf.merge(LORA, {"method": "frozen"}))
+    assert count_parameters(frozen)["trainable"] == 0

@@ -21,7 +21,9 @@ DEFAULT_TARGET_MODULES = {
     "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
 
-ADAPTER_METHODS = ("lora",)
+# lora: PEFT LoRA (DoRA with lora.use_dora); full: no adapter, every weight trains (the baseline
+# adapters are measured against); frozen: nothing trains (the zero-shot checkpoint as a grid point).
+ADAPTER_METHODS = ("lora", "full", "frozen")
 
 
 def target_modules_for(model: nn.Module, configured) -> list[str]:
@@ -44,6 +46,8 @@ def matched_module_names(model: nn.Module, targets: list[str]) -> list[str]:
 def wrap_with_adapter(model: nn.Module, lora_cfg) -> nn.Module:
     if lora_cfg.method not in ADAPTER_METHODS:
         raise ConfigError("lora.method", f"unknown method '{lora_cfg.method}'", f"use one of {', '.join(ADAPTER_METHODS)}")
+    if lora_cfg.method in ("full", "frozen"):
+        return model.requires_grad_(lora_cfg.method == "full")
     targets = target_modules_for(model, lora_cfg.target_modules)
     if not matched_module_names(model, targets):
         raise ConfigError(
