@@ -61,7 +61,7 @@ def library_versions() -> dict[str, str]:
             versions[library] = metadata.version(library)
         except metadata.PackageNotFoundError:
             versions[library] = "not installed"
-    versions["splade_peft_commit"] = git_commit()
+    versions["splade_peft_commit"] = COMMIT_AT_START
     return versions
 
 
@@ -72,6 +72,10 @@ def git_commit() -> str:
         return found.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+# Read once: a sweep process keeps running the code it started with, whatever HEAD says later.
+COMMIT_AT_START = git_commit()
 
 
 class StageStore:
