@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from splade_peft.errors import IndexingError
-from splade_peft.index.pyserini_env import anserini_jar, java_binary
+from splade_peft.index.pyserini_env import anserini_jar, java_binary, java_complaint
 
 _WHITESPACE = re.compile(r"\s")
-_NOISE = re.compile(r"^\s+at |^\s*\.\.\. \d+ more|^SLF4J|^\S+ \S+ INFO ")
 # Anserini prints counts with thousands separators: "indexed:  5,194".
 _COUNTER = re.compile(r"\b(indexed|unindexable|empty|skipped|errors):\s+([\d,]+)\s*$", re.MULTILINE)
 
@@ -146,18 +145,12 @@ def _check_indexing(finished: subprocess.CompletedProcess, expected: int, collec
     output = finished.stdout + "\n" + finished.stderr
     if finished.returncode != 0:
         raise IndexingError(f"Anserini IndexCollection exited with {finished.returncode} on {collection_dir}: "
-                            f"{_java_complaint(output)}")
+                            f"{java_complaint(output)}")
     counters = {name: int(value.replace(",", "")) for name, value in _COUNTER.findall(output)}
     if counters.get("indexed") != expected:
         # Anserini exits 0 even when a corrupt line aborts a whole file; the count is what catches it.
         raise IndexingError(f"Anserini indexed {counters.get('indexed', '?')} of {expected} documents from "
-                            f"{collection_dir} (counters {counters}): {_java_complaint(output)}")
-
-
-def _java_complaint(output: str, lines: int = 6) -> str:
-    """The last few lines of Java's output that are neither stack frames nor routine log lines."""
-    meaningful = [line.strip() for line in output.splitlines() if line.strip() and not _NOISE.search(line)]
-    return " | ".join(meaningful[-lines:]) or "(no output)"
+                            f"{collection_dir} (counters {counters}): {java_complaint(output)}")
 
 
 def _fresh_tmp(final: Path) -> Path:

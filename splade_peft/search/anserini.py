@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from splade_peft.errors import IndexingError
-from splade_peft.index.pyserini_env import anserini_jar, java_binary
+from splade_peft.index.pyserini_env import anserini_jar, java_binary, java_complaint
 from splade_peft.search.runs import read_trec_run
 
 # An untrained or lightly regularised SPLADE model can put weight on the whole vocabulary (~30k terms).
@@ -45,7 +45,6 @@ JAVA_TRIMMED = "".join(chr(code) for code in range(0x21))
 _TSV_BREAKERS = re.compile(r"[\t\n\r]")
 _STACK_FRAME = re.compile(r"^\s+at \S+\(", re.MULTILINE)
 _ERROR_LINE = re.compile(r"^Error: ", re.MULTILINE)
-_NOISE = re.compile(r"^\s+at |^\s*\.\.\. \d+ more|^SLF4J|^\S+ \S+ INFO |^\S+ \d\d?, \d{4} .*[AP]M |^(INFO|WARNING): ")
 
 
 def tsv_safe(text: str) -> str:
@@ -104,12 +103,6 @@ def _search_batch(index_dir: Path, batch: list[tuple[int, str]], k: int, threads
         if not (folder / _RUN).is_file():
             raise IndexingError(f"Anserini SearchCollection wrote no run for {index_dir}: {java_complaint(output)}")
         return {int(topic): ranked for topic, ranked in read_trec_run(folder / _RUN).items()}
-
-
-def java_complaint(output: str, lines: int = 6) -> str:
-    """The last few lines of Java's output that are neither stack frames nor routine log lines."""
-    meaningful = [line.strip() for line in output.splitlines() if line.strip() and not _NOISE.search(line)]
-    return " | ".join(meaningful[-lines:]) or "(no output)"
 
 
 def _launcher_class(max_clauses: int) -> bytes:
