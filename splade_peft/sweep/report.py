@@ -12,6 +12,7 @@ import pandas as pd
 from splade_peft.sweep.load import Sweep, load_sweep
 from splade_peft.sweep.plots import save_plots
 from splade_peft.sweep.table import markdown_report, study_table
+from splade_peft.tracking import wandb_mode
 
 CSV_NAME = "sweep_results.csv"
 MARKDOWN_NAME = "report.md"
@@ -43,12 +44,6 @@ def build_report(sweep_dir: str | Path) -> Report:
     return Report(sweep, study_table(sweep), markdown, csv_path, markdown_path, plot_paths)
 
 
-def wandb_mode() -> str:
-    # An explicit WANDB_MODE (tests set offline or disabled) wins; otherwise online only with a key,
-    # because wandb without one fails instead of falling back to offline.
-    return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-
-
 def wandb_ready(frame: pd.DataFrame) -> pd.DataFrame:
     """W&B tables type each column from its values: missing cells become None, not float NaN in a text column."""
     return frame.astype(object).where(frame.notna(), None)
@@ -73,7 +68,7 @@ def log_report_to_wandb(report: Report, project: str | None = None, group: str |
         job_type="report",
         name=f"report-{settings.get('sweep.name') or report.sweep.directory.name}",
         dir=str(report.sweep.directory),
-        mode=wandb_mode(),
+        mode=wandb_mode(os.environ.get("WANDB_MODE")),
         config={"sweep_dir": str(report.sweep.directory), "swept": report.sweep.swept, "fixed": report.sweep.fixed},
     )
     wandb.log({
