@@ -29,13 +29,43 @@ RANGE_CHECKS = {
     "loss.temperature": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
     "loss.warmup_steps": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     "optim.lr": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
+    "optim.query_table_lr": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
     "index.quantization": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
     "index.shards": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "index.threads": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "eval.k": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "model.query_max_length": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
     "model.doc_max_length": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+    "model.random_init.architecture": (lambda v: v in (None, "bert", "llama"), "one of bert, llama"),
 }
+
+
+def encoder_range_checks() -> dict:
+    """Checks of the `encoder=` keys, whose allowed values live with the modules that implement them.
+
+    Imported here rather than at the top: those modules import torch, and this file is imported by
+    every entry point, including `--help`.
+    """
+    from splade_peft.model.encoder import POOLINGS
+    from splade_peft.model.sparsifiers import SPARSIFIER_METHODS
+    from splade_peft.model.variants import ENCODER_VARIANTS
+
+    return {
+        "encoder.name": (lambda v: v in ENCODER_VARIANTS, f"one of {', '.join(ENCODER_VARIANTS)}"),
+        "encoder.pooling": (lambda v: v in POOLINGS, f"one of {', '.join(POOLINGS)}"),
+        "encoder.bidirectional": (lambda v: isinstance(v, bool), "true or false (true only with a decoder backbone)"),
+        **{
+            f"encoder.sparsifiers.{side}.{key}": check
+            for side in ("documents", "queries")
+            for key, check in {
+                "method": (lambda v: v in SPARSIFIER_METHODS, f"one of {', '.join(SPARSIFIER_METHODS)}"),
+                "k": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+                "threshold": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
+                "scale": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
+                "learned": (lambda v: isinstance(v, bool), "true or false"),
+            }.items()
+        },
+    }
 
 
 def validate(cfg: DictConfig) -> None:
@@ -43,7 +73,7 @@ def validate(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(missing[0], "is required and has no value", f"set it on the command line, e.g. {missing[0]}=...")
-    for key, (is_allowed, allowed) in RANGE_CHECKS.items():
+    for key, (is_allowed, allowed) in {**RANGE_CHECKS, **encoder_range_checks()}.items():
         value = OmegaConf.select(cfg, key)
         if not is_allowed(value):
             raise ConfigError(key, f"{value!r} is not allowed", f"use {allowed}")

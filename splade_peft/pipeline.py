@@ -25,7 +25,7 @@ from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import build_impact_index, quantize, write_vector_collection
 from splade_peft.model.adapters import count_parameters, wrap_with_adapter
 from splade_peft.model.backbones import load_backbone
-from splade_peft.model.encoder import SpladeEncoder
+from splade_peft.model.variants import SparseEncoder, as_sparse_encoder, build_encoder
 from splade_peft.records import (
     StageStore, fingerprint, folder_fingerprint, library_versions, mapping_fingerprint, redact,
 )
@@ -90,25 +90,26 @@ def negative_candidates(collection: Collection, cfg: DictConfig) -> dict:
 
 # --- encoding, indexing, search --------------------------------------------------------------------------
 
-def evaluate_encoder(encoder: SpladeEncoder, tokenizer, collection: Collection, cfg: DictConfig, folder: Path) -> dict:
+def evaluate_encoder(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictConfig, folder: Path) -> dict:
     """Encode the corpus into a Lucene impact index, search it with the encoded queries, score the run."""
     documents, queries = SparsityCounter(), SparsityCounter()
     factor = cfg.index.quantization
+    encoder = as_sparse_encoder(encoder)
 
-    def quantised(texts, max_length, counter):
+    def quantised(side, texts, max_length, counter):
         for text_id, vector in encode_texts(
-            encoder, tokenizer, texts, max_length, cfg.index.tokens_per_batch, cfg.index.max_batch_size
+            encoder.side(side), tokenizer, texts, max_length, cfg.index.tokens_per_batch, cfg.index.max_batch_size
         ):
             impacts = quantize(vector, factor)
             counter.add(impacts)
             yield text_id, impacts
 
     started = time.perf_counter()
-    write_vector_collection(quantised(collection.corpus, cfg.model.doc_max_length, documents), folder / "vectors", cfg.index.shards)
+    write_vector_collection(quantised("documents", collection.corpus, cfg.model.doc_max_length, documents), folder / "vectors", cfg.index.shards)
     encoded = time.perf_counter()
     build_impact_index(folder / "vectors", folder / "index", cfg.index.threads)
     indexed = time.perf_counter()
-    query_vectors = dict(quantised(collection.queries, cfg.model.query_max_length, queries))
+    query_vectors = dict(quantised("queries", collection.queries, cfg.model.query_max_length, queries))
     run = impact_search(folder / "index", query_vectors, k=cfg.eval.k, threads=cfg.eval.search_threads)
     write_trec_run(run, folder / "run.trec", "splade_peft")
     searched = time.perf_counter()
@@ -139,7 +140,7 @@ def zero_shot_reference(encoder, tokenizer, collection, cfg, model_fingerprint: 
 
 # --- training ---------------------------------------------------------------------------------------------
 
-def train(encoder: SpladeEncoder, tokenizer, collection: Collection, cfg: DictConfig, run_dir: Path, tracker) -> dict:
+def train(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictConfig, run_dir: Path, tracker) -> dict:
     if not any(p.requires_grad for p in encoder.parameters()):
         return {"train_s": 0.0, "steps": 0, "training_pairs": 0}
     pairs = training_pairs(collection, negative_candidates(collection, cfg), cfg.data.negatives)
@@ -160,7 +161,7 @@ def train(encoder: SpladeEncoder, tokenizer, collection: Collection, cfg: DictCo
     started = time.perf_counter()
     trainer.fit(module, loader)
     train_s = time.perf_counter() - started
-    encoder.masked_lm.save_pretrained(run_dir / "adapter")
+    encoder.save(run_dir / "adapter")
     return {"train_s": train_s, "steps": trainer.global_step, "training_pairs": len(pairs)}
 
 
@@ -181,9 +182,12 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker: ExperimentTracker) -> dict:
     results = {"data": describe_data(train_collection, eval_collections)}
     masked_lm, tokenizer = load_backbone(cfg.model, cfg.paths.cache)
     model_fingerprint = describe_model(cfg, masked_lm)
-    results["references"] = reference_rows(masked_lm, tokenizer, eval_collections, cfg, model_fingerprint)
+    results["references"] = reference_rows(masked_lm, tokenizer, eval_collections, train_collection, cfg, model_fingerprint)
 
-    encoder = SpladeEncoder(wrap_with_adapter(masked_lm, cfg.lora), cfg.encoder.pooling)
+    encoder = build_encoder(
+        cfg.encoder, masked_lm, tokenizer, train_collection.corpus, cfg.model.doc_max_length,
+        adapt=lambda lm: wrap_with_adapter(lm, cfg.lora),
+    )
     results["params"] = count_parameters(encoder)
     training = train(encoder, tokenizer, train_collection, cfg, run_dir, tracker)
     results["memory"] = peak_memory_mb()
@@ -198,10 +202,18 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker: ExperimentTracker) -> dict:
     return results
 
 
-def reference_rows(masked_lm, tokenizer, eval_collections: dict, cfg: DictConfig, model_fingerprint: str) -> dict:
-    """BM25 and the untrained checkpoint on every eval collection, both from the shared cache when there."""
+def reference_rows(masked_lm, tokenizer, eval_collections: dict, train_collection: Collection, cfg: DictConfig,
+                   model_fingerprint: str) -> dict:
+    """BM25 and the untrained checkpoint on every eval collection, both from the shared cache when there.
+
+    The zero-shot row is the encoder variant as training starts from it: the loaded LM on both sides
+    (splade_separate's two copies are still one), an inference-free query table at its IDF values, the
+    sparsifiers at their configured cut-offs.
+    """
     references = {"bm25": {}, "zero_shot": {}}
-    base_encoder = SpladeEncoder(masked_lm, cfg.encoder.pooling)
+    base_encoder = build_encoder(cfg.encoder, masked_lm, tokenizer, train_collection.corpus, cfg.model.doc_max_length)
+    if base_encoder.own_parameters():
+        model_fingerprint = f"{model_fingerprint}+encoder:{base_encoder.own_parameters_fingerprint()}"
     for name, collection in eval_collections.items():
         if cfg.eval.bm25:
             references["bm25"][name] = bm25_reference(collection, cfg)

@@ -4,11 +4,12 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 from transformers.utils import logging as transformers_logging
 
 from splade_peft.errors import MissingCheckpointError, SpladePeftError
 from splade_peft.model.checkpoints import FETCH_COMMAND
+from splade_peft.model.decoders import language_model_class, random_llama
 from splade_peft.records import fingerprint
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ def load_backbone(model_cfg, cache_dir: str | Path):
 def load_pretrained(name_or_path: str, trust_remote_code: bool):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        model = AutoModelForMaskedLM.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        model_class = language_model_class(name_or_path, trust_remote_code)
+        model = model_class.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except OSError as error:
         raise SpladePeftError(
             f"model.name_or_path={name_or_path}: cannot load it ({str(error).splitlines()[0]}) -- a hub id needs a "
@@ -47,13 +49,22 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool):
 
 
 def build_random_backbone(random_init, folder: Path) -> Path:
-    """A BERT masked-LM with random weights and a WordPiece vocabulary learnt from the embedded collection."""
+    """A random masked LM (BERT) or causal LM (Llama) with a WordPiece vocabulary learnt from the embedded collection."""
     folder = folder.with_name(f"{folder.name}-{fingerprint(dict(random_init))}")
     if (folder / "config.json").exists():
         return folder
     staging = folder.with_name(folder.name + ".tmp")
     tokenizer = train_wordpiece_tokenizer(random_init.vocab_size, folder.parent)
     torch.manual_seed(random_init.seed)
+    model = random_llama(random_init, tokenizer) if random_init.architecture == "llama" else random_bert(random_init, tokenizer)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    staging.rename(folder)
+    log.info("built tiny random backbone at %s", folder)
+    return folder
+
+
+def random_bert(random_init, tokenizer) -> BertForMaskedLM:
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=random_init.hidden_size,
@@ -67,11 +78,7 @@ def build_random_backbone(random_init, folder: Path) -> Path:
     # A random head puts every vocabulary term above zero somewhere in a text (dense vectors);
     # a negative output bias makes the untrained model as sparse as a trained SPLADE.
     model.cls.predictions.bias.data.fill_(random_init.output_bias)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    staging.rename(folder)
-    log.info("built tiny random backbone at %s", folder)
-    return folder
+    return model
 
 
 def train_wordpiece_tokenizer(vocab_size: int, cache_dir: Path) -> PreTrainedTokenizerFast:

@@ -5,7 +5,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from splade_peft.errors import TrainingDivergedError
-from splade_peft.model.encoder import SpladeEncoder
+from splade_peft.model.variants import SparseEncoder, as_sparse_encoder
 from splade_peft.training.losses import contrastive_loss
 from splade_peft.training.regularizers import flops, l1, nonzeros_per_vector, quadratic_warmup
 
@@ -20,9 +20,9 @@ def linear_warmup_then_decay(warmup_steps: int, total_steps: int):
 
 
 class SpladeModule(L.LightningModule):
-    def __init__(self, encoder: SpladeEncoder, loss_cfg, optim_cfg):
+    def __init__(self, encoder: SparseEncoder, loss_cfg, optim_cfg):
         super().__init__()
-        self.encoder = encoder
+        self.encoder = as_sparse_encoder(encoder)
         self.loss_cfg, self.optim_cfg = loss_cfg, optim_cfg
 
     def on_train_epoch_start(self) -> None:
@@ -32,13 +32,15 @@ class SpladeModule(L.LightningModule):
             dataset.set_epoch(self.current_epoch)
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
-        queries = self.encoder(**batch["queries"])
-        documents = self.encoder(**batch["documents"])
+        queries = self.encoder.encode_queries(**batch["queries"])
+        documents = self.encoder.encode_documents(**batch["documents"])
         ranking = contrastive_loss(
             queries, documents, batch["docs_per_query"], self.loss_cfg.in_batch, self.loss_cfg.temperature
         )
         lambda_d = quadratic_warmup(self.global_step, self.loss_cfg.lambda_d, self.loss_cfg.warmup_steps)
         lambda_q = quadratic_warmup(self.global_step, self.loss_cfg.lambda_q, self.loss_cfg.warmup_steps)
+        if not self.encoder.regularise_queries:
+            lambda_q = 0.0
         doc_flops, query_l1 = flops(documents), l1(queries)
         loss = ranking + lambda_d * doc_flops + lambda_q * query_l1
         if not torch.isfinite(loss):
@@ -62,7 +64,8 @@ class SpladeModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        parameters = [p for p in self.encoder.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay)
+        groups = self.encoder.parameter_groups(self.optim_cfg)
+        optimizer = torch.optim.AdamW(groups, lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay)
+        # One factor for every group: the query table keeps its ratio to the encoder's rate throughout.
         schedule = LambdaLR(optimizer, linear_warmup_then_decay(self.optim_cfg.warmup_steps, int(self.trainer.estimated_stepping_batches)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
