@@ -77,6 +77,10 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not is_allowed(value):
             raise ConfigError(key, f"{value!r} is not allowed", f"use {allowed}")
+    random_init = cfg.model.get("random_init")
+    if cfg.encoder.bidirectional and random_init and random_init.architecture != "llama":
+        raise ConfigError("encoder.bidirectional", f"a random {random_init.architecture} masked LM attends both ways already",
+                          "use encoder.bidirectional=true only with a decoder backbone (e.g. model=tiny_llama), else false")
     if cfg.data.source == "beir" and not cfg.data.path:
         raise ConfigError("data.path", "data.source=beir needs a folder", "set data.path=<BEIR folder>")
     if cfg.trainer.get("max_steps", -1) in (None, 0):
