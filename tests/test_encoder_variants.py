@@ -163,6 +163,14 @@ def test_learned_sparsifiers_train_their_cut_off(tokenizer, side, method, learne
     assert all("lora_" in n for n in trainable(encoder) - {name})
 
 
+@pytest.mark.parametrize("spec", [{"method": "top_k", "k": 3}, {"method": "threshold", "threshold": 0.05}])
+def test_fixed_sparsifiers_leave_training_to_the_adapter(tokenizer, spec):
+    encoder = build(encoder_cfg("splade", documents=spec, queries=spec), tiny_bert(tokenizer), tokenizer)
+    changed = train_steps(encoder, tokenizer)
+    assert changed <= trainable(encoder) and all("lora_" in name for name in trainable(encoder))
+    assert any("lora_B" in name for name in changed)
+
+
 def test_fixed_mean_threshold_does_not_train(tokenizer):
     spec = {"method": "mean_threshold", "scale": 0.5, "learned": False}
     encoder = build(encoder_cfg("splade", documents=spec), tiny_bert(tokenizer), tokenizer)
