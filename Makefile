@@ -1,5 +1,6 @@
 # `make run`: install, fetch the offline checkpoints, run the main job on its defaults.
 # `make test`: install, fetch the offline checkpoints, run the whole test suite.
+# `make bench`: measure encoding, training, indexing and search; writes bench/results.json and bench/summary.md.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ SWEEP_SCALE ?= full
 SWEEP_ARGS = $(if $(filter smoke,$(SWEEP_SCALE)),experiment=smoke hydra.sweep.dir=outputs/sweeps/$*-smoke)
 STUDIES := $(basename $(notdir $(wildcard sweeps/*.yaml)))
 
-.PHONY: install checkpoints run smoke test test-fast clean sweeps $(addprefix sweep-,$(STUDIES))
+.PHONY: install checkpoints run smoke test test-fast bench clean sweeps $(addprefix sweep-,$(STUDIES))
 
 install: $(VENV)/.installed
 
@@ -46,6 +47,9 @@ test: install checkpoints
 
 test-fast: install checkpoints
 	$(PY) -m pytest -m "not slow"
+
+bench: install checkpoints
+	$(PY) -m splade_peft.bench --out bench
 
 clean:
 	rm -rf outputs multirun .pytest_cache
