@@ -34,6 +34,7 @@ from splade_peft.search.lucene import impact_search
 from splade_peft.search.runs import read_trec_run, write_trec_run
 from splade_peft.tracking import ExperimentTracker
 from splade_peft.training.module import SpladeModule
+from splade_peft.training.validation import RetrievalValidation
 
 def load_eval_collections(cfg: DictConfig) -> dict[str, Collection]:
     collections = {}
@@ -154,6 +155,7 @@ def train(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictCo
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer), logger=tracker.lightning_logger, default_root_dir=run_dir,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+        callbacks=validation_callbacks(cfg, tokenizer),
     )
     # Lightning keeps the train/eval modes it finds, and the zero-shot pass left the backbone in eval
     # mode: without this, adapter dropout would silently be off.
@@ -163,6 +165,17 @@ def train(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictCo
     train_s = time.perf_counter() - started
     encoder.save(run_dir / "adapter")
     return {"train_s": train_s, "steps": trainer.global_step, "training_pairs": len(pairs)}
+
+
+def validation_callbacks(cfg: DictConfig, tokenizer) -> list:
+    if not cfg.eval.validate_every_n_steps:
+        return []
+    spec = OmegaConf.merge(cfg.data, {"max_queries": cfg.eval.validation_max_queries,
+                                      "max_documents": cfg.eval.validation_max_documents})
+    return [RetrievalValidation(
+        load_data(spec, cfg.eval.validation_split, cfg), tokenizer, cfg.eval.validate_every_n_steps,
+        cfg.model.query_max_length, cfg.model.doc_max_length, cfg.index.quantization, cfg.eval.k,
+    )]
 
 
 def peak_memory_mb() -> dict:
