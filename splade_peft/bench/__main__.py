@@ -40,12 +40,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m splade_peft.bench", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads, Anserini threads and shards")
-    parser.add_argument("--texts", type=int, default=32, help="documents encoded by each of the three encoders")
+    parser.add_argument("--texts", type=int, default=24, help="documents encoded by each of the three encoders")
     parser.add_argument("--rounds", type=int, default=2, help="encoding passes per encoder; the best one counts")
-    parser.add_argument("--index-source-texts", type=int, default=128, help="documents encoded for the index")
-    parser.add_argument("--index-documents", type=int, default=5000, help="index size (encoded texts, replicated)")
-    parser.add_argument("--train-steps", type=int, default=10)
-    parser.add_argument("--train-warmup", type=int, default=2)
+    parser.add_argument("--index-source-texts", type=int, default=64, help="documents encoded for the index")
+    parser.add_argument("--index-documents", type=int, default=4000, help="index size (encoded texts, replicated)")
+    parser.add_argument("--train-steps", type=int, default=6)
+    parser.add_argument("--train-warmup", type=int, default=1)
+    parser.add_argument("--train-batch", type=int, default=4, help="queries per training batch")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the project's config, e.g. model=tiny")
     return parser.parse_args(argv)
 
@@ -72,7 +73,7 @@ def main(argv: list[str]) -> None:
     results["encoding"] = bench_encoding(masked_lm, tokenizer, Path(masked_lm.name_or_path), texts,
                                          cfg.model.doc_max_length, args.rounds)
     print("[bench] training", flush=True)
-    results["training"] = bench_training(masked_lm, training_batches(cfg, tokenizer, args.train_steps),
+    results["training"] = bench_training(masked_lm, training_batches(cfg, tokenizer, args.train_batch, args.train_steps),
                                          {name: adapter_config(args.overrides, name) for name in ADAPTERS},
                                          cfg.loss, cfg.optim, args.train_warmup)
     print("[bench] indexing and search", flush=True)
@@ -95,10 +96,10 @@ def quantised(encoder, tokenizer, texts, max_length: int, factor: float) -> dict
     return {text_id: quantize(vector, factor) for text_id, vector in encode_texts(encoder, tokenizer, texts, max_length)}
 
 
-def training_batches(cfg, tokenizer, steps: int) -> list[dict]:
+def training_batches(cfg, tokenizer, batch_size: int, steps: int) -> list[dict]:
     train: Collection = load_data(cfg.data, cfg.data.train_split, cfg)
     pairs = training_pairs(train, random_candidates(train, cfg.data.negatives_depth, cfg.seed), cfg.data.negatives)
-    loader = DataLoader(TrainingSet(train, pairs, cfg.data.negatives, cfg.seed), batch_size=cfg.data.batch_size,
+    loader = DataLoader(TrainingSet(train, pairs, cfg.data.negatives, cfg.seed), batch_size=batch_size,
                         shuffle=True, generator=torch.Generator().manual_seed(cfg.seed), drop_last=True,
                         collate_fn=TrainingCollator(tokenizer, cfg.model.query_max_length, cfg.model.doc_max_length))
     return list(islice(loader, steps))
