@@ -12,6 +12,7 @@ from splade_peft.data.collections import Collection
 from splade_peft.evaluation.metrics import evaluate
 from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import quantize
+from splade_peft.model.variants import SparseEncoder
 from splade_peft.search.exact import ExactImpactSearcher
 
 
@@ -35,9 +36,9 @@ class RetrievalValidation(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
 
-    def evaluate(self, encoder) -> dict[str, float]:
-        documents = self._quantised(encoder, self.collection.corpus, self.doc_max_length)
-        queries = self._quantised(encoder, self.collection.queries, self.query_max_length)
+    def evaluate(self, encoder: SparseEncoder) -> dict[str, float]:
+        documents = self._quantised(encoder.side("documents"), self.collection.corpus, self.doc_max_length)
+        queries = self._quantised(encoder.side("queries"), self.collection.queries, self.query_max_length)
         return evaluate(self.collection.qrels, ExactImpactSearcher(documents.items()).search(queries, self.k))
 
     def _quantised(self, encoder, texts, max_length: int) -> dict:
