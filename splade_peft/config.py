@@ -20,6 +20,11 @@ RANGE_CHECKS = {
     "lora.alpha": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
     "lora.dropout": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)"),
     "lora.bias": (lambda v: v in ("none", "all", "lora_only"), "one of none, all, lora_only"),
+    "lora.target_r": (lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
+    "lora.layers": (
+        lambda v: v is None or (len(v) > 0 and all(isinstance(i, int) and i >= 0 for i in v)),
+        "null or a non-empty list of block indices >= 0, e.g. lora.layers=[0,1]",
+    ),
     "data.negatives": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     "data.negatives_source": (lambda v: v in ("bm25", "random"), "one of bm25, random"),
     "data.batch_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
@@ -84,7 +89,32 @@ def validate(cfg: DictConfig) -> None:
     if cfg.encoder.bidirectional and random_init and random_init.architecture != "llama":
         raise ConfigError("encoder.bidirectional", f"a random {random_init.architecture} masked LM attends both ways already",
                           "use encoder.bidirectional=true only with a decoder backbone (e.g. model=tiny_llama), else false")
+    validate_adapter(cfg)
     if cfg.data.source == "beir" and not cfg.data.path:
         raise ConfigError("data.path", "data.source=beir needs a folder", "set data.path=<BEIR folder>")
     if cfg.trainer.get("max_steps", -1) in (None, 0):
         raise ConfigError("trainer.max_steps", "must train at least one step", "set trainer.max_steps >= 1")
+
+
+def validate_adapter(cfg: DictConfig) -> None:
+    """lora.method and the option keys it reads; a key the method ignores must keep its lora.yaml default."""
+    # Imported here: the tables live with the adapters, and composing a config must not load torch.
+    from splade_peft.model.adapters import ADAPTER_METHODS, HEAD_TRAINING, LORA_INITS, METHOD_KEYS, QUANTIZATIONS
+
+    lora = cfg.lora
+    for key, value, allowed in (
+        ("method", lora.method, ADAPTER_METHODS), ("init", lora.init, LORA_INITS),
+        ("quantization", lora.quantization, (None, *QUANTIZATIONS)), ("train_head", lora.train_head, HEAD_TRAINING),
+    ):
+        if value not in allowed:
+            raise ConfigError(f"lora.{key}", f"{value!r} is not allowed", f"use one of {', '.join(map(str, allowed))}")
+    defaults = OmegaConf.load(Path(__file__).parents[1] / "conf" / "lora" / "lora.yaml")
+    used = METHOD_KEYS[lora.method]
+    for key in defaults:
+        if key != "method" and key not in used and lora[key] != defaults[key]:
+            raise ConfigError(
+                f"lora.{key}", f"lora.method={lora.method} does not use it (set to {lora[key]!r})",
+                f"leave it at {defaults[key]!r}; {lora.method} reads {', '.join(sorted(used)) or 'no lora.* option'}",
+            )
+    if lora.method == "adalora" and (lora.target_r is None or lora.target_r > lora.r):
+        raise ConfigError("lora.target_r", f"{lora.target_r!r} with lora.r={lora.r}", "use an integer in 1..lora.r")

@@ -23,7 +23,7 @@ from splade_peft.evaluation.metrics import evaluate, macro_average
 from splade_peft.evaluation.sparsity import SparsityCounter, sparsity_report
 from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import build_impact_index, quantize, write_vector_collection
-from splade_peft.model.adapters import count_parameters, wrap_with_adapter
+from splade_peft.model.adapters import adapter_callbacks, count_parameters, saved_weights_bytes, wrap_with_adapter
 from splade_peft.model.backbones import load_backbone
 from splade_peft.model.variants import SparseEncoder, as_sparse_encoder, build_encoder
 from splade_peft.records import (
@@ -143,7 +143,7 @@ def zero_shot_reference(encoder, tokenizer, collection, cfg, model_fingerprint: 
 
 def train(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictConfig, run_dir: Path, tracker) -> dict:
     if not any(p.requires_grad for p in encoder.parameters()):
-        return {"train_s": 0.0, "steps": 0, "training_pairs": 0}
+        return {"train_s": 0.0, "steps": 0, "training_pairs": 0, "adapter_bytes": 0, "memory": {}}
     pairs = training_pairs(collection, negative_candidates(collection, cfg), cfg.data.negatives)
     dataset = TrainingSet(collection, pairs, cfg.data.negatives, cfg.seed)
     loader = DataLoader(
@@ -155,16 +155,21 @@ def train(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictCo
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer), logger=tracker.lightning_logger, default_root_dir=run_dir,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-        callbacks=validation_callbacks(cfg, tokenizer),
+        callbacks=validation_callbacks(cfg, tokenizer) + [
+            callback for side in encoder.language_model_encoders() for callback in adapter_callbacks(side.masked_lm)
+        ],
     )
     # Lightning keeps the train/eval modes it finds, and the zero-shot pass left the backbone in eval
     # mode: without this, adapter dropout would silently be off.
     encoder.train()
+    peak_before = reset_peak_memory()
     started = time.perf_counter()
     trainer.fit(module, loader)
     train_s = time.perf_counter() - started
+    memory = {"peak_rss_mb": max(peak_before, resident_peak_mb()), **peak_memory_mb("train_")}
     encoder.save(run_dir / "adapter")
-    return {"train_s": train_s, "steps": trainer.global_step, "training_pairs": len(pairs)}
+    return {"train_s": train_s, "steps": trainer.global_step, "training_pairs": len(pairs),
+            "adapter_bytes": saved_weights_bytes(run_dir / "adapter"), "memory": memory}
 
 
 def validation_callbacks(cfg: DictConfig, tokenizer) -> list:
@@ -178,10 +183,33 @@ def validation_callbacks(cfg: DictConfig, tokenizer) -> list:
     )]
 
 
-def peak_memory_mb() -> dict:
-    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+def reset_peak_memory() -> float:
+    """Start the peak-memory marks afresh, so that the training peak is not the loading or zero-shot peak;
+    return the resident peak so far, which the reset forgets."""
+    peak_before = resident_peak_mb()
     if torch.cuda.is_available():
-        peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        # Linux: writing 5 resets the process's resident-set high-water mark (VmHWM), see proc(5).
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return peak_before
+
+
+def resident_peak_mb() -> float:
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_memory_mb(prefix: str = "") -> dict:
+    peak = {f"{prefix}peak_rss_mb": resident_peak_mb()}
+    if torch.cuda.is_available():
+        peak[f"{prefix}peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return peak
 
 
@@ -193,17 +221,21 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker: ExperimentTracker) -> dict:
     train_collection = load_data(cfg.data, cfg.data.train_split, cfg)
     eval_collections = load_eval_collections(cfg)
     results = {"data": describe_data(train_collection, eval_collections)}
-    masked_lm, tokenizer = load_backbone(cfg.model, cfg.paths.cache)
+    masked_lm, tokenizer = load_backbone(
+        cfg.model, cfg.paths.cache, cfg.lora.quantization, cfg.trainer.precision,
+        on_gpu=cfg.trainer.accelerator in ("gpu", "cuda"),
+    )
     model_fingerprint = describe_model(cfg, masked_lm)
     results["references"] = reference_rows(masked_lm, tokenizer, eval_collections, train_collection, cfg, model_fingerprint)
 
     encoder = build_encoder(
         cfg.encoder, masked_lm, tokenizer, train_collection.corpus, cfg.model.doc_max_length,
-        adapt=lambda lm: wrap_with_adapter(lm, cfg.lora),
+        adapt=lambda lm: wrap_with_adapter(lm, cfg.lora, cfg.trainer.max_steps),
     )
     results["params"] = count_parameters(encoder)
     training = train(encoder, tokenizer, train_collection, cfg, run_dir, tracker)
-    results["memory"] = peak_memory_mb()
+    results["params"]["adapter_bytes"] = training.pop("adapter_bytes")
+    results["memory"] = {**peak_memory_mb(), **training.pop("memory")}  # whole-process peak, then training's
 
     adapted_fingerprint = f"{model_fingerprint}+adapter:{folder_fingerprint(run_dir / 'adapter')}"
     evaluations = evaluate_trained(encoder, tokenizer, eval_collections, cfg, run_dir, adapted_fingerprint)
@@ -264,7 +296,8 @@ def describe_data(train_collection: Collection, eval_collections: dict) -> dict:
 
 def describe_model(cfg: DictConfig, masked_lm) -> str:
     source = Path(masked_lm.name_or_path)
-    return folder_fingerprint(source) if source.is_dir() else str(cfg.model.name_or_path)
+    checkpoint = folder_fingerprint(source) if source.is_dir() else str(cfg.model.name_or_path)
+    return f"{checkpoint}+{cfg.lora.quantization}" if cfg.lora.quantization else checkpoint
 
 
 def job_record(cfg: DictConfig) -> dict:

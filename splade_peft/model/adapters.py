@@ -1,8 +1,17 @@
-"""PEFT adapters around the masked-LM backbone (the `lora=` config group)."""
+"""PEFT adapters around the masked-LM backbone (the `lora=` config group).
 
+`lora.method` picks the PEFT method (LoRA and its DoRA/PiSSA/OLoRA/QLoRA variants, AdaLoRA, IA3, VeRA,
+LoHa, LoKr), or one of the two baselines: `full` (every weight trains) and `frozen` (nothing trains).
+"""
+
+import json
 import logging
+import tempfile
+from pathlib import Path
 
-from peft import LoraConfig, get_peft_model
+import lightning as L
+import torch
+from peft import AdaLoraConfig, IA3Config, LoHaConfig, LoKrConfig, LoraConfig, PeftModel, PeftType, VeraConfig, get_peft_model
 from torch import nn
 
 from splade_peft.errors import ConfigError
@@ -10,7 +19,7 @@ from splade_peft.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # Every linear layer of the transformer blocks, and nothing of the MLM head: a bare `dense` would also
-# match the head's transform (`cls.predictions.transform.dense`), which is a decision of its own.
+# match the head's transform (`cls.predictions.transform.dense`), which is a decision of its own (lora.train_head).
 DEFAULT_TARGET_MODULES = {
     "bert": ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"],
     "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
@@ -20,32 +29,125 @@ DEFAULT_TARGET_MODULES = {
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
+# IA3 scales the *input* of feed-forward layers and the output of the others: the MLP's second linear.
+FEEDFORWARD_MODULES = {
+    "bert": ["output.dense"], "distilbert": ["lin2"], "roberta": ["output.dense"], "xlm-roberta": ["output.dense"],
+    "modernbert": ["mlp.Wo"], "llama": ["down_proj"], "mistral": ["down_proj"],
+}
+# The name PEFT's layers_to_transform looks for before the block index (`...encoder.layer.3.attention...`).
+LAYERS_PATTERN = {
+    "bert": "layer", "distilbert": "layer", "roberta": "layer", "xlm-roberta": "layer",
+    "modernbert": "layers", "llama": "layers", "mistral": "layers",
+}
+# The MLM head: (transform before the vocabulary projection, the vocabulary projection itself).
+HEAD_MODULES = {
+    "bert": (["cls.predictions.transform"], ["cls.predictions.decoder"]),
+    "distilbert": (["vocab_transform", "vocab_layer_norm"], ["vocab_projector"]),
+    "roberta": (["lm_head.dense", "lm_head.layer_norm"], ["lm_head.decoder"]),
+    "xlm-roberta": (["lm_head.dense", "lm_head.layer_norm"], ["lm_head.decoder"]),
+    "modernbert": (["head"], ["decoder"]),
+    "llama": ([], ["lm_head"]),
+    "mistral": ([], ["lm_head"]),
+}
 
-# lora: PEFT LoRA (DoRA with lora.use_dora); full: no adapter, every weight trains (the baseline
-# adapters are measured against); frozen: nothing trains (the zero-shot checkpoint as a grid point).
-ADAPTER_METHODS = ("lora", "full", "frozen")
+PEFT_METHODS = ("lora", "adalora", "ia3", "vera", "loha", "lokr")
+ADAPTER_METHODS = PEFT_METHODS + ("full", "frozen")
+LORA_INITS = ("gaussian", "pissa", "olora")
+QUANTIZATIONS = ("4bit", "8bit")
+HEAD_TRAINING = ("frozen", "transform", "full")
+# The lora.* keys each method reads; any other key must keep its lora.yaml default (config.validate).
+SHARED_PEFT_KEYS = {"target_modules", "layers", "train_head"}
+METHOD_KEYS = {
+    "lora": SHARED_PEFT_KEYS | {"r", "alpha", "dropout", "use_rslora", "use_dora", "bias", "init", "quantization"},
+    "adalora": SHARED_PEFT_KEYS | {"r", "target_r", "alpha", "dropout", "bias"},
+    "ia3": SHARED_PEFT_KEYS,
+    "vera": SHARED_PEFT_KEYS | {"r", "dropout", "bias"},
+    "loha": SHARED_PEFT_KEYS | {"r", "alpha", "dropout"},
+    "lokr": SHARED_PEFT_KEYS | {"r", "alpha", "dropout"},
+    "full": set(),
+    "frozen": set(),
+}
+METADATA_FILE = "splade_peft.json"
+
+
+def family_setting(table: dict, model_type: str, key: str, fix: str):
+    if model_type not in table:
+        raise ConfigError(key, f"no default for model type '{model_type}' (known: {', '.join(table)})", fix)
+    return table[model_type]
 
 
 def target_modules_for(model: nn.Module, configured) -> list[str]:
     if configured:
         return list(configured)
-    model_type = model.config.model_type
-    if model_type not in DEFAULT_TARGET_MODULES:
-        raise ConfigError(
-            "lora.target_modules",
-            f"no default for model type '{model_type}'",
-            "list the linear layers to adapt, e.g. lora.target_modules=[query,value]",
-        )
-    return DEFAULT_TARGET_MODULES[model_type]
+    return family_setting(
+        DEFAULT_TARGET_MODULES, model.config.model_type, "lora.target_modules",
+        "list the linear layers to adapt, e.g. lora.target_modules=[query,value]",
+    )
 
 
 def matched_module_names(model: nn.Module, targets: list[str]) -> list[str]:
     return [name for name, _ in model.named_modules() if any(name == t or name.endswith("." + t) for t in targets)]
 
 
-def wrap_with_adapter(model: nn.Module, lora_cfg) -> nn.Module:
+def head_modules_to_save(model: nn.Module, train_head: str) -> list[str] | None:
+    """PEFT trains and saves a copy of each listed module; the copy of the vocabulary projection is thereby
+    untied from the (frozen) input embeddings, at the cost of its own vocab x hidden matrix."""
+    if train_head == "frozen":
+        return None
+    transform, projection = family_setting(
+        HEAD_MODULES, model.config.model_type, "lora.train_head", "use lora.train_head=frozen for this backbone"
+    )
+    return transform + (projection if train_head == "full" else [])
+
+
+def layer_selection(model: nn.Module, layers) -> dict:
+    if layers is None:
+        return {}
+    count = model.config.num_hidden_layers
+    outside = [layer for layer in layers if not 0 <= layer < count]
+    if outside:
+        raise ConfigError("lora.layers", f"{outside} outside the backbone's {count} layers", f"use indices in 0..{count - 1}")
+    pattern = family_setting(LAYERS_PATTERN, model.config.model_type, "lora.layers", "leave lora.layers=null")
+    return {"layers_to_transform": list(layers), "layers_pattern": pattern}
+
+
+def peft_config(model: nn.Module, lora_cfg, targets: list[str], total_steps: int):
+    shared = {
+        "target_modules": targets, "modules_to_save": head_modules_to_save(model, lora_cfg.train_head),
+        **layer_selection(model, lora_cfg.layers),
+    }
+    method = lora_cfg.method
+    if method == "lora":
+        return LoraConfig(
+            r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout, use_rslora=lora_cfg.use_rslora,
+            use_dora=lora_cfg.use_dora, bias=lora_cfg.bias,
+            init_lora_weights=True if lora_cfg.init == "gaussian" else lora_cfg.init, **shared,
+        )
+    if method == "adalora":
+        # Rank budget: warm up for the first tenth of training, then prune from r to target_r, and keep the
+        # final allocation for the last fifth (fractions of AdaLoRA's paper, scaled to our step count).
+        return AdaLoraConfig(
+            init_r=lora_cfg.r, target_r=lora_cfg.target_r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+            bias=lora_cfg.bias, total_step=total_steps, tinit=total_steps // 10, tfinal=total_steps // 5, **shared,
+        )
+    if method == "ia3":
+        feedforward = FEEDFORWARD_MODULES.get(model.config.model_type, [])
+        return IA3Config(feedforward_modules=[t for t in targets if t in feedforward], **shared)
+    if method == "vera":
+        return VeraConfig(r=lora_cfg.r, vera_dropout=lora_cfg.dropout, bias=lora_cfg.bias, **shared)
+    if method == "loha":
+        return LoHaConfig(r=lora_cfg.r, alpha=lora_cfg.alpha, module_dropout=lora_cfg.dropout, **shared)
+    return LoKrConfig(r=lora_cfg.r, alpha=lora_cfg.alpha, module_dropout=lora_cfg.dropout, **shared)
+
+
+def wrap_with_adapter(model: nn.Module, lora_cfg, total_steps: int = 1) -> nn.Module:
+    """The backbone with `lora.method` applied; `total_steps` schedules AdaLoRA's rank budget."""
     if lora_cfg.method not in ADAPTER_METHODS:
         raise ConfigError("lora.method", f"unknown method '{lora_cfg.method}'", f"use one of {', '.join(ADAPTER_METHODS)}")
+    model.adapter_metadata = {  # read back by save_adapter, for the export
+        "method": lora_cfg.method, "quantization": lora_cfg.get("quantization"), "base_model": model.name_or_path,
+        "train_head": lora_cfg.get("train_head", "frozen"),
+    }
     if lora_cfg.method in ("full", "frozen"):
         return model.requires_grad_(lora_cfg.method == "full")
     targets = target_modules_for(model, lora_cfg.target_modules)
@@ -54,20 +156,79 @@ def wrap_with_adapter(model: nn.Module, lora_cfg) -> nn.Module:
             "lora.target_modules", f"{targets} matches no module of {model.config.model_type}",
             "name linear layers of the backbone (see `print(model)`)",
         )
-    config = LoraConfig(
-        r=lora_cfg.r,
-        lora_alpha=lora_cfg.alpha,
-        lora_dropout=lora_cfg.dropout,
-        use_rslora=lora_cfg.use_rslora,
-        use_dora=lora_cfg.use_dora,
-        bias=lora_cfg.bias,
-        target_modules=targets,
-    )
-    return get_peft_model(model, config)
+    if getattr(model, "is_quantized", False):
+        from peft import prepare_model_for_kbit_training
+
+        # Gradient checkpointing is a memory/speed trade of its own, not part of making k-bit weights trainable.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    adapted = get_peft_model(model, peft_config(model, lora_cfg, targets, total_steps))
+    if lora_cfg.method == "lora" and lora_cfg.init != "gaussian":
+        keep_initial_adapter(adapted)
+    return adapted
+
+
+def keep_initial_adapter(adapted: PeftModel) -> None:
+    """PiSSA and OLoRA rewrite the base weights at initialisation; PEFT turns the trained adapter back into
+    a plain LoRA on the *original* weights at save time, from the adapter as it was initialised."""
+    folder = tempfile.TemporaryDirectory(prefix="splade-peft-initial-adapter-")
+    config = adapted.peft_config["default"]
+    init, config.init_lora_weights = config.init_lora_weights, True
+    adapted.save_pretrained(folder.name)
+    config.init_lora_weights = init
+    adapted.initial_adapter = folder  # lives as long as the model
+
+
+def save_adapter(model: nn.Module, folder: Path) -> int:
+    """Write what training produced (the adapter, or the whole model for `full`) and what the export needs to
+    rebuild it; return the size of the saved weights in bytes."""
+    initial = getattr(model, "initial_adapter", None)
+    if initial is not None:
+        model.save_pretrained(folder, path_initial_model_for_weight_conversion=initial.name)
+    else:
+        model.save_pretrained(folder)
+    metadata = getattr(model, "adapter_metadata", None)
+    if metadata is not None:
+        (Path(folder) / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    return saved_weights_bytes(Path(folder))
+
+
+def saved_weights_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*.safetensors"))
+
+
+class AdaLoraRankAllocation(L.Callback):
+    """AdaLoRA re-allocates ranks from the gradients of each step, after the optimizer step (PEFT's recipe).
+
+    Lightning zeroes gradients at the start of the next step, so they are still there at batch end.
+    """
+
+    def __init__(self, adapted: PeftModel):
+        self.adapted = adapted
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.adapted.base_model.update_and_allocate(trainer.global_step)
+
+
+def adapter_callbacks(model: nn.Module) -> list[L.Callback]:
+    if isinstance(model, PeftModel) and model.peft_config[model.active_adapter].peft_type == PeftType.ADALORA:
+        return [AdaLoraRankAllocation(model)]
+    return []
+
+
+def parameter_count(parameter: torch.Tensor) -> int:
+    # bitsandbytes packs two 4-bit weights per byte; count the weights, not the bytes.
+    quant_state = getattr(parameter, "quant_state", None)
+    return quant_state.shape.numel() if quant_state is not None and hasattr(quant_state, "shape") else parameter.numel()
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    return {
-        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "total": sum(p.numel() for p in model.parameters()),
+    counts = {
+        "trainable": sum(parameter_count(p) for p in model.parameters() if p.requires_grad),
+        "total": sum(parameter_count(p) for p in model.parameters()),
     }
+    head_copies = [p for name, p in model.named_parameters() if ".modules_to_save." in name]
+    if head_copies:
+        # The trained copies of the MLM head (lora.train_head) come on top of the backbone's own weights.
+        counts["head_copy"] = sum(p.numel() for p in head_copies)
+        counts["head_copy_bytes"] = sum(p.numel() * p.element_size() for p in head_copies)
+    return counts

@@ -4,10 +4,13 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoConfig, AutoTokenizer, BertConfig, BertForMaskedLM, BitsAndBytesConfig, PreTrainedTokenizerFast,
+)
 from transformers.utils import logging as transformers_logging
 
-from splade_peft.errors import MissingCheckpointError, SpladePeftError
+from splade_peft.errors import ConfigError, MissingCheckpointError, SpladePeftError
+from splade_peft.model.adapters import HEAD_MODULES
 from splade_peft.model.checkpoints import FETCH_COMMAND
 from splade_peft.model.decoders import language_model_class, random_llama
 from splade_peft.records import fingerprint
@@ -21,25 +24,63 @@ def looks_like_local_path(name_or_path: str) -> bool:
     return name_or_path.startswith(("/", ".", "~")) or Path(name_or_path).exists()
 
 
-def load_backbone(model_cfg, cache_dir: str | Path):
-    """Return (masked-LM, tokenizer) for `model.name_or_path`, building the tiny random model when asked."""
+# Lightning precision -> the dtype bitsandbytes computes in (its weights stay 4/8-bit).
+COMPUTE_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32, "64": torch.float64}
+
+
+def compute_dtype(precision) -> torch.dtype:
+    return COMPUTE_DTYPES[str(precision).split("-")[0]]
+
+
+def load_backbone(model_cfg, cache_dir: str | Path, quantization: str | None = None, precision="32-true", on_gpu=False):
+    """Return (masked-LM, tokenizer) for `model.name_or_path`, building the tiny random model when asked.
+
+    `quantization` (4bit | 8bit) loads the linear layers through bitsandbytes, in the trainer's precision.
+    """
     if model_cfg.get("random_init"):
-        folder = build_random_backbone(model_cfg.random_init, Path(cache_dir) / "models" / model_cfg.name)
-        return load_pretrained(str(folder), trust_remote_code=False)
-    name_or_path = str(model_cfg.name_or_path)
-    if looks_like_local_path(name_or_path) and not (Path(name_or_path) / "config.json").exists():
-        raise MissingCheckpointError(
-            f"model.name_or_path={name_or_path}: no checkpoint there -- run `{FETCH_COMMAND}` to fetch the offline "
-            "checkpoints, or set model.name_or_path to a Hugging Face folder or hub id"
+        name_or_path = str(build_random_backbone(model_cfg.random_init, Path(cache_dir) / "models" / model_cfg.name))
+        trust_remote_code = False
+    else:
+        name_or_path = str(model_cfg.name_or_path)
+        trust_remote_code = bool(model_cfg.get("trust_remote_code", False))
+        if looks_like_local_path(name_or_path) and not (Path(name_or_path) / "config.json").exists():
+            raise MissingCheckpointError(
+                f"model.name_or_path={name_or_path}: no checkpoint there -- run `{FETCH_COMMAND}` to fetch the offline "
+                "checkpoints, or set model.name_or_path to a Hugging Face folder or hub id"
+            )
+    settings = {}
+    if quantization:
+        model_type = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code).model_type
+        settings = quantized_loading(quantization, model_type, compute_dtype(precision), on_gpu)
+    return load_pretrained(name_or_path, trust_remote_code, **settings)
+
+
+def quantized_loading(quantization: str, model_type: str, dtype: torch.dtype, on_gpu: bool) -> dict:
+    if model_type not in HEAD_MODULES:
+        raise ConfigError(
+            "lora.quantization", f"cannot quantise a '{model_type}' backbone (its MLM head is unknown, and the head "
+            "must stay in full precision)", f"use a backbone of type {', '.join(HEAD_MODULES)}, or lora.quantization=null",
         )
-    return load_pretrained(name_or_path, trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))
+    transform, projection = HEAD_MODULES[model_type]
+    # The MLM head stays in full precision: SPLADE reads the vocabulary projection's weight directly,
+    # and lora.train_head trains copies of it.
+    keep = sorted({name.split(".")[0] for name in transform + projection})
+    if quantization == "4bit":
+        config = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=keep,
+        )
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
+    # bitsandbytes places the quantised weights where they compute: the GPU when training on one.
+    return {"quantization_config": config, "device_map": {"": 0} if on_gpu else "cpu", "dtype": dtype}
 
 
-def load_pretrained(name_or_path: str, trust_remote_code: bool):
+def load_pretrained(name_or_path: str, trust_remote_code: bool, **loading):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         model_class = language_model_class(name_or_path, trust_remote_code)
-        model = model_class.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        model = model_class.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **loading)
     except OSError as error:
         raise SpladePeftError(
             f"model.name_or_path={name_or_path}: cannot load it ({str(error).splitlines()[0]}) -- a hub id needs a "

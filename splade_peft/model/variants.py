@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from splade_peft.errors import ConfigError
+from splade_peft.model.adapters import save_adapter
 from splade_peft.model.decoders import make_bidirectional
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.model.query_table import QueryWeightTable, idf_weights
@@ -87,9 +88,9 @@ class SparseEncoder(nn.Module):
     def save(self, folder: Path) -> None:
         """The document (or shared) LM's adapter at `folder` itself, a separate query LM's in a subfolder,
         and the encoder's own parameters beside them."""
-        self.document_encoder.masked_lm.save_pretrained(folder)
+        save_adapter(self.document_encoder.masked_lm, folder)
         if isinstance(self.query_encoder, SpladeEncoder) and self.query_encoder is not self.document_encoder:
-            self.query_encoder.masked_lm.save_pretrained(folder / QUERY_LM_FOLDER)
+            save_adapter(self.query_encoder.masked_lm, folder / QUERY_LM_FOLDER)
         own = self.own_parameters()
         if own:
             save_file({name: p.detach().cpu().contiguous() for name, p in own.items()}, folder / OWN_PARAMETERS_FILE)
