@@ -29,7 +29,7 @@ CORPUS = {"d1": "the cat sat on the mat", "d2": "blue car on road", "d3": "sun m
 TRAINING_QUERIES = ("cat sat", "moon star")
 LORA = OmegaConf.create(
     {"method": "lora", "r": 4, "alpha": 4, "dropout": 0.0, "use_rslora": True, "use_dora": False, "bias": "none",
-     "target_modules": None}
+     "target_modules": None, "init": "gaussian", "quantization": None, "layers": None, "train_head": "frozen"}
 )
 LOSS = OmegaConf.create({"in_batch": True, "temperature": 1.0, "lambda_d": 1e-3, "lambda_q": 1e-3, "warmup_steps": 2})
 SPARSIFIER_MODULES = {"documents": "document_sparsifier", "queries": "query_sparsifier"}
