@@ -35,7 +35,7 @@ def write_report(results: dict, folder: Path) -> str:
 
 def summary_markdown(results: dict) -> str:
     lines = [f"# Benchmark ({results['device']})", "",
-             f"Command: `{results['command']}`; {results['seconds']:.0f} s; machine {json.dumps(results['machine'])}.",
+             f"Command: `{results['command']}`; {results['seconds']:.0f} s wall, {results.get('cpu_seconds', float('nan')):.0f} s CPU; machine {json.dumps(results['machine'])}.",
              "Ratios are measured within this one run; absolute figures depend on the load of the machine.", ""]
     lines += _encoding(results["encoding"]) + _training(results["training"])
     lines += _indexing(results["indexing"]) + _search(results["search"])
