@@ -116,5 +116,9 @@ def validate_adapter(cfg: DictConfig) -> None:
                 f"lora.{key}", f"lora.method={lora.method} does not use it (set to {lora[key]!r})",
                 f"leave it at {defaults[key]!r}; {lora.method} reads {', '.join(sorted(used)) or 'no lora.* option'}",
             )
+    if lora.init != "gaussian" and lora.train_head != "frozen":
+        # PEFT (0.21) turns a PiSSA/OLoRA adapter into a plain LoRA at save time and drops the trained head copies.
+        raise ConfigError("lora.train_head", f"{lora.train_head!r} with lora.init={lora.init}: the trained head would "
+                          "not be saved", "use lora.train_head=frozen with lora.init=pissa|olora")
     if lora.method == "adalora" and (lora.target_r is None or lora.target_r > lora.r):
         raise ConfigError("lora.target_r", f"{lora.target_r!r} with lora.r={lora.r}", "use an integer in 1..lora.r")

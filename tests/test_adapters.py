@@ -182,7 +182,7 @@ def test_default_targets_match_modernbert_and_llama_blocks_but_not_their_heads()
      (["lora=ia3", "lora.r=8"], "lora.r"), (["lora=full", "lora.quantization=4bit"], "lora.quantization"),
      (["lora=vera", "lora.use_dora=true"], "lora.use_dora"), (["lora=adalora", "lora.target_r=64"], "lora.target_r"),
      (["lora.train_head=decoder"], "lora.train_head"), (["lora.layers=[-1]"], "lora.layers"),
-     (["lora=lora", "lora.target_r=4"], "lora.target_r")],
+     (["lora=lora", "lora.target_r=4"], "lora.target_r"), (["lora=pissa", "lora.train_head=full"], "lora.train_head")],
 )
 def test_wrong_adapter_options_name_the_key_and_the_allowed_values(overrides, key):
     with pytest.raises(ConfigError, match=rf"config key '{re.escape(key)}'.*(use|leave) "):
