@@ -25,8 +25,19 @@ RANGE_CHECKS = {
         lambda v: v is None or (len(v) > 0 and all(isinstance(i, int) and i >= 0 for i in v)),
         "null or a non-empty list of block indices >= 0, e.g. lora.layers=[0,1]",
     ),
-    "data.negatives": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-    "data.negatives_source": (lambda v: v in ("bm25", "random"), "one of bm25, random"),
+    "data.negatives": (lambda v: isinstance(v, int) and 1 <= v <= 64, "an integer from 1 to 64"),
+    "data.negatives_source": (lambda v: v in ("bm25", "random", "file"), "one of bm25, random, file"),
+    "data.negatives_depth": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "data.sampling": (lambda v: v in ("uniform", "teacher_rank"), "one of uniform, teacher_rank"),
+    "data.training_layout": (lambda v: v in ("flagembedding", "triples"), "one of flagembedding, triples"),
+    "data.teacher.scorer": (lambda v: v in (None, "splade"), "null or splade"),
+    "data.teacher.ensemble": (lambda v: v in ("zscore_mean", "mean"), "one of zscore_mean, mean"),
+    "data.teacher.missing": (lambda v: v in ("error", "skip"), "one of error, skip"),
+    "data.teacher.allow_pickle": (lambda v: isinstance(v, bool), "true or false"),
+    "data.teacher.from_training_file": (lambda v: isinstance(v, bool), "true or false"),
+    "loss.weights.contrastive": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
+    "loss.weights.margin_mse": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
+    "loss.weights.kl": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
     "data.batch_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "data.unknown_ids": (lambda v: v in ("error", "drop"), "one of error, drop"),
     "loss.lambda_d": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
@@ -92,6 +103,7 @@ def validate(cfg: DictConfig) -> None:
     validate_adapter(cfg)
     if cfg.data.source == "beir" and not cfg.data.path:
         raise ConfigError("data.path", "data.source=beir needs a folder", "set data.path=<BEIR folder>")
+    validate_training_data(cfg)
     if cfg.trainer.get("max_steps", -1) in (None, 0):
         raise ConfigError("trainer.max_steps", "must train at least one step", "set trainer.max_steps >= 1")
 
@@ -122,3 +134,31 @@ def validate_adapter(cfg: DictConfig) -> None:
                           "not be saved", "use lora.train_head=frozen with lora.init=pissa|olora")
     if lora.method == "adalora" and (lora.target_r is None or lora.target_r > lora.r):
         raise ConfigError("lora.target_r", f"{lora.target_r!r} with lora.r={lora.r}", "use an integer in 1..lora.r")
+
+
+def validate_training_data(cfg: DictConfig) -> None:
+    """Negatives, teacher and losses that cannot work together, caught before any model is loaded."""
+    data, weights = cfg.data, cfg.loss.weights
+    if set(weights) - {"contrastive", "margin_mse", "kl"}:
+        unknown = sorted(set(weights) - {"contrastive", "margin_mse", "kl"})[0]
+        raise ConfigError(f"loss.weights.{unknown}", "is not a loss", "use contrastive, margin_mse, kl")
+    if not any(weights.values()):
+        raise ConfigError("loss.weights", "every ranking loss has weight 0", "give at least one loss a weight > 0")
+    if data.training_file:
+        has_teacher = data.teacher.from_training_file
+    else:
+        has_teacher = bool(data.teacher.scorer or data.teacher.files)
+        if data.negatives_source in ("bm25", "random") and data.negatives > data.negatives_depth:
+            raise ConfigError("data.negatives", f"{data.negatives} is more than the candidate pool "
+                              f"(data.negatives_depth={data.negatives_depth})",
+                              "lower data.negatives or raise data.negatives_depth")
+        if data.negatives_source == "file" and not data.negatives_file:
+            raise ConfigError("data.negatives_file", "data.negatives_source=file needs a file",
+                              "set data.negatives_file=<mined FlagEmbedding JSONL> (python -m splade_peft.mine)")
+    distilling = [name for name in ("margin_mse", "kl") if weights.get(name)]
+    if distilling and not has_teacher:
+        raise ConfigError(f"loss.weights.{distilling[0]}", "distillation needs teacher scores and none are set",
+                          "set data.teacher.scorer=splade or data.teacher.files=[...], or use loss=contrastive")
+    if data.sampling == "teacher_rank" and not has_teacher:
+        raise ConfigError("data.sampling", "teacher_rank needs teacher scores",
+                          "set data.teacher.scorer or data.teacher.files, or data.sampling=uniform")

@@ -18,7 +18,12 @@ from torch.utils.data import DataLoader
 from splade_peft.config import validate
 from splade_peft.data.collections import Collection, load_collection
 from splade_peft.data.subsample import subsample
-from splade_peft.data.training import TrainingCollator, TrainingSet, bm25_candidates, random_candidates, training_pairs
+from splade_peft.data.hard_negatives import FlagEmbeddingSet, TriplesSet, flagembedding_candidates
+from splade_peft.data.teacher_models import cached_splade_scores
+from splade_peft.data.teachers import Scores, check_same_dataset, ensemble, load_score_file
+from splade_peft.data.training import (
+    TrainingCollator, TrainingPair, TrainingSet, bm25_candidates, random_candidates, teacher_scored_pairs, training_pairs,
+)
 from splade_peft.evaluation.metrics import evaluate, macro_average
 from splade_peft.evaluation.sparsity import SparsityCounter, sparsity_report
 from splade_peft.index.encode import encode_texts
@@ -33,6 +38,7 @@ from splade_peft.search.bm25 import bm25_search, build_bm25_index
 from splade_peft.search.lucene import impact_search
 from splade_peft.search.runs import read_trec_run, write_trec_run
 from splade_peft.tracking import ExperimentTracker
+from splade_peft.training.losses import DISTILLATION_LOSSES
 from splade_peft.training.module import SpladeModule
 from splade_peft.training.validation import RetrievalValidation
 
@@ -82,11 +88,54 @@ def bm25_reference(collection: Collection, cfg: DictConfig) -> dict:
 
 
 def negative_candidates(collection: Collection, cfg: DictConfig) -> dict:
+    if cfg.data.negatives_source == "file":
+        return flagembedding_candidates(cfg.data.negatives_file, collection, cfg.data.unknown_ids)[0]
     if cfg.data.negatives_source == "random":
         return random_candidates(collection, cfg.data.negatives_depth, cfg.seed)
     deepest_judged = max(len(judged) for judged in collection.qrels.values())
     run = bm25_run(collection, cfg.paths.cache, cfg.data.negatives_depth + deepest_judged, cfg.eval.search_threads)
     return bm25_candidates(collection, run, cfg.data.negatives_depth)
+
+
+def training_teacher(collection: Collection, pairs: list[TrainingPair], cfg: DictConfig) -> tuple[Scores | None, str]:
+    """The ensemble of data.teacher's score files and scorer over the training pairs, and its name for errors."""
+    teacher_cfg = cfg.data.teacher
+    members, names = [], []
+    for file in teacher_cfg.files:
+        scores = load_score_file(file, teacher_cfg.allow_pickle)
+        check_same_dataset(scores, collection.queries, str(file))
+        members.append(scores)
+        names.append(str(file))
+    if teacher_cfg.scorer == "splade":
+        wanted: dict[str, set] = {}
+        for pair in pairs:
+            wanted.setdefault(pair.query_id, set()).update((pair.positive_id, *pair.candidates))
+        members.append(cached_splade_scores(
+            teacher_cfg.checkpoint, collection.queries, collection.corpus,
+            {query_id: sorted(doc_ids) for query_id, doc_ids in wanted.items()}, cfg.paths.cache,
+        ))
+        names.append(f"splade teacher {teacher_cfg.checkpoint}")
+    if not members:
+        return None, ""
+    return ensemble(members, teacher_cfg.ensemble), " + ".join(names)
+
+
+def needs_teacher(cfg: DictConfig) -> bool:
+    return any(cfg.loss.weights.get(name) for name in DISTILLATION_LOSSES) or cfg.data.sampling == "teacher_rank"
+
+
+def training_set(collection: Collection, cfg: DictConfig):
+    """The training items: from a hard-negative file used as it is, or from the collection's qrels with
+    negatives from BM25, random draws or a mined file, scored by data.teacher when one is set."""
+    if cfg.data.training_file:
+        if cfg.data.training_layout == "triples":
+            return TriplesSet(cfg.data.training_file, cfg.data.negatives)
+        return FlagEmbeddingSet(cfg.data.training_file, cfg.data.negatives, cfg.seed, cfg.data.teacher.from_training_file)
+    pairs = training_pairs(collection, negative_candidates(collection, cfg), cfg.data.negatives)
+    teacher, teacher_name = training_teacher(collection, pairs, cfg) if needs_teacher(cfg) else (None, "")
+    if teacher is not None:
+        pairs = teacher_scored_pairs(pairs, teacher, cfg.data.negatives, cfg.data.teacher.missing, teacher_name)
+    return TrainingSet(collection, pairs, cfg.data.negatives, cfg.seed, teacher, cfg.data.sampling)
 
 
 # --- encoding, indexing, search --------------------------------------------------------------------------
@@ -144,8 +193,7 @@ def zero_shot_reference(encoder, tokenizer, collection, cfg, model_fingerprint: 
 def train(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictConfig, run_dir: Path, tracker) -> dict:
     if not any(p.requires_grad for p in encoder.parameters()):
         return {"train_s": 0.0, "steps": 0, "training_pairs": 0, "adapter_bytes": 0, "memory": {}}
-    pairs = training_pairs(collection, negative_candidates(collection, cfg), cfg.data.negatives)
-    dataset = TrainingSet(collection, pairs, cfg.data.negatives, cfg.seed)
+    dataset = training_set(collection, cfg)
     loader = DataLoader(
         dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.data.batch_size,
         num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
@@ -168,8 +216,8 @@ def train(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictCo
     train_s = time.perf_counter() - started
     memory = {"peak_rss_mb": max(peak_before, resident_peak_mb()), **peak_memory_mb("train_")}
     encoder.save(run_dir / "adapter")
-    return {"train_s": train_s, "steps": trainer.global_step, "training_pairs": len(pairs),
-            "adapter_bytes": saved_weights_bytes(run_dir / "adapter"), "memory": memory}
+    return {"train_s": train_s, "steps": trainer.global_step, "training_pairs": len(dataset),
+    dataset = training_set(collection, cfg)
 
 
 def validation_callbacks(cfg: DictConfig, tokenizer) -> list:

@@ -1,22 +1,70 @@
-"""Ranking losses over (query, positive + negatives) groups (the `loss=` config group)."""
+"""Ranking losses over (query, positive + negatives) groups (the `loss=` config group).
+
+`documents` always holds each query's group [positive, negatives...] back to back. The distillation
+losses compare the student's scores within each group with the teacher's scores of the same documents,
+given as a (queries, docs_per_query) tensor in the same order.
+"""
 
 import torch
 import torch.nn.functional as F
+
+from splade_peft.errors import ConfigError
+
+LOSSES = ("contrastive", "margin_mse", "kl")
+DISTILLATION_LOSSES = ("margin_mse", "kl")
 
 
 def contrastive_loss(
     queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int, in_batch: bool = True, temperature: float = 1.0
 ) -> torch.Tensor:
-    """InfoNCE. `documents` holds each query's group [positive, negatives...] back to back.
-
-    With `in_batch`, every document of the batch competes for every query; otherwise only its own group.
-    """
+    """InfoNCE. With `in_batch`, every document of the batch competes for every query; otherwise only its own group."""
     batch = queries.shape[0]
     if in_batch:
         scores = queries @ documents.T
         targets = torch.arange(batch, device=queries.device) * docs_per_query
     else:
-        groups = documents.view(batch, docs_per_query, -1)
-        scores = torch.einsum("bv,bnv->bn", queries, groups)
+        scores = group_scores(queries, documents, docs_per_query)
         targets = torch.zeros(batch, dtype=torch.long, device=queries.device)
     return F.cross_entropy(scores / temperature, targets)
+
+
+def group_scores(queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int) -> torch.Tensor:
+    """(queries, docs_per_query): each query's dot product with the documents of its own group."""
+    groups = documents.view(queries.shape[0], docs_per_query, -1)
+    return torch.einsum("bv,bnv->bn", queries, groups)
+
+
+def margin_mse_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """MarginMSE (Hofstätter et al.): squared error between student and teacher margins positive - negative,
+    averaged over every (query, negative)."""
+    student_margins = student[:, :1] - student[:, 1:]
+    teacher_margins = teacher[:, :1] - teacher[:, 1:]
+    return F.mse_loss(student_margins, teacher_margins)
+
+
+def kl_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) between the softmax distributions over each group, averaged over queries."""
+    student_log_probs = F.log_softmax(student / temperature, dim=1)
+    teacher_log_probs = F.log_softmax(teacher / temperature, dim=1)
+    return F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
+
+
+def ranking_loss(
+    loss_cfg, queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int, teacher: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """The weighted sum of the losses named in `loss.weights` (zero weights are skipped), and each term."""
+    terms = {}
+    for name, weight in loss_cfg.weights.items():
+        if not weight:
+            continue
+        if name == "contrastive":
+            terms[name] = contrastive_loss(queries, documents, docs_per_query, loss_cfg.in_batch, loss_cfg.temperature)
+            continue
+        if teacher is None:
+            raise ConfigError(f"loss.weights.{name}", "needs teacher scores and the training data has none",
+                              "set data.teacher.files or data.teacher.scorer, or give this loss weight 0")
+        student = group_scores(queries, documents, docs_per_query)
+        terms[name] = margin_mse_loss(student, teacher) if name == "margin_mse" else kl_loss(
+            student, teacher, loss_cfg.temperature)
+    terms["total"] = sum(loss_cfg.weights[name] * value for name, value in terms.items())
+    return terms

@@ -6,7 +6,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from splade_peft.errors import TrainingDivergedError
 from splade_peft.model.variants import SparseEncoder, as_sparse_encoder
-from splade_peft.training.losses import contrastive_loss
+from splade_peft.training.losses import ranking_loss
 from splade_peft.training.regularizers import flops, l1, nonzeros_per_vector, quadratic_warmup
 
 
@@ -34,9 +34,10 @@ class SpladeModule(L.LightningModule):
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
         queries = self.encoder.encode_queries(**batch["queries"])
         documents = self.encoder.encode_documents(**batch["documents"])
-        ranking = contrastive_loss(
-            queries, documents, batch["docs_per_query"], self.loss_cfg.in_batch, self.loss_cfg.temperature
+        ranking_terms = ranking_loss(
+            self.loss_cfg, queries, documents, batch["docs_per_query"], batch.get("teacher_scores")
         )
+        ranking = ranking_terms.pop("total")
         lambda_d = quadratic_warmup(self.global_step, self.loss_cfg.lambda_d, self.loss_cfg.warmup_steps)
         lambda_q = quadratic_warmup(self.global_step, self.loss_cfg.lambda_q, self.loss_cfg.warmup_steps)
         if not self.encoder.regularise_queries:
@@ -49,6 +50,7 @@ class SpladeModule(L.LightningModule):
             {
                 "train/loss": loss,
                 "train/ranking_loss": ranking,
+                **{f"train/{name}_loss": value for name, value in ranking_terms.items()},
                 "train/flops": doc_flops,
                 "train/query_l1": query_l1,
                 "train/doc_nnz": nonzeros_per_vector(documents).mean(),
