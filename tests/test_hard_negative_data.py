@@ -4,7 +4,6 @@ sentence-transformers layout and triples, read lazily, with bad ids named and ne
 import gzip
 import json
 import logging
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,9 @@ from splade_peft.data.hard_negatives import (
 )
 from splade_peft.data.teachers import load_score_file
 from splade_peft.errors import ConfigError, DataError
+from tests.conftest import SHARED_DATA
 
-MSMARCO_EXCERPT = Path("/work/shared/data/samples/flagembedding/embedder_example_data_retrieval_msmarco.jsonl")
+MSMARCO_EXCERPT = SHARED_DATA / "samples" / "flagembedding" / "embedder_example_data_retrieval_msmarco.jsonl"
 
 
 @pytest.fixture
