@@ -28,6 +28,7 @@ RANGE_CHECKS = {
     "data.negatives": (lambda v: isinstance(v, int) and 1 <= v <= 64, "an integer from 1 to 64"),
     "data.negatives_source": (lambda v: v in ("bm25", "random", "file"), "one of bm25, random, file"),
     "data.negatives_depth": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "data.mixture.sampling": (lambda v: v in ("round_robin", "proportional"), "one of round_robin, proportional"),
     "data.sampling": (lambda v: v in ("uniform", "teacher_rank"), "one of uniform, teacher_rank"),
     "data.training_layout": (lambda v: v in ("flagembedding", "triples"), "one of flagembedding, triples"),
     "data.teacher.scorer": (lambda v: v in (None, "splade"), "null or splade"),

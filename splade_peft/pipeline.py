@@ -13,12 +13,13 @@ from pathlib import Path
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from splade_peft.config import validate
 from splade_peft.data.collections import Collection, load_collection
-from splade_peft.data.subsample import subsample
 from splade_peft.data.hard_negatives import FlagEmbeddingSet, TriplesSet, flagembedding_candidates
+from splade_peft.data.mixture import Mixture, SingleDatasetBatches
+from splade_peft.data.subsample import subsample
 from splade_peft.data.teacher_models import cached_splade_scores
 from splade_peft.data.teachers import Scores, check_same_dataset, ensemble, load_score_file
 from splade_peft.data.training import (
@@ -194,11 +195,14 @@ def train(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictCo
     if not any(p.requires_grad for p in encoder.parameters()):
         return {"train_s": 0.0, "steps": 0, "training_pairs": 0, "adapter_bytes": 0, "memory": {}}
     dataset = training_set(collection, cfg)
-    loader = DataLoader(
-        dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.data.batch_size,
-        num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
-        collate_fn=TrainingCollator(tokenizer, cfg.model.query_max_length, cfg.model.doc_max_length),
-    )
+    collate = TrainingCollator(tokenizer, cfg.model.query_max_length, cfg.model.doc_max_length)
+    if cfg.data.mixture.datasets:
+        loader = mixture_loader(dataset, collate, cfg)
+    else:
+        loader = DataLoader(
+            dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.data.batch_size,
+            num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed), collate_fn=collate,
+        )
     module = SpladeModule(encoder, cfg.loss, cfg.optim)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer), logger=tracker.lightning_logger, default_root_dir=run_dir,
@@ -229,6 +233,13 @@ def validation_callbacks(cfg: DictConfig, tokenizer) -> list:
         load_data(spec, cfg.eval.validation_split, cfg), tokenizer, cfg.eval.validate_every_n_steps,
         cfg.model.query_max_length, cfg.model.doc_max_length, cfg.index.quantization, cfg.eval.k,
     )]
+
+
+def mixture_loader(first: Dataset, collate: TrainingCollator, cfg: DictConfig) -> DataLoader:
+    """The main training set and those of data.mixture.datasets, each batch from one of them."""
+    members = [first] + [training_set(load_data(spec, spec.split, cfg), cfg) for spec in cfg.data.mixture.datasets.values()]
+    batches = SingleDatasetBatches([len(m) for m in members], cfg.data.batch_size, cfg.data.mixture.sampling, cfg.seed)
+    return DataLoader(Mixture(members), batch_sampler=batches, num_workers=cfg.data.num_workers, collate_fn=collate)
 
 
 def reset_peak_memory() -> float:
