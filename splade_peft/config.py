@@ -26,7 +26,9 @@ RANGE_CHECKS = {
         "null or a non-empty list of block indices >= 0, e.g. lora.layers=[0,1]",
     ),
     "data.negatives": (lambda v: isinstance(v, int) and 1 <= v <= 64, "an integer from 1 to 64"),
-    "data.negatives_source": (lambda v: v in ("bm25", "random", "file"), "one of bm25, random, file"),
+    "data.negatives_source": (
+        lambda v: v in ("bm25", "random", "file", "st_hard_negatives"), "one of bm25, random, file, st_hard_negatives"
+    ),
     "data.negatives_depth": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "data.mixture.sampling": (lambda v: v in ("round_robin", "proportional"), "one of round_robin, proportional"),
     "data.sampling": (lambda v: v in ("uniform", "teacher_rank"), "one of uniform, teacher_rank"),
@@ -153,9 +155,9 @@ def validate_training_data(cfg: DictConfig) -> None:
             raise ConfigError("data.negatives", f"{data.negatives} is more than the candidate pool "
                               f"(data.negatives_depth={data.negatives_depth})",
                               "lower data.negatives or raise data.negatives_depth")
-        if data.negatives_source == "file" and not data.negatives_file:
-            raise ConfigError("data.negatives_file", "data.negatives_source=file needs a file",
-                              "set data.negatives_file=<mined FlagEmbedding JSONL> (python -m splade_peft.mine)")
+        if data.negatives_source in ("file", "st_hard_negatives") and not data.negatives_file:
+            raise ConfigError("data.negatives_file", f"data.negatives_source={data.negatives_source} needs a file",
+                              "set data.negatives_file=<mined FlagEmbedding JSONL or msmarco-hard-negatives file>")
     distilling = [name for name in ("margin_mse", "kl") if weights.get(name)]
     if distilling and not has_teacher:
         raise ConfigError(f"loss.weights.{distilling[0]}", "distillation needs teacher scores and none are set",

@@ -17,7 +17,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from splade_peft.config import validate
 from splade_peft.data.collections import Collection, load_collection
-from splade_peft.data.hard_negatives import FlagEmbeddingSet, TriplesSet, flagembedding_candidates
+from splade_peft.data.hard_negatives import (
+    FlagEmbeddingSet, TriplesSet, flagembedding_candidates, st_hard_negative_candidates,
+)
 from splade_peft.data.mixture import Mixture, SingleDatasetBatches
 from splade_peft.data.subsample import subsample
 from splade_peft.data.teacher_models import cached_splade_scores
@@ -91,6 +93,10 @@ def bm25_reference(collection: Collection, cfg: DictConfig) -> dict:
 def negative_candidates(collection: Collection, cfg: DictConfig) -> dict:
     if cfg.data.negatives_source == "file":
         return flagembedding_candidates(cfg.data.negatives_file, collection, cfg.data.unknown_ids)[0]
+    if cfg.data.negatives_source == "st_hard_negatives":
+        systems = cfg.data.hard_negative_systems
+        return st_hard_negative_candidates(cfg.data.negatives_file, list(systems) if systems else None,
+                                           cfg.data.negatives_depth)
     if cfg.data.negatives_source == "random":
         return random_candidates(collection, cfg.data.negatives_depth, cfg.seed)
     deepest_judged = max(len(judged) for judged in collection.qrels.values())
