@@ -77,3 +77,23 @@ def test_losses_are_differentiable_through_the_scores():
     terms = ranking_loss(loss_cfg(contrastive=1.0, margin_mse=1.0, kl=1.0), QUERIES, documents, 3, TEACHER)
     terms["total"].backward()
     assert documents.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["data.negatives=60", "data.negatives_depth=50"], "data.negatives"),
+    (["data.negatives=65", "data.negatives_depth=100"], "data.negatives"),
+    (["loss=kl", "data.teacher.scorer=null"], "loss.weights.kl"),
+    (["data.sampling=teacher_rank", "data.teacher.scorer=null"], "data.sampling"),
+    (["data.negatives_source=file"], "data.negatives_file"),
+    (["loss.weights.contrastive=0"], "loss.weights"),
+])
+def test_unworkable_training_configs_fail_before_any_model_loads(overrides, key):
+    from hydra import compose, initialize_config_dir
+
+    from splade_peft.config import validate
+    from tests.conftest import REPO
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        validate(cfg)
