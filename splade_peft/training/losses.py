@@ -52,9 +52,11 @@ def kl_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
 def ranking_loss(
     loss_cfg, queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int, teacher: torch.Tensor | None
 ) -> dict[str, torch.Tensor]:
-    """The weighted sum of the losses named in `loss.weights` (zero weights are skipped), and each term."""
+    """The weighted sum of the losses named in `loss.weights` (zero weights are skipped), and each term.
+    A loss config without `weights` (written before distillation existed) means contrastive alone."""
+    weights = loss_cfg.get("weights") or {"contrastive": 1.0}
     terms = {}
-    for name, weight in loss_cfg.weights.items():
+    for name, weight in weights.items():
         if not weight:
             continue
         if name == "contrastive":
@@ -66,5 +68,5 @@ def ranking_loss(
         student = group_scores(queries, documents, docs_per_query)
         terms[name] = margin_mse_loss(student, teacher) if name == "margin_mse" else kl_loss(
             student, teacher, loss_cfg.temperature)
-    terms["total"] = sum(loss_cfg.weights[name] * value for name, value in terms.items())
+    terms["total"] = sum(weights[name] * value for name, value in terms.items())
     return terms
