@@ -1,5 +1,6 @@
 """`python -m splade_peft [overrides]`: one job (or, with -m, one job per grid point of a Hydra sweep)."""
 
+import contextlib
 import json
 import logging
 import math
@@ -13,7 +14,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import splade_peft.config  # noqa: F401  (registers the config resolvers before composition)
-from splade_peft.records import fingerprint, write_json_atomic
+from splade_peft.errors import describe_failure
+from splade_peft.records import fingerprint, redact, redact_saved_config, redact_text, write_json_atomic
 
 log = logging.getLogger("splade_peft")
 
@@ -42,6 +44,14 @@ def earlier_result(results_path: Path, config: dict, rerun_failed: bool) -> dict
     return None
 
 
+def hide_credentials(run_dir: Path) -> None:
+    """Credentials given on the command line or through the environment reach no artefact of the job."""
+    if HydraConfig.get().output_subdir is not None:
+        redact_saved_config(run_dir / HydraConfig.get().output_subdir)
+    # W&B records the command line (wandb-metadata.json) from sys.argv, which Hydra has finished parsing.
+    sys.argv[1:] = redact(sys.argv[1:])
+
+
 def objective(record: dict, metric: str) -> float:
     """The study's metric for sweepers that optimise (Optuna): the macro average over eval datasets."""
     return float(record.get("metrics", {}).get("average", {}).get(metric, math.nan))
@@ -54,23 +64,30 @@ def main(cfg: DictConfig) -> float:
     from splade_peft.tracking import ExperimentTracker
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hide_credentials(run_dir)
     results_path = run_dir / "results.json"
-    record = {"status": "running", **job_record(cfg), "overrides": list(HydraConfig.get().overrides.task)}
+    record = {"status": "running", **job_record(cfg), "overrides": redact(list(HydraConfig.get().overrides.task))}
     record["config_fingerprint"] = config_fingerprint(record["config"])
     earlier = earlier_result(results_path, record["config"], cfg.sweep.rerun_failed)
     if earlier is not None:
         print(f"splade_peft: {run_dir.name} already {earlier['status']} ({results_path}); skipped")
         return objective(earlier, cfg.sweep.metric)
-    write_json_atomic(results_path, record)
+    write_json_atomic(results_path, redact(record))
     tracker = None
     try:
         tracker = ExperimentTracker(cfg.logger, run_dir, run_name(), record["config"])
         record.update(run_job(cfg, run_dir, tracker), status="completed")
         tracker.log_results(record)
     except Exception as error:  # every failure is recorded; the sweep (if any) goes on
-        record.update(status="failed", error=f"{type(error).__name__}: {error}")
-        (run_dir / "error.log").write_text(traceback.format_exc())
-    write_json_atomic(results_path, record)
+        record.update(status="failed", error=describe_failure(error))
+        with contextlib.suppress(OSError):  # the disk may be the thing that failed
+            (run_dir / "error.log").write_text(redact_text(traceback.format_exc()))
+    record = redact(record)
+    try:
+        write_json_atomic(results_path, record)
+    except OSError as error:
+        # results.json still says "running": a rerun redoes the job rather than trusting it.
+        record.update(status="failed", error=f"results.json not written: {describe_failure(error)}")
     if tracker is not None:
         tracker.finish(record["status"])
     report(record, results_path)

@@ -1,5 +1,7 @@
 """The project's own errors: each one names what is wrong and how to fix it, in one line."""
 
+import errno
+
 
 class SpladePeftError(Exception):
     """Base class: caught by the entry point, printed as one line, recorded in results.json."""
@@ -32,3 +34,18 @@ class IndexingError(SpladePeftError):
 
 class TrainingDivergedError(SpladePeftError):
     """The loss became NaN or infinite."""
+
+
+# Write errors that mean "no room": a full disk, an exhausted quota, a file-size limit.
+NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def describe_failure(error: BaseException) -> str:
+    """The one line results.json records for a failed job: the cause first, then what to do about it."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return (f"out of memory ({type(error).__name__}: {error}) -- lower data.batch_size, index.tokens_per_batch "
+                "or index.max_batch_size")
+    if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:
+        where = f" writing {error.filename}" if error.filename else ""
+        return f"disk full{where} ({error.strerror or error}) -- free space under paths.outputs and paths.cache, then rerun"
+    return f"{type(error).__name__}: {error}"

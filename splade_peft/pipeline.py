@@ -41,6 +41,7 @@ from splade_peft.search.bm25 import bm25_search, build_bm25_index
 from splade_peft.search.lucene import impact_search
 from splade_peft.search.runs import read_trec_run, write_trec_run
 from splade_peft.tracking import ExperimentTracker
+from splade_peft.training.checkpointing import EpochShuffle, ResumableCheckpoint, resume_path
 from splade_peft.training.losses import DISTILLATION_LOSSES
 from splade_peft.training.module import SpladeModule
 from splade_peft.training.validation import RetrievalValidation
@@ -202,18 +203,21 @@ def train(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictCo
         return {"train_s": 0.0, "steps": 0, "training_pairs": 0, "adapter_bytes": 0, "memory": {}}
     dataset = training_set(collection, cfg)
     collate = TrainingCollator(tokenizer, cfg.model.query_max_length, cfg.model.doc_max_length)
+    sampler = None
     if cfg.data.mixture.datasets:
         loader = mixture_loader(dataset, collate, cfg)
     else:
+        sampler = EpochShuffle(dataset, cfg.seed)
         loader = DataLoader(
-            dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.data.batch_size,
+            dataset, batch_size=cfg.data.batch_size, sampler=sampler, drop_last=len(dataset) >= cfg.data.batch_size,
             num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed), collate_fn=collate,
         )
-    module = SpladeModule(encoder, cfg.loss, cfg.optim)
+    module = SpladeModule(encoder, cfg.loss, cfg.optim, cfg.training.max_nonfinite_batches)
+    checkpoint = ResumableCheckpoint(run_dir / "checkpoints", cfg.training.checkpoint_every_n_steps, sampler, cfg.data.batch_size)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer), logger=tracker.lightning_logger, default_root_dir=run_dir,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-        callbacks=validation_callbacks(cfg, tokenizer) + [
+        callbacks=[checkpoint, *validation_callbacks(cfg, tokenizer)] + [
             callback for side in encoder.language_model_encoders() for callback in adapter_callbacks(side.masked_lm)
         ],
     )
@@ -222,12 +226,18 @@ def train(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictCo
     encoder.train()
     peak_before = reset_peak_memory()
     started = time.perf_counter()
-    trainer.fit(module, loader)
+    trainer.fit(module, loader, ckpt_path=resume_path(checkpoint.folder, training_fingerprint(cfg)), weights_only=True)
     train_s = time.perf_counter() - started
     memory = {"peak_rss_mb": max(peak_before, resident_peak_mb()), **peak_memory_mb("train_")}
     encoder.save(run_dir / "adapter")
     return {"train_s": train_s, "steps": trainer.global_step, "training_pairs": len(dataset),
-    dataset = training_set(collection, cfg)
+            "adapter_bytes": saved_weights_bytes(run_dir / "adapter"), "memory": memory}
+
+
+def training_fingerprint(cfg: DictConfig) -> str:
+    """What a checkpoint must have been trained with to be resumed (the study bookkeeping aside)."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return fingerprint({key: value for key, value in config.items() if key not in ("sweep", "logger")})
 
 
 def validation_callbacks(cfg: DictConfig, tokenizer) -> list:

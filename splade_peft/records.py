@@ -12,15 +12,23 @@ from importlib import metadata
 from pathlib import Path
 
 LIBRARIES = ("torch", "transformers", "peft", "lightning", "pyserini", "hydra-core", "omegaconf", "ir-measures", "wandb")
-SECRET_NAME = re.compile(r"(KEY|TOKEN|PASSWORD|SECRET)", re.IGNORECASE)
+# Names that hold credentials: *_KEY, *_TOKEN (not tokens_per_batch), anything with PASSWORD or SECRET in it.
+SECRET_NAME = re.compile(r"(^|[_.\-])(api_?)?(key|token)$|passw(or)?d|secret|credential", re.IGNORECASE)
+OVERRIDE = re.compile(r"^(?P<key>[~+]*[\w.\-/@]+)=(?P<value>.*)$", re.DOTALL)
 REDACTED = "<redacted>"
+# Shorter values would also match ordinary words; real tokens are long.
+MIN_SECRET_LENGTH = 8
 
 
 def write_json_atomic(path: Path, payload) -> None:
     """Write to a temporary name, then rename: a reader never sees a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(path.name + ".tmp")
-    staging.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    try:
+        staging.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    except OSError:
+        staging.unlink(missing_ok=True)
+        raise
     os.replace(staging, path)
 
 
@@ -45,13 +53,48 @@ def folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def is_secret_name(name: str) -> bool:
+    return bool(SECRET_NAME.search(name.rsplit(".", 1)[-1]))
+
+
+def secret_values() -> list[str]:
+    """Values of environment variables named like credentials (WANDB_API_KEY, HF_TOKEN, DB_PASSWORD, ...)."""
+    return sorted(
+        (value for name, value in os.environ.items() if is_secret_name(name) and len(value) >= MIN_SECRET_LENGTH),
+        key=len, reverse=True,
+    )
+
+
 def redact(payload):
-    """Replace the values of keys that look like credentials, at any depth."""
+    """Hide credentials at any depth: values of keys named like one, `key=value` overrides naming one, and
+    the values of credential environment variables wherever they appear in a string."""
     if isinstance(payload, Mapping):
-        return {k: REDACTED if SECRET_NAME.search(str(k)) and v else redact(v) for k, v in payload.items()}
-    if isinstance(payload, list):
+        return {k: REDACTED if is_secret_name(str(k)) and v else redact(v) for k, v in payload.items()}
+    if isinstance(payload, (list, tuple)):
         return [redact(item) for item in payload]
+    if isinstance(payload, str):
+        return redact_text(payload)
     return payload
+
+
+def redact_text(text: str) -> str:
+    override = OVERRIDE.match(text)
+    if override and is_secret_name(override["key"]) and override["value"]:
+        return f"{override['key']}={REDACTED}"
+    for value in secret_values():
+        text = text.replace(value, REDACTED)
+    return text
+
+
+def redact_saved_config(folder: Path) -> None:
+    """Rewrite Hydra's saved config (`.hydra/*.yaml`, written before the job starts) with credentials hidden."""
+    from omegaconf import OmegaConf
+
+    for path in Path(folder).glob("*.yaml"):
+        saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        redacted = redact(saved)
+        if redacted != saved:
+            OmegaConf.save(OmegaConf.create(redacted), path)
 
 
 def library_versions() -> dict[str, str]:

@@ -1,5 +1,7 @@
 """The LightningModule: SPLADE encoder (+ adapter) trained with a ranking loss and sparsity regularisers."""
 
+import logging
+
 import lightning as L
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -8,6 +10,8 @@ from splade_peft.errors import TrainingDivergedError
 from splade_peft.model.variants import SparseEncoder, as_sparse_encoder
 from splade_peft.training.losses import ranking_loss
 from splade_peft.training.regularizers import flops, l1, nonzeros_per_vector, quadratic_warmup
+
+log = logging.getLogger(__name__)
 
 
 def linear_warmup_then_decay(warmup_steps: int, total_steps: int):
@@ -20,10 +24,35 @@ def linear_warmup_then_decay(warmup_steps: int, total_steps: int):
 
 
 class SpladeModule(L.LightningModule):
-    def __init__(self, encoder: SparseEncoder, loss_cfg, optim_cfg):
+    def __init__(self, encoder: SparseEncoder, loss_cfg, optim_cfg, max_nonfinite_batches: int = 0):
         super().__init__()
         self.encoder = as_sparse_encoder(encoder)
         self.loss_cfg, self.optim_cfg = loss_cfg, optim_cfg
+        self.max_nonfinite_batches, self.nonfinite_batches = max_nonfinite_batches, 0
+
+    def skip_nonfinite(self, what: str) -> None:
+        """Count a batch whose loss or gradient is NaN/inf; stop the job once more than allowed were skipped."""
+        self.nonfinite_batches += 1
+        message = f"non-finite {what} at step {self.global_step}"
+        if self.nonfinite_batches > self.max_nonfinite_batches:
+            raise TrainingDivergedError(
+                f"{message} ({self.nonfinite_batches} such batches, training.max_nonfinite_batches="
+                f"{self.max_nonfinite_batches}) -- lower optim.lr or check the data"
+            )
+        log.warning("%s: batch skipped (%d of at most %d)", message, self.nonfinite_batches, self.max_nonfinite_batches)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        gradients = [p.grad for p in self.encoder.parameters() if p.grad is not None]
+        if gradients and not torch.isfinite(torch.stack([g.norm() for g in gradients]).sum()):
+            self.skip_nonfinite("gradient")
+            # AdamW leaves parameters without a gradient untouched: the step becomes a no-op.
+            optimizer.zero_grad(set_to_none=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["nonfinite_batches"] = self.nonfinite_batches
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.nonfinite_batches = checkpoint.get("nonfinite_batches", 0)
 
     def on_train_epoch_start(self) -> None:
         # Datasets that re-draw their negatives every epoch (like DistributedSampler's set_epoch).
@@ -45,7 +74,8 @@ class SpladeModule(L.LightningModule):
         doc_flops, query_l1 = flops(documents), l1(queries)
         loss = ranking + lambda_d * doc_flops + lambda_q * query_l1
         if not torch.isfinite(loss):
-            raise TrainingDivergedError(f"non-finite loss at step {self.global_step} -- lower optim.lr or check the data")
+            self.skip_nonfinite("loss")
+            return None  # Lightning skips the backward pass and the optimizer step for this batch
         self.log_dict(
             {
                 "train/loss": loss,
