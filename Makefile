@@ -16,7 +16,7 @@ SWEEP_SCALE ?= full
 SWEEP_ARGS = $(if $(filter smoke,$(SWEEP_SCALE)),experiment=smoke hydra.sweep.dir=outputs/sweeps/$*-smoke)
 STUDIES := $(basename $(notdir $(wildcard sweeps/*.yaml)))
 
-.PHONY: install checkpoints run smoke test test-fast bench clean sweeps $(addprefix sweep-,$(STUDIES))
+.PHONY: install checkpoints run smoke test test-fast bench bench-scale clean sweeps $(addprefix sweep-,$(STUDIES))
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,10 @@ test-fast: install checkpoints
 
 bench: install checkpoints
 	$(PY) -m splade_peft.bench --out bench
+
+# 200k synthetic documents through encode -> Lucene index on the tiny model: peak RSS, throughput -> bench/scale.json
+bench-scale: install
+	$(PY) -m splade_peft.bench.scale
 
 clean:
 	rm -rf outputs multirun .pytest_cache

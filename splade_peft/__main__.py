@@ -22,7 +22,8 @@ log = logging.getLogger("splade_peft")
 
 def run_name() -> str:
     hydra_cfg = HydraConfig.get()
-    return hydra_cfg.job.override_dirname or hydra_cfg.job.name
+    # The overrides name the W&B run: a credential given as one must not.
+    return ",".join(redact(hydra_cfg.job.override_dirname.split(","))) or hydra_cfg.job.name
 
 
 def config_fingerprint(config: dict) -> str:

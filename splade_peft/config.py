@@ -59,6 +59,7 @@ RANGE_CHECKS = {
     "model.query_max_length": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
     "model.doc_max_length": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
     "model.random_init.architecture": (lambda v: v in (None, "bert", "llama"), "one of bert, llama"),
+    "model.trust_remote_code": (lambda v: isinstance(v, bool), "true or false (false unless you trust the model's code)"),
     "training.checkpoint_every_n_steps": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "training.max_nonfinite_batches": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
 }

@@ -1,10 +1,14 @@
 """Encode texts into sparse {term: weight} vectors: no grad, length-sorted batches under a token budget."""
 
 from collections.abc import Iterator, Mapping
+from itertools import islice
 
 import torch
 
 from splade_peft.model.encoder import SpladeEncoder
+
+# Texts tokenised at a time: large enough that length sorting still removes most padding.
+CHUNK = 16_384
 
 
 def length_sorted_batches(lengths: list[int], tokens_per_batch: int, max_batch_size: int) -> Iterator[list[int]]:
@@ -34,16 +38,18 @@ def encode_texts(
     tokens_per_batch: int = 8192,
     max_batch_size: int = 64,
 ) -> Iterator[tuple[str, dict[str, float]]]:
-    """Yield (id, {term: weight}) for every text, in length order; weights are the encoder's, unquantised."""
-    ids = list(texts)
-    token_ids = tokenizer([texts[i] for i in ids], truncation=True, max_length=max_length)["input_ids"]
+    """Yield (id, {term: weight}) for every text, in length order within chunks of `CHUNK` texts; weights are
+    the encoder's, unquantised. Tokenised a chunk at a time, so memory does not grow with the corpus."""
     terms = vocabulary_terms(tokenizer)
     device = next(encoder.parameters()).device
     encoder.eval()
-    for batch in length_sorted_batches([len(t) for t in token_ids], tokens_per_batch, max_batch_size):
-        padded = tokenizer.pad({"input_ids": [token_ids[i] for i in batch]}, return_tensors="pt")
-        weights = encoder(padded["input_ids"].to(device), padded["attention_mask"].to(device)).float().cpu()
-        for row, index in enumerate(batch):
-            nonzero = weights[row].nonzero().squeeze(1).tolist()
-            values = weights[row, nonzero].tolist()
-            yield ids[index], {terms[t]: w for t, w in zip(nonzero, values)}
+    remaining = iter(texts)
+    while ids := list(islice(remaining, CHUNK)):
+        token_ids = tokenizer([texts[i] for i in ids], truncation=True, max_length=max_length)["input_ids"]
+        for batch in length_sorted_batches([len(t) for t in token_ids], tokens_per_batch, max_batch_size):
+            padded = tokenizer.pad({"input_ids": [token_ids[i] for i in batch]}, return_tensors="pt")
+            weights = encoder(padded["input_ids"].to(device), padded["attention_mask"].to(device)).float().cpu()
+            for row, index in enumerate(batch):
+                nonzero = weights[row].nonzero().squeeze(1).tolist()
+                values = weights[row, nonzero].tolist()
+                yield ids[index], {terms[t]: w for t, w in zip(nonzero, values)}
