@@ -5,6 +5,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from splade_peft.errors import ConfigError
+from splade_peft.schema import check_schema
 
 OmegaConf.register_new_resolver("basename", lambda path: Path(str(path)).name, replace=True)
 # A study from sweeps/ gets a fixed folder, so that re-running it resumes; an ad-hoc -m sweep a dated one.
@@ -98,6 +99,7 @@ def validate(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(missing[0], "is required and has no value", f"set it on the command line, e.g. {missing[0]}=...")
+    check_schema(cfg)
     for key, (is_allowed, allowed) in {**RANGE_CHECKS, **encoder_range_checks()}.items():
         value = OmegaConf.select(cfg, key)
         if not is_allowed(value):
@@ -110,6 +112,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.source == "beir" and not cfg.data.path:
         raise ConfigError("data.path", "data.source=beir needs a folder", "set data.path=<BEIR folder>")
     validate_training_data(cfg)
+    if cfg.data.negatives > cfg.data.negatives_depth:
+        raise ConfigError("data.negatives", f"{cfg.data.negatives} is more than the candidate pool "
+                          f"(data.negatives_depth={cfg.data.negatives_depth})", "use data.negatives <= data.negatives_depth")
     if cfg.trainer.get("max_steps", -1) in (None, 0):
         raise ConfigError("trainer.max_steps", "must train at least one step", "set trainer.max_steps >= 1")
 

@@ -231,7 +231,8 @@ def train(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictCo
     memory = {"peak_rss_mb": max(peak_before, resident_peak_mb()), **peak_memory_mb("train_")}
     encoder.save(run_dir / "adapter")
     return {"train_s": train_s, "steps": trainer.global_step, "training_pairs": len(dataset),
-            "adapter_bytes": saved_weights_bytes(run_dir / "adapter"), "memory": memory}
+            "adapter_bytes": saved_weights_bytes(run_dir / "adapter"), "memory": memory,
+            "nonfinite_batches": module.nonfinite_batches}
 
 
 def training_fingerprint(cfg: DictConfig) -> str:

@@ -145,7 +145,7 @@ runpy.run_module("splade_peft", run_name="__main__", alter_sys=True)
 """
 SMALL_JOB = (
     "experiment=smoke", "eval.bm25=false", "eval.zero_shot=false", "data.negatives_source=random",
-    "data.max_queries=8", "data.max_documents=40", "trainer.max_steps=2",
+    "data.max_queries=8", "data.max_documents=40", "trainer.max_steps=2", "training.max_nonfinite_batches=1",
 )
 
 
@@ -163,16 +163,17 @@ def test_faulty_jobs_fail_with_their_cause_and_the_sweep_goes_on(tmp_path):
     the index input, then the same command again once there is room."""
     first = run_sweep(tmp_path, "1,2,3", disk_full=True)
     assert first.returncode == 0, first.stderr[-3000:]
-    results = {seed: json.loads((tmp_path / f"seed={seed}" / "results.json").read_text()) for seed in (1, 2, 3)}
+    job = {seed: next(tmp_path.glob(f"*seed={seed},*")) for seed in (1, 2, 3)}
+    results = {seed: json.loads((job[seed] / "results.json").read_text()) for seed in (1, 2, 3)}
     assert {seed: r["status"] for seed, r in results.items()} == {1: "failed", 2: "failed", 3: "failed"}
-    assert "non-finite loss at step 0" in results[1]["error"]
+    assert "non-finite loss at step 1 " in results[1]["error"]
     assert results[2]["error"].startswith("out of memory")
     assert results[3]["error"].startswith("disk full writing")
-    eval_dir = tmp_path / "seed=3" / "eval"
+    eval_dir = job[3] / "eval"
     assert not [p for p in eval_dir.iterdir() if not p.name.endswith(".partial")]  # nothing half-done trusted
 
     again = run_sweep(tmp_path, "3", "sweep.rerun_failed=true", disk_full=False)
     assert again.returncode == 0, again.stderr[-3000:]
-    rerun = json.loads((tmp_path / "seed=3" / "results.json").read_text())
+    rerun = json.loads((job[3] / "results.json").read_text())
     assert rerun["status"] == "completed" and rerun["training"]["steps"] == 2
     assert "resuming training from" in again.stdout + again.stderr  # training was not redone
