@@ -151,7 +151,8 @@ def test_random_byte_damage_is_either_harmless_or_a_data_error(tmp_path_factory,
     try:
         collection = load(tmp_path_factory.mktemp("beir"), files)
     except DataError as error:
-        assert error.path.endswith(FILES[part])
+        # A damaged query id surfaces in the qrels that name it: any of the collection's files may be the one named.
+        assert Path(error.path).name in {Path(name).name for name in FILES.values()}
         return
     # Loaded: then every judged query and document it kept is one the damaged files really contain.
     assert set(collection.qrels) == set(collection.queries)
