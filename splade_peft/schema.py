@@ -40,6 +40,8 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "lora.method": (STRING,), "lora.r": (INT,), "lora.alpha": (NUMBER,), "lora.dropout": (NUMBER,),
     "lora.use_rslora": (BOOL,), "lora.use_dora": (BOOL,), "lora.bias": (STRING,),
     "lora.target_modules": (LIST, STRING, NONE), "lora.target_modules.*": (STRING,),
+    "lora.init": (STRING,), "lora.quantization": (STRING, NONE), "lora.target_r": (INT, NONE),
+    "lora.layers": (LIST, NONE), "lora.layers.*": (INT,), "lora.train_head": (STRING,),
     "loss.name": (STRING,), "loss.in_batch": (BOOL,), "loss.temperature": (NUMBER,), "loss.lambda_d": (NUMBER,),
     "loss.lambda_q": (NUMBER,), "loss.warmup_steps": (INT,),
     "optim.lr": (NUMBER,), "optim.query_table_lr": (NUMBER,), "optim.weight_decay": (NUMBER,), "optim.warmup_steps": (INT,),
@@ -51,6 +53,8 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "eval.datasets.*.path": (STRING, NONE), "eval.datasets.*.hub_id": (STRING, NONE),
     "eval.datasets.*.unknown_ids": (STRING,), "eval.datasets.*.max_queries": (INT, NONE),
     "eval.datasets.*.max_documents": (INT, NONE),
+    "eval.validate_every_n_steps": (INT,), "eval.validation_split": (STRING,),
+    "eval.validation_max_queries": (INT, NONE), "eval.validation_max_documents": (INT, NONE),
     "eval.k": (INT,), "eval.search_threads": (INT,), "eval.bm25": (BOOL,), "eval.zero_shot": (BOOL,),
     "logger.name": (STRING,), "logger.project": (STRING,), "logger.group": (STRING, NONE), "logger.mode": (STRING, NONE),
 }
