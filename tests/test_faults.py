@@ -43,14 +43,14 @@ def tiny_training(tmp_path, max_nonfinite_batches: int, steps: int = 6):
 
 
 def nan_loss_on_calls(monkeypatch, calls: set[int]) -> None:
-    real, count = module_code.contrastive_loss, [0]
+    real, count = module_code.ranking_loss, [0]
 
     def loss(*args):
         count[0] += 1
-        value = real(*args)
-        return value * float("nan") if count[0] in calls else value
+        terms = real(*args)
+        return {**terms, "total": terms["total"] * float("nan")} if count[0] in calls else terms
 
-    monkeypatch.setattr(module_code, "contrastive_loss", loss)
+    monkeypatch.setattr(module_code, "ranking_loss", loss)
 
 
 def test_nan_losses_within_the_budget_are_skipped_and_logged(tmp_path, monkeypatch, caplog):
@@ -125,11 +125,12 @@ import errno, os, runpy, torch
 import splade_peft.training.module as module_code
 import splade_peft.pipeline as pipeline
 
-real_loss, real_write = module_code.contrastive_loss, pipeline.write_vector_collection
+real_loss, real_write = module_code.ranking_loss, pipeline.write_vector_collection
 seed = lambda: os.environ["PL_GLOBAL_SEED"]
 
 def loss(*args):
-    return real_loss(*args) * float("nan") if seed() == "1" else real_loss(*args)
+    terms = real_loss(*args)
+    return {**terms, "total": terms["total"] * float("nan")} if seed() == "1" else terms
 
 def write_vectors(vectors, folder, shards):
     if seed() == "2":
@@ -140,7 +141,7 @@ def write_vectors(vectors, folder, shards):
         raise OSError(errno.ENOSPC, "No space left on device", str(folder / "part0.jsonl"))
     return real_write(vectors, folder, shards)
 
-module_code.contrastive_loss, pipeline.write_vector_collection = loss, write_vectors
+module_code.ranking_loss, pipeline.write_vector_collection = loss, write_vectors
 runpy.run_module("splade_peft", run_name="__main__", alter_sys=True)
 """
 SMALL_JOB = (
