@@ -112,9 +112,6 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.source == "beir" and not cfg.data.path:
         raise ConfigError("data.path", "data.source=beir needs a folder", "set data.path=<BEIR folder>")
     validate_training_data(cfg)
-    if cfg.data.negatives > cfg.data.negatives_depth:
-        raise ConfigError("data.negatives", f"{cfg.data.negatives} is more than the candidate pool "
-                          f"(data.negatives_depth={cfg.data.negatives_depth})", "use data.negatives <= data.negatives_depth")
     if cfg.trainer.get("max_steps", -1) in (None, 0):
         raise ConfigError("trainer.max_steps", "must train at least one step", "set trainer.max_steps >= 1")
 
