@@ -19,15 +19,18 @@ LOSS = OmegaConf.create({"in_batch": True, "temperature": 1.0, "lambda_d": 1e-3,
 OPTIM = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 1})
 
 
-def tiny_tokenizer(tmp_path) -> BertTokenizerFast:
+def tiny_tokenizer() -> BertTokenizerFast:
     words = "the a cat dog sat on mat ran park sun moon star blue red green tree house car road".split()
-    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
-    return BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    # transformers 5 ignores vocab_file here: a 5-token vocabulary would turn every word into [UNK].
+    tokenizer = BertTokenizerFast(vocab={token: index for index, token in enumerate(tokens)})
+    assert tokenizer.convert_tokens_to_ids("cat") != tokenizer.unk_token_id
+    return tokenizer
 
 
 def test_lora_steps_change_only_adapter_weights(tmp_path):
     torch.manual_seed(0)
-    tokenizer = tiny_tokenizer(tmp_path)
+    tokenizer = tiny_tokenizer()
     backbone = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2,
                                           num_attention_heads=2, intermediate_size=32))
     encoder = SpladeEncoder(wrap_with_adapter(backbone, LORA))
