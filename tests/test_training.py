@@ -28,7 +28,7 @@ def tiny_tokenizer() -> BertTokenizerFast:
     return tokenizer
 
 
-def test_lora_steps_change_only_adapter_weights(tmp_path):
+def test_lora_steps_change_only_adapter_weights():
     torch.manual_seed(0)
     tokenizer = tiny_tokenizer()
     backbone = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2,
@@ -50,7 +50,7 @@ def test_lora_steps_change_only_adapter_weights(tmp_path):
     assert count_parameters(encoder)["trainable"] == sum(before[n].numel() for n in trainable)
 
 
-def test_full_fine_tuning_trains_every_weight_and_frozen_none(tmp_path):
+def test_full_fine_tuning_trains_every_weight_and_frozen_none():
     torch.manual_seed(0)
     backbone = BertForMaskedLM(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                           intermediate_size=32))
