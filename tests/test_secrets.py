@@ -34,25 +34,38 @@ def test_credentials_are_redacted_by_name_by_override_and_by_value(monkeypatch):
     }
 
 
-@pytest.mark.slow
-def test_no_secret_reaches_results_saved_config_wandb_files_error_log_or_console(tmp_path):
-    run_dir = tmp_path / "run"
-    completed = subprocess.run(
+def run_smoke(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "splade_peft", f"hydra.run.dir={run_dir}", "experiment=smoke", "logger=wandb",
          "logger.mode=offline", "eval.bm25=false", "eval.zero_shot=false", "data.negatives_source=random",
-         "data.max_queries=8", "data.max_documents=40", "trainer.max_steps=1", f"+data.hub_token={CONFIG_SECRET}"],
+         "data.max_queries=8", "data.max_documents=40", "trainer.max_steps=1", *overrides],
         cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **ENV_SECRETS},
     )
-    # The schema refuses the undeclared key, after the tracker started: the failure path is checked too.
-    assert "config key 'data.hub_token': is not a key this project reads" in completed.stderr, completed.stderr[-3000:]
-    artefacts = [p for p in run_dir.rglob("*") if p.is_file()]
-    wandb_runs = [p for p in artefacts if p.suffix == ".wandb"]  # offline W&B: config, metadata, console, name
-    assert wandb_runs and b"tokens_per_batch" in wandb_runs[0].read_bytes()
-    assert f"+data.hub_token={REDACTED}" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+
+def assert_no_secret_in(run_dir: Path, completed: subprocess.CompletedProcess) -> None:
     for secret in [*ENV_SECRETS.values(), CONFIG_SECRET]:
         assert secret not in completed.stdout + completed.stderr
-        for path in artefacts:
+        for path in (p for p in run_dir.rglob("*") if p.is_file()):
             assert secret.encode() not in path.read_bytes(), f"{secret} leaked into {path}"
+
+
+@pytest.mark.slow
+def test_no_secret_reaches_results_saved_config_wandb_files_error_log_or_console(tmp_path):
+    completed = run_smoke(tmp_path / "run")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    # offline W&B keeps config, metadata, console and run name in the .wandb file
+    wandb_runs = list((tmp_path / "run").rglob("*.wandb"))
+    assert wandb_runs and b"tokens_per_batch" in wandb_runs[0].read_bytes()
+    assert_no_secret_in(tmp_path / "run", completed)
+
+
+@pytest.mark.slow
+def test_a_secret_in_a_refused_override_reaches_no_artefact(tmp_path):
+    completed = run_smoke(tmp_path / "run", f"+data.hub_token={CONFIG_SECRET}")
+    assert "config key 'data.hub_token': is not a key this project reads" in completed.stderr, completed.stderr[-3000:]
+    assert f"+data.hub_token={REDACTED}" in (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()
+    assert_no_secret_in(tmp_path / "run", completed)
 
 
 def calls_in_package():
