@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+from transformers import BertTokenizerFast
 
 # No hub is reachable here: fail fast instead of retrying, and never try to reach W&B.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,3 +32,15 @@ def offline_checkpoint(name: str) -> Path:
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+WORDS = "the a cat dog sat on mat ran park sun moon star blue red green tree house car road".split()
+
+
+def word_tokenizer() -> BertTokenizerFast:
+    """A whole-word tokenizer over WORDS for tiny random models.
+
+    Built from a vocab mapping: transformers 5 ignores `vocab_file` here, which left every word [UNK].
+    """
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    return BertTokenizerFast(vocab={token: index for index, token in enumerate(tokens)})

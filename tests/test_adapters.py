@@ -17,7 +17,7 @@ from transformers import (
     ModernBertConfig, ModernBertForMaskedLM,
 )
 
-from conftest import REPO
+from conftest import REPO, word_tokenizer
 from splade_peft.config import validate
 from splade_peft.data.training import TrainingCollator
 from splade_peft.errors import ConfigError
@@ -33,7 +33,6 @@ DEFAULTS = OmegaConf.load(REPO / "conf" / "lora" / "lora.yaml")
 LOSS = OmegaConf.create({"in_batch": True, "temperature": 1.0, "lambda_d": 1e-3, "lambda_q": 1e-3, "warmup_steps": 2})
 OPTIM = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 1})
 STEPS = 4
-WORDS = "the a cat dog sat on mat ran park sun moon star blue red green tree house car road".split()
 ITEMS = [{"query": "cat sat", "documents": ["the cat sat on the mat", "blue car on road"]},
          {"query": "moon star", "documents": ["sun moon star", "green tree house"]}] * STEPS
 
@@ -59,10 +58,8 @@ def lora_cfg(**overrides):
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory) -> BertTokenizerFast:
-    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS))
-    return BertTokenizerFast(vocab_file=str(vocab))
+def tokenizer() -> BertTokenizerFast:
+    return word_tokenizer()
 
 
 @pytest.fixture(scope="module")

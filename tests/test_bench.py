@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
+from conftest import WORDS, word_tokenizer
 from splade_peft.bench.encoding import compare, naive_vectors, project_vectors
 from splade_peft.bench.indexing import replicated_corpus
 from splade_peft.bench.search import agreement, bench_search
@@ -22,16 +23,13 @@ from splade_peft.model.projection import MaskedMaxProjection
 from splade_peft.training.module import SpladeModule
 from splade_peft.training.validation import RetrievalValidation
 
-WORDS = "the a cat dog sat on mat ran park sun moon star blue red green tree house car road".split()
 TEXTS = ["the cat sat on the mat", "dog", "blue car on the long road ran past the green tree and the red house",
          "sun moon star", "a park", "moon"]
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory) -> BertTokenizerFast:
-    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS))
-    return BertTokenizerFast(vocab_file=str(vocab))
+def tokenizer() -> BertTokenizerFast:
+    return word_tokenizer()
 
 
 @pytest.fixture(scope="module")

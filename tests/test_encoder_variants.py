@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-from conftest import REPO
+from conftest import REPO, word_tokenizer
 from splade_peft.config import validate
 from splade_peft.data.training import TrainingCollator
 from splade_peft.errors import ConfigError
@@ -24,7 +24,6 @@ from splade_peft.model.sparsifiers import HardThreshold, MeanThreshold, TopK
 from splade_peft.model.variants import OWN_PARAMETERS_FILE, QUERY_LM_FOLDER, build_encoder
 from splade_peft.training.module import SpladeModule
 
-WORDS = "the a cat dog sat on mat ran park sun moon star blue red green tree house car road".split()
 CORPUS = {"d1": "the cat sat on the mat", "d2": "blue car on road", "d3": "sun moon star", "d4": "green tree house"}
 TRAINING_QUERIES = ("cat sat", "moon star")
 LORA = OmegaConf.create(
@@ -38,7 +37,7 @@ OPTIM = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 1, "q
 
 @pytest.fixture(scope="module")
 def tokenizer() -> BertTokenizerFast:
-    return BertTokenizerFast(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS)})
+    return word_tokenizer()
 
 
 def batch(tokenizer, texts: list[str]) -> dict:

@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
+from conftest import word_tokenizer
 from splade_peft.model.adapters import count_parameters, wrap_with_adapter
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.training.module import SpladeModule
@@ -20,10 +21,7 @@ OPTIM = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 1})
 
 
 def tiny_tokenizer() -> BertTokenizerFast:
-    words = "the a cat dog sat on mat ran park sun moon star blue red green tree house car road".split()
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
-    # transformers 5 ignores vocab_file here: a 5-token vocabulary would turn every word into [UNK].
-    tokenizer = BertTokenizerFast(vocab={token: index for index, token in enumerate(tokens)})
+    tokenizer = word_tokenizer()
     assert tokenizer.convert_tokens_to_ids("cat") != tokenizer.unk_token_id
     return tokenizer
 
