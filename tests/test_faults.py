@@ -31,7 +31,7 @@ pytestmark = pytest.mark.fault
 def tiny_training(tmp_path, max_nonfinite_batches: int, steps: int = 6):
     """(trainer, module, loader): a LoRA SPLADE on a tiny random BERT, a few CPU steps."""
     torch.manual_seed(0)
-    tokenizer = tiny_tokenizer(tmp_path)
+    tokenizer = tiny_tokenizer()
     backbone = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
                                           num_attention_heads=2, intermediate_size=32))
     encoder = SpladeEncoder(wrap_with_adapter(backbone, LORA))
