@@ -34,7 +34,7 @@ RANGE_CHECKS = {
     "data.mixture.sampling": (lambda v: v in ("round_robin", "proportional"), "one of round_robin, proportional"),
     "data.sampling": (lambda v: v in ("uniform", "teacher_rank"), "one of uniform, teacher_rank"),
     "data.training_layout": (lambda v: v in ("flagembedding", "triples"), "one of flagembedding, triples"),
-    "data.teacher.scorer": (lambda v: v in (None, "splade"), "null or splade"),
+    "data.teacher.scorers": (lambda v: set(v) <= {"splade", "bm25"}, "a list of splade, bm25 (or [])"),
     "data.teacher.ensemble": (lambda v: v in ("zscore_mean", "mean"), "one of zscore_mean, mean"),
     "data.teacher.missing": (lambda v: v in ("error", "skip"), "one of error, skip"),
     "data.teacher.allow_pickle": (lambda v: isinstance(v, bool), "true or false"),
@@ -155,7 +155,7 @@ def validate_training_data(cfg: DictConfig) -> None:
     if data.training_file:
         has_teacher = data.teacher.from_training_file
     else:
-        has_teacher = bool(data.teacher.scorer or data.teacher.files)
+        has_teacher = bool(data.teacher.scorers or data.teacher.files)
         if data.negatives_source in ("bm25", "random") and data.negatives > data.negatives_depth:
             raise ConfigError("data.negatives", f"{data.negatives} is more than the candidate pool "
                               f"(data.negatives_depth={data.negatives_depth})",
@@ -166,7 +166,7 @@ def validate_training_data(cfg: DictConfig) -> None:
     distilling = [name for name in ("margin_mse", "kl") if weights.get(name)]
     if distilling and not has_teacher:
         raise ConfigError(f"loss.weights.{distilling[0]}", "distillation needs teacher scores and none are set",
-                          "set data.teacher.scorer=splade or data.teacher.files=[...], or use loss=contrastive")
+                          "set data.teacher.scorers=[splade] (or [bm25]) or data.teacher.files=[...], or use loss=contrastive")
     if data.sampling == "teacher_rank" and not has_teacher:
         raise ConfigError("data.sampling", "teacher_rank needs teacher scores",
-                          "set data.teacher.scorer or data.teacher.files, or data.sampling=uniform")
+                          "set data.teacher.scorers or data.teacher.files, or data.sampling=uniform")

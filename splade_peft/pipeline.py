@@ -5,6 +5,7 @@ completed stage is reused and an interrupted one is redone. BM25 and zero-shot r
 cache, keyed by what produced them, so a sweep computes them once per collection and checkpoint.
 """
 
+import json
 import resource
 import time
 from functools import partial
@@ -22,7 +23,7 @@ from splade_peft.data.hard_negatives import (
 )
 from splade_peft.data.mixture import Mixture, SingleDatasetBatches
 from splade_peft.data.subsample import subsample
-from splade_peft.data.teacher_models import cached_splade_scores
+from splade_peft.data.teacher_models import bm25_pair_scores, cached_splade_scores
 from splade_peft.data.teachers import Scores, check_same_dataset, ensemble, load_score_file
 from splade_peft.data.training import (
     TrainingCollator, TrainingPair, TrainingSet, bm25_candidates, random_candidates, teacher_scored_pairs, training_pairs,
@@ -35,7 +36,7 @@ from splade_peft.model.adapters import adapter_callbacks, count_parameters, save
 from splade_peft.model.backbones import load_backbone
 from splade_peft.model.variants import SparseEncoder, as_sparse_encoder, build_encoder
 from splade_peft.records import (
-    StageStore, fingerprint, folder_fingerprint, library_versions, mapping_fingerprint, redact,
+    StageStore, fingerprint, folder_fingerprint, library_versions, mapping_fingerprint, redact, write_json_atomic,
 )
 from splade_peft.search.bm25 import bm25_search, build_bm25_index
 from splade_peft.search.lucene import impact_search
@@ -106,7 +107,7 @@ def negative_candidates(collection: Collection, cfg: DictConfig) -> dict:
 
 
 def training_teacher(collection: Collection, pairs: list[TrainingPair], cfg: DictConfig) -> tuple[Scores | None, str]:
-    """The ensemble of data.teacher's score files and scorer over the training pairs, and its name for errors."""
+    """The ensemble of data.teacher's score files and scorers over the training pairs, and its name for errors."""
     teacher_cfg = cfg.data.teacher
     members, names = [], []
     for file in teacher_cfg.files:
@@ -114,18 +115,35 @@ def training_teacher(collection: Collection, pairs: list[TrainingPair], cfg: Dic
         check_same_dataset(scores, collection.queries, str(file))
         members.append(scores)
         names.append(str(file))
-    if teacher_cfg.scorer == "splade":
-        wanted: dict[str, set] = {}
-        for pair in pairs:
-            wanted.setdefault(pair.query_id, set()).update((pair.positive_id, *pair.candidates))
+    wanted: dict[str, set] = {}
+    for pair in pairs:
+        wanted.setdefault(pair.query_id, set()).update((pair.positive_id, *pair.candidates))
+    listed = {query_id: sorted(doc_ids) for query_id, doc_ids in wanted.items()}
+    if "splade" in teacher_cfg.scorers:
         members.append(cached_splade_scores(
-            teacher_cfg.checkpoint, collection.queries, collection.corpus,
-            {query_id: sorted(doc_ids) for query_id, doc_ids in wanted.items()}, cfg.paths.cache,
-        ))
+            teacher_cfg.checkpoint, collection.queries, collection.corpus, listed, cfg.paths.cache))
         names.append(f"splade teacher {teacher_cfg.checkpoint}")
+    if "bm25" in teacher_cfg.scorers:
+        members.append(bm25_teacher_scores(collection, listed, cfg))
+        names.append("bm25 teacher")
     if not members:
         return None, ""
     return ensemble(members, teacher_cfg.ensemble), " + ".join(names)
+
+
+def bm25_teacher_scores(collection: Collection, wanted: dict[str, list[str]], cfg: DictConfig) -> Scores:
+    """bm25_pair_scores, cached beside the collection's BM25 index: a sweep scores once."""
+    store, index_dir = bm25_store(collection, cfg.paths.cache)
+    inputs = {"pairs": fingerprint({q: [collection.queries[q], listed] for q, listed in wanted.items()}),
+              "k1": 0.9, "b": 0.4}
+
+    def score(folder: Path) -> dict:
+        scores = bm25_pair_scores(index_dir, len(collection.corpus), collection.queries, wanted, cfg.eval.search_threads)
+        write_json_atomic(folder / "scores.json", scores)
+        return {}
+
+    folder, _ = store.run(f"teacher-{fingerprint(inputs)}", inputs, score)
+    return json.loads((folder / "scores.json").read_text())
 
 
 def needs_teacher(cfg: DictConfig) -> bool:

@@ -35,7 +35,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "data.mixture.datasets.*": (MAPPING, NUMBER, STRING), "data.mixture.datasets.*.*": (STRING, NUMBER, BOOL, NONE),
     "data.teacher": (MAPPING,), "data.teacher.allow_pickle": (BOOL,), "data.teacher.checkpoint": (STRING, NONE),
     "data.teacher.ensemble": (STRING,), "data.teacher.files": (LIST,), "data.teacher.from_training_file": (BOOL,),
-    "data.teacher.missing": (STRING,), "data.teacher.scorer": (STRING, NONE),
+    "data.teacher.missing": (STRING,), "data.teacher.scorers": (LIST,),
     "model.name": (STRING,), "model.name_or_path": (STRING, NONE), "model.trust_remote_code": (BOOL,),
     "model.random_init": (MAPPING, NONE), "model.random_init.*": (NUMBER,),
     "model.random_init.architecture": (STRING,),

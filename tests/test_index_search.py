@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from splade_peft.data.teacher_models import bm25_pair_scores
 from splade_peft.errors import IndexingError
 from splade_peft.index.impact import build_impact_index, quantize, write_vector_collection
 from splade_peft.search import anserini
@@ -150,6 +151,20 @@ def test_bm25_ranks_matching_doc_first_with_punctuation_heavy_queries(bm25_index
         "split": "split", "vitd": "vitd", "fox": "fox", "unbalanced": "fox", "tabs": "fox"}
     assert run["stop"] == run["punct"] == run["blank"] == run["empty"] == []
     assert all(hits == sorted(hits, key=lambda hit: -hit[1]) for hits in run.values())
+
+
+def test_bm25_teacher_scores_every_listed_pair_and_zero_only_without_a_shared_term(bm25_index):
+    root, stats = bm25_index
+    queries = {"q-fox": "lazy brown fox", "q-vitd": "vitamin fractures in adults"}
+    wanted = {"q-fox": ["vitd", "punct", "fox"], "q-vitd": ["fox", "vitd", "split"]}
+
+    scores = bm25_pair_scores(root / "index", stats.documents, queries, wanted, threads=1, queries_per_search=1)
+
+    full = bm25_search(root / "index", queries, k=stats.documents, threads=1)
+    assert scores["q-fox"] == {"fox": dict(full["q-fox"])["fox"], "vitd": 0.0, "punct": 0.0}
+    assert scores["q-vitd"]["vitd"] == dict(full["q-vitd"])["vitd"] > 0
+    # "in" is a stop word and the fox sentence shares no other term: no match, so exactly 0
+    assert scores["q-vitd"]["fox"] == scores["q-vitd"]["split"] == 0.0
 
 
 def test_searches_start_no_jvm_in_the_python_process(impact_index, bm25_index):

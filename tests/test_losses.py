@@ -82,8 +82,8 @@ def test_losses_are_differentiable_through_the_scores():
 @pytest.mark.parametrize("overrides,key", [
     (["data.negatives=60", "data.negatives_depth=50"], "data.negatives"),
     (["data.negatives=65", "data.negatives_depth=100"], "data.negatives"),
-    (["loss=kl", "data.teacher.scorer=null"], "loss.weights.kl"),
-    (["data.sampling=teacher_rank", "data.teacher.scorer=null"], "data.sampling"),
+    (["loss=kl", "data.teacher.scorers=[]"], "loss.weights.kl"),
+    (["data.sampling=teacher_rank", "data.teacher.scorers=[]"], "data.sampling"),
     (["data.negatives_source=file"], "data.negatives_file"),
     (["loss.weights.contrastive=0"], "loss.weights"),
 ])

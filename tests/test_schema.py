@@ -50,6 +50,8 @@ def test_every_shipped_config_matches_the_schema(overrides):
         ("index.quantization=0", "index.quantization", "a number > 0"),
         ("data.negatives=60", "data.negatives", "more than the candidate pool"),
         ("training.checkpoint_every_n_steps=0", "training.checkpoint_every_n_steps", "an integer >= 1"),
+        ("data.teacher.scorers=[cross_encoder]", "data.teacher.scorers", "a list of splade, bm25"),
+        ("data.teacher.scorers=bm25", "data.teacher.scorers", "use a list"),
     ],
 )
 def test_bad_keys_types_and_ranges_fail_naming_the_key(override, key, says):

@@ -1,5 +1,5 @@
-"""Teacher scores computed by a model rather than read from a file: a trained SPLADE checkpoint's dot
-products. Used by training (data.teacher.scorer=splade) and by the mining command."""
+"""Teacher scores computed rather than read from a file: a trained SPLADE checkpoint's dot products
+(data.teacher.scorers=[splade], and the mining command) or BM25 (data.teacher.scorers=[bm25])."""
 
 import json
 from collections.abc import Mapping
@@ -12,6 +12,7 @@ from splade_peft.model.backbones import load_pretrained
 from splade_peft.model.checkpoints import FETCH_COMMAND
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.records import StageStore, fingerprint, folder_fingerprint, write_json_atomic
+from splade_peft.search.bm25 import bm25_search
 
 
 def load_splade(checkpoint: str | Path) -> tuple[SpladeEncoder, object]:
@@ -50,3 +51,21 @@ def cached_splade_scores(checkpoint: str | Path, queries: Mapping[str, str], cor
 
     folder, _ = StageStore(Path(cache_dir) / "teacher_scores").run(fingerprint(inputs), inputs, score)
     return json.loads((folder / "scores.json").read_text())
+
+
+def bm25_pair_scores(index_dir: Path, documents: int, queries: Mapping[str, str], wanted: Mapping[str, list[str]],
+                     threads: int, queries_per_search: int = 256) -> Scores:
+    """{qid: {doc_id: BM25 score}} for every pair in `wanted`.
+
+    Each query retrieves every document that matches it (k = the index's size), so a listed document
+    missing from its hits shares no term with it and scores exactly 0. That costs a full ranking per
+    query: right for SciFact-sized corpora; for MS MARCO give a score file in data.teacher.files.
+    """
+    query_ids = sorted(wanted)
+    scores: Scores = {}
+    for start in range(0, len(query_ids), queries_per_search):
+        chunk = {q: queries[q] for q in query_ids[start:start + queries_per_search]}
+        for query_id, hits in bm25_search(index_dir, chunk, k=documents, threads=threads).items():
+            matched = dict(hits)
+            scores[query_id] = {doc_id: matched.get(doc_id, 0.0) for doc_id in wanted[query_id]}
+    return scores

@@ -115,7 +115,7 @@ class TrainingSet(Dataset):
             raise ConfigError("data.sampling", f"unknown sampling {sampling!r}", f"use one of {', '.join(SAMPLINGS)}")
         if sampling == "teacher_rank" and teacher is None:
             raise ConfigError("data.sampling", "teacher_rank needs teacher scores",
-                              "set data.teacher.files or data.teacher.scorer, or use data.sampling=uniform")
+                              "set data.teacher.files or data.teacher.scorers, or use data.sampling=uniform")
         self.collection, self.pairs, self.negatives, self.seed = collection, pairs, negatives, seed
         self.teacher, self.sampling = teacher, sampling
         self.epoch = 0

@@ -64,7 +64,7 @@ def ranking_loss(
             continue
         if teacher is None:
             raise ConfigError(f"loss.weights.{name}", "needs teacher scores and the training data has none",
-                              "set data.teacher.files or data.teacher.scorer, or give this loss weight 0")
+                              "set data.teacher.files or data.teacher.scorers, or give this loss weight 0")
         student = group_scores(queries, documents, docs_per_query)
         terms[name] = margin_mse_loss(student, teacher) if name == "margin_mse" else kl_loss(
             student, teacher, loss_cfg.temperature)
