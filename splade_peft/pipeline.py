@@ -89,7 +89,7 @@ def bm25_run(collection: Collection, cache_dir: str, k: int, threads: int) -> di
 
 def bm25_reference(collection: Collection, cfg: DictConfig) -> dict:
     run = bm25_run(collection, cfg.paths.cache, cfg.eval.k, cfg.eval.search_threads)
-    return {"metrics": evaluate(collection.qrels, run)}
+    return {"metrics": evaluate(collection.qrels, run, min_relevant_grade=collection.min_relevant_grade)}
 
 
 def negative_candidates(collection: Collection, cfg: DictConfig) -> dict:
@@ -190,7 +190,7 @@ def evaluate_encoder(encoder: SparseEncoder, tokenizer, collection: Collection, 
     write_trec_run(run, folder / "run.trec", "splade_peft")
     searched = time.perf_counter()
     return {
-        "metrics": evaluate(collection.qrels, run),
+        "metrics": evaluate(collection.qrels, run, min_relevant_grade=collection.min_relevant_grade),
         "sparsity": sparsity_report(documents, queries),
         "timing": {"encode_s": encoded - started, "index_s": indexed - encoded, "search_s": searched - indexed},
     }

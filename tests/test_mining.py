@@ -9,7 +9,7 @@ from splade_peft.data.hard_negatives import flagembedding_candidates
 from splade_peft.data.msmarco import MappedCorpus, load_msmarco, read_topics, read_trec_qrels
 from splade_peft.data.teacher_models import splade_scores
 from splade_peft.data.teachers import load_score_file
-from splade_peft.errors import DataError
+from splade_peft.errors import ConfigError, DataError
 from splade_peft.mine import main
 from tests.conftest import SHARED_DATA, offline_checkpoint
 
@@ -74,3 +74,46 @@ def test_msmarco_collection_is_memory_mapped_and_checked(tmp_path):
     (tmp_path / "qrels.txt").write_text("7 0 99 1\n")
     with pytest.raises(DataError, match="passage id '99'"):
         load_msmarco(tmp_path / "collection.tsv", tmp_path / "topics.tsv", tmp_path / "qrels.txt", "m", "dev")
+
+
+@pytest.fixture
+def msmarco_folder(tmp_path):
+    """The TREC DL / MS MARCO dev sample topics and qrels beside a collection.tsv holding every judged passage."""
+    samples = SHARED_DATA / "samples" / "trec-dl-passage"
+    if not samples.is_dir():
+        pytest.skip(f"{samples} not found: the shared samples live in ../shared/data beside the repo")
+    for sample in samples.iterdir():
+        (tmp_path / sample.name).symlink_to(sample)
+    passages = sorted({pid for sample in samples.glob("qrels.*") for grades in read_trec_qrels(sample).values()
+                       for pid in grades})
+    (tmp_path / "collection.tsv").write_text("".join(f"{pid}\tpassage {pid}\n" for pid in passages))
+    return tmp_path
+
+
+def test_msmarco_folder_gives_dev_and_trec_dl_splits_with_the_track_relevance_grade(msmarco_folder):
+    dev = load_collection("msmarco", "dev", path=str(msmarco_folder))
+    dl19 = load_collection("msmarco", "dl19", path=str(msmarco_folder))
+    dl20 = load_collection("msmarco", "dl20", path=str(msmarco_folder))
+    assert (dev.min_relevant_grade, dl19.min_relevant_grade, dl20.min_relevant_grade) == (1, 2, 2)
+    assert len(dl19.queries) == 43 and len(dl20.queries) == 54 and dl19.queries["19335"].startswith("anthropological")
+    assert len(dev.queries) == len(dev.qrels) == 6980
+
+
+def test_trec_dl_mrr_counts_only_grades_from_two(msmarco_folder):
+    from splade_peft.evaluation.metrics import evaluate
+
+    dl19 = load_collection("msmarco", "dl19", path=str(msmarco_folder))
+    query_id = "19335"
+    by_grade = {grade: [pid for pid, g in dl19.qrels[query_id].items() if g == grade] for grade in (1, 2)}
+    run = {query_id: [(by_grade[1][0], 2.0), (by_grade[2][0], 1.0)]}  # a "related" passage above a relevant one
+    qrels = {query_id: dl19.qrels[query_id]}
+    assert evaluate(qrels, run, min_relevant_grade=dl19.min_relevant_grade)["mrr@10"] == 0.5
+    assert evaluate(qrels, run)["mrr@10"] == 1.0
+
+
+def test_msmarco_folder_names_missing_files_and_unknown_splits(msmarco_folder):
+    (msmarco_folder / "qrels.dl20-passage.txt").unlink()
+    with pytest.raises(DataError, match=r"qrels.dl20-passage.txt: missing -- put collection.tsv"):
+        load_collection("msmarco", "dl20", path=str(msmarco_folder))
+    with pytest.raises(ConfigError, match="unknown MS MARCO split 'dl21'.*train, dev, dl19, dl20"):
+        load_collection("msmarco", "dl21", path=str(msmarco_folder))

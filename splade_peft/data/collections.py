@@ -18,7 +18,7 @@ from splade_peft.errors import ConfigError, DataError, SpladePeftError
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("beir", "embedded", "hub")
+SOURCES = ("beir", "embedded", "hub", "msmarco")
 UNKNOWN_ID_POLICIES = ("error", "drop")
 QRELS_HEADER = ["query-id", "corpus-id", "score"]
 BEIR_LAYOUT = (
@@ -39,6 +39,7 @@ class Collection:
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
     fingerprint: str
+    min_relevant_grade: int = 1  # the lowest grade MRR and recall count as relevant (TREC DL: 2)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,10 @@ def load_collection(
         return load_embedded(split, Path(cache_dir), unknown_ids)
     if source == "hub":
         return load_hub(required_hub_id(hub_id), split, name, Path(cache_dir), unknown_ids)
+    if source == "msmarco":
+        # Imported here: the MS MARCO readers build this module's Collection.
+        from splade_peft.data.msmarco import load_msmarco_folder
+        return load_msmarco_folder(required_folder(path), split, name)
     raise ConfigError("data.source", f"unknown source {source!r}", f"use one of: {', '.join(SOURCES)}")
 
 

@@ -3,6 +3,7 @@ topic files (qid<TAB>text: queries.train.tsv, MS MARCO dev, TREC DL 2019/2020 to
 (qid 0|Q0 pid grade). `load_msmarco` assembles one evaluation or training collection from them."""
 
 import hashlib
+from dataclasses import replace
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from splade_peft.data.collections import Collection
 from splade_peft.data.hard_negatives import MappedLines
-from splade_peft.errors import DataError
+from splade_peft.errors import ConfigError, DataError
 
 TSV_FIX = "write id<TAB>text, one per line"
 
@@ -72,6 +73,33 @@ def read_trec_qrels(path: str | Path) -> dict[str, dict[str, int]]:
                             fix="write TREC qrels: qid 0 pid grade")
         qrels.setdefault(columns[0], {})[columns[2]] = int(columns[3])
     return qrels
+
+
+# data.source=msmarco: the file names the MS MARCO and TREC DL distributions (and Anserini) use, per split.
+SPLIT_FILES = {
+    "train": ("queries.train.tsv", "qrels.train.tsv"),
+    "dev": ("topics.msmarco-passage.dev-subset.txt", "qrels.msmarco-passage.dev-subset.txt"),
+    "dl19": ("topics.dl19-passage.txt", "qrels.dl19-passage.txt"),
+    "dl20": ("topics.dl20.txt", "qrels.dl20-passage.txt"),
+}
+# TREC DL grades 1 "related": the track's MRR and recall count grades 2 and 3 as relevant.
+MIN_RELEVANT_GRADE = {"dl19": 2, "dl20": 2}
+CORPUS_FILE = "collection.tsv"
+
+
+def load_msmarco_folder(folder: Path, split: str, name: str | None = None) -> Collection:
+    """One split of an MS MARCO passage folder: collection.tsv beside the split's topics and qrels (SPLIT_FILES)."""
+    if split not in SPLIT_FILES:
+        raise ConfigError("data.train_split|data.eval_split", f"unknown MS MARCO split {split!r}",
+                          f"use one of: {', '.join(SPLIT_FILES)}")
+    topics, qrels = SPLIT_FILES[split]
+    for file in (CORPUS_FILE, topics, qrels):
+        if not (folder / file).is_file():
+            raise DataError(folder / file, "missing",
+                            fix=f"put {CORPUS_FILE} and, per split, its topics and qrels in {folder}: "
+                                + "; ".join(f"{s}: {t} + {q}" for s, (t, q) in SPLIT_FILES.items()))
+    collection = load_msmarco(folder / CORPUS_FILE, folder / topics, folder / qrels, name or "msmarco-passage", split)
+    return replace(collection, min_relevant_grade=MIN_RELEVANT_GRADE.get(split, 1))
 
 
 def load_msmarco(corpus: str | Path, topics: str | Path, qrels: str | Path, name: str, split: str) -> Collection:

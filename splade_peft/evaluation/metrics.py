@@ -5,30 +5,40 @@ from collections.abc import Mapping
 import ir_measures
 from ir_measures import Qrel, ScoredDoc, nDCG, R, RR
 
-# Names as they appear in results.json, and the ir-measures measure behind each.
-MEASURES = {
-    "mrr@10": RR @ 10,
-    "recall@100": R @ 100,
-    "recall@1000": R @ 1000,
-    "ndcg@10": nDCG @ 10,
-}
+
+def standard_measures(min_relevant_grade: int = 1) -> dict:
+    """Names as they appear in results.json, and the ir-measures measure behind each.
+
+    nDCG uses the grades as they are; MRR and recall count a document relevant from `min_relevant_grade`
+    (TREC DL passage qrels grade 1 as "related", and their official MRR and recall count grades >= 2).
+    """
+    return {
+        "mrr@10": RR(rel=min_relevant_grade) @ 10,
+        "recall@100": R(rel=min_relevant_grade) @ 100,
+        "recall@1000": R(rel=min_relevant_grade) @ 1000,
+        "ndcg@10": nDCG @ 10,
+    }
+
+
+MEASURES = standard_measures()
 
 Run = Mapping[str, list[tuple[str, float]]]
 Qrels = Mapping[str, Mapping[str, int]]
 
 
-def evaluated_queries(qrels: Qrels) -> list[str]:
+def evaluated_queries(qrels: Qrels, min_relevant_grade: int = 1) -> list[str]:
     """Queries with at least one relevant document: the denominator of every average."""
-    return sorted(qid for qid, judged in qrels.items() if any(grade > 0 for grade in judged.values()))
+    return sorted(qid for qid, judged in qrels.items() if any(grade >= min_relevant_grade for grade in judged.values()))
 
 
-def per_query(qrels: Qrels, run: Run, measures: Mapping = MEASURES) -> dict[str, dict[str, float]]:
+def per_query(qrels: Qrels, run: Run, measures: Mapping = MEASURES,
+              min_relevant_grade: int = 1) -> dict[str, dict[str, float]]:
     """{metric: {qid: value}} with 0 for judged queries the run has no documents for.
 
     ir-measures (like trec_eval without -c) averages only over queries present in the run, so a
     model that returns nothing for hard queries would score higher; filling in zeros prevents that.
     """
-    queries = evaluated_queries(qrels)
+    queries = evaluated_queries(qrels, min_relevant_grade)
     qrels_rows = [Qrel(qid, doc_id, grade) for qid in queries for doc_id, grade in qrels[qid].items()]
     run_rows = [ScoredDoc(qid, doc_id, score) for qid in queries for doc_id, score in run.get(qid, [])]
     values = {name: dict.fromkeys(queries, 0.0) for name in measures}
@@ -38,8 +48,9 @@ def per_query(qrels: Qrels, run: Run, measures: Mapping = MEASURES) -> dict[str,
     return values
 
 
-def evaluate(qrels: Qrels, run: Run, measures: Mapping = MEASURES) -> dict[str, float]:
-    return {name: sum(by_query.values()) / len(by_query) for name, by_query in per_query(qrels, run, measures).items()}
+def evaluate(qrels: Qrels, run: Run, measures: Mapping | None = None, min_relevant_grade: int = 1) -> dict[str, float]:
+    by_metric = per_query(qrels, run, measures or standard_measures(min_relevant_grade), min_relevant_grade)
+    return {name: sum(by_query.values()) / len(by_query) for name, by_query in by_metric.items()}
 
 
 def macro_average(per_dataset: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

@@ -2,6 +2,9 @@
 
 import torch
 
+# Vocabulary columns projected at a time when encoding on CPU (bench/summary.md measures it).
+VOCAB_BLOCK = 2048
+
 
 class MaskedMaxProjection(torch.autograd.Function):
     """max over non-padding tokens of (hidden @ weight.T + bias): (batch, length, hidden) -> (batch, vocab).
@@ -13,6 +16,9 @@ class MaskedMaxProjection(torch.autograd.Function):
 
     Under torch.inference_mode (corpus encoding) no backward can follow, so the argmax is not kept:
     `amax` alone is about 1.7x faster than `max` with indices on this shape (see bench/summary.md).
+
+    The bias is the same for every token of a term, so it is added after the max, to (vocab,) values
+    instead of (length, vocab) logits; the argmax does not change.
     """
 
     @staticmethod
@@ -24,8 +30,9 @@ class MaskedMaxProjection(torch.autograd.Function):
         values = hidden.new_empty(hidden.shape[0], weight.shape[0])
         argmax = torch.empty(values.shape, dtype=torch.long, device=hidden.device)
         for row, positions in enumerate(_real_positions(attention_mask)):
-            row_max = _logits(hidden[row, positions], weight, bias).max(dim=0)
+            row_max = (hidden[row, positions] @ weight.T.to(hidden.dtype)).max(dim=0)
             values[row], argmax[row] = row_max.values, positions[row_max.indices]
+        _add_bias(values, bias)
         ctx.save_for_backward(hidden, weight, argmax)
         ctx.has_bias = bias is not None
         return values
@@ -51,16 +58,20 @@ class MaskedMaxProjection(torch.autograd.Function):
 
 def _max_logits(hidden, weight, bias, attention_mask) -> torch.Tensor:
     values = hidden.new_empty(hidden.shape[0], weight.shape[0])
+    weight = weight.to(hidden.dtype)
+    # On CPU a block of the vocabulary at a time, so each block's logits are reduced while still in cache;
+    # on a GPU more kernel launches would cost more than they save.
+    block_size = VOCAB_BLOCK if hidden.device.type == "cpu" else weight.shape[0]
     for row, positions in enumerate(_real_positions(attention_mask)):
-        torch.amax(_logits(hidden[row, positions], weight, bias), dim=0, out=values[row])
-    return values
+        text = hidden[row, positions]
+        for start in range(0, weight.shape[0], block_size):
+            block = slice(start, start + block_size)
+            torch.amax(text @ weight[block].T, dim=0, out=values[row, block])
+    return _add_bias(values, bias)
 
 
-def _logits(hidden_rows, weight, bias) -> torch.Tensor:
-    # addmm adds the bias inside the matmul kernel instead of in a second pass over (length, vocab).
-    if bias is None:
-        return hidden_rows @ weight.T
-    return torch.addmm(bias.to(hidden_rows.dtype), hidden_rows, weight.T.to(hidden_rows.dtype))
+def _add_bias(values, bias):
+    return values if bias is None else values.add_(bias.to(values.dtype))
 
 
 def _real_positions(attention_mask):

@@ -39,7 +39,8 @@ class RetrievalValidation(Callback):
     def evaluate(self, encoder: SparseEncoder) -> dict[str, float]:
         documents = self._quantised(encoder.side("documents"), self.collection.corpus, self.doc_max_length)
         queries = self._quantised(encoder.side("queries"), self.collection.queries, self.query_max_length)
-        return evaluate(self.collection.qrels, ExactImpactSearcher(documents.items()).search(queries, self.k))
+        run = ExactImpactSearcher(documents.items()).search(queries, self.k)
+        return evaluate(self.collection.qrels, run, min_relevant_grade=self.collection.min_relevant_grade)
 
     def _quantised(self, encoder, texts, max_length: int) -> dict:
         return {text_id: quantize(vector, self.quantization)
