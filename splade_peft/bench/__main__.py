@@ -42,11 +42,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("bench"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads, Anserini threads and shards")
     parser.add_argument("--texts", type=int, default=24, help="documents encoded by each of the three encoders")
-    parser.add_argument("--rounds", type=int, default=2, help="encoding passes per encoder; the best one counts")
+    parser.add_argument("--rounds", type=int, default=2, help="passes per encoder and per training loop; the best one counts")
     parser.add_argument("--index-source-texts", type=int, default=64, help="documents encoded for the index")
     parser.add_argument("--index-documents", type=int, default=4000, help="index size (encoded texts, replicated)")
-    parser.add_argument("--train-steps", type=int, default=6)
-    parser.add_argument("--train-warmup", type=int, default=1)
+    parser.add_argument("--train-steps", type=int, default=12)
+    parser.add_argument("--train-warmup", type=int, default=2)
     parser.add_argument("--train-batch", type=int, default=4, help="queries per training batch")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the project's config, e.g. model=tiny")
     return parser.parse_args(argv)
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> None:
     print("[bench] training", flush=True)
     results["training"] = bench_training(masked_lm, training_batches(cfg, tokenizer, args.train_batch, args.train_steps),
                                          {name: adapter_config(args.overrides, name) for name in ADAPTERS},
-                                         cfg.loss, cfg.optim, args.train_warmup)
+                                         cfg.loss, cfg.optim, args.train_warmup, args.rounds)
     print("[bench] indexing and search", flush=True)
     encoder = SpladeEncoder(masked_lm, cfg.encoder.pooling)
     source = dict(islice(sorted(test.corpus.items()), args.index_source_texts))

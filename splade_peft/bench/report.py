@@ -89,7 +89,8 @@ def _encoding(encoding: dict) -> list[str]:
 def _training(training: dict) -> list[str]:
     lines = ["## Training", "",
              f"{training['steps']} steps of {training['queries_per_batch']} queries + {training['documents_per_batch']} "
-             f"documents (first {training['warmup_steps_dropped']} dropped), median step time.", "",
+             f"documents (first {training['warmup_steps_dropped']} dropped), median step time; the two loops take "
+             f"turns for {training.get('rounds', 1)} rounds and each keeps its fastest.", "",
              "| adapter | precision | Lightning s/step | plain s/step | overhead | Lightning samples/s | peak RSS growth MB |",
              "|---|---|---|---|---|---|---|"]
     for name, row in training["adapters"].items():
