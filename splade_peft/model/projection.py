@@ -2,8 +2,9 @@
 
 import torch
 
-# Vocabulary columns projected at a time when encoding on CPU (bench/summary.md measures it).
-VOCAB_BLOCK = 2048
+# Encoding projects a block of the vocabulary at a time: about this many logits per block (16 MB in fp32).
+LOGITS_PER_BLOCK = 2**22
+MIN_VOCAB_BLOCK = 128
 
 
 class MaskedMaxProjection(torch.autograd.Function):
@@ -11,11 +12,12 @@ class MaskedMaxProjection(torch.autograd.Function):
 
     Written by hand because autograd's version materialises (batch, length, vocab) logits and, in
     backward, a dense gradient of the same size, although SPLADE's log1p(relu(.)) passes gradient only
-    to the active terms (a few hundred of 30k per text). Here logits are computed one text at a time,
-    only the argmax token per (text, term) is kept, and backward touches the active terms alone.
+    to the active terms (a few hundred of 30k per text). In training, logits are computed one text at a
+    time, only the argmax token per (text, term) is kept, and backward touches the active terms alone.
 
-    Under torch.inference_mode (corpus encoding) no backward can follow, so the argmax is not kept:
-    `amax` alone is about 1.7x faster than `max` with indices on this shape (see bench/summary.md).
+    Under torch.inference_mode (corpus encoding) no backward can follow, so the argmax is not kept
+    (`amax` alone is about 1.7x faster than `max` with indices on this shape) and the whole batch goes
+    through each matmul in vocabulary blocks (`_max_logits`).
 
     The bias is the same for every token of a term, so it is added after the max, to (vocab,) values
     instead of (length, vocab) logits; the argmax does not change.
@@ -57,16 +59,19 @@ class MaskedMaxProjection(torch.autograd.Function):
 
 
 def _max_logits(hidden, weight, bias, attention_mask) -> torch.Tensor:
-    values = hidden.new_empty(hidden.shape[0], weight.shape[0])
+    """The whole batch per matmul (length-sorted batches carry little padding), a vocabulary block at a time so
+    the (batch, length, block) logits stay bounded; padding positions get -inf and never win the max."""
+    batch, length, _ = hidden.shape
+    values = hidden.new_empty(batch, weight.shape[0])
     weight = weight.to(hidden.dtype)
-    # On CPU a block of the vocabulary at a time, so each block's logits are reduced while still in cache;
-    # on a GPU more kernel launches would cost more than they save.
-    block_size = VOCAB_BLOCK if hidden.device.type == "cpu" else weight.shape[0]
-    for row, positions in enumerate(_real_positions(attention_mask)):
-        text = hidden[row, positions]
-        for start in range(0, weight.shape[0], block_size):
-            block = slice(start, start + block_size)
-            torch.amax(text @ weight[block].T, dim=0, out=values[row, block])
+    tokens = hidden.reshape(batch * length, -1)
+    padding = torch.zeros(batch, length, 1, dtype=hidden.dtype, device=hidden.device)
+    padding.masked_fill_(~attention_mask.bool().unsqueeze(-1), float("-inf"))
+    block_size = min(weight.shape[0], max(MIN_VOCAB_BLOCK, LOGITS_PER_BLOCK // (batch * length)))
+    for start in range(0, weight.shape[0], block_size):
+        block = slice(start, start + block_size)
+        logits = (tokens @ weight[block].T).view(batch, length, -1).add_(padding)
+        torch.amax(logits, dim=1, out=values[:, block])
     return _add_bias(values, bias)
 
 
