@@ -115,10 +115,7 @@ def training_teacher(collection: Collection, pairs: list[TrainingPair], cfg: Dic
         check_same_dataset(scores, collection.queries, str(file))
         members.append(scores)
         names.append(str(file))
-    wanted: dict[str, set] = {}
-    for pair in pairs:
-        wanted.setdefault(pair.query_id, set()).update((pair.positive_id, *pair.candidates))
-    listed = {query_id: sorted(doc_ids) for query_id, doc_ids in wanted.items()}
+    listed = teacher_pairs(pairs) if teacher_cfg.scorers else {}
     if "splade" in teacher_cfg.scorers:
         members.append(cached_splade_scores(
             teacher_cfg.checkpoint, collection.queries, collection.corpus, listed, cfg.paths.cache))
@@ -129,6 +126,14 @@ def training_teacher(collection: Collection, pairs: list[TrainingPair], cfg: Dic
     if not members:
         return None, ""
     return ensemble(members, teacher_cfg.ensemble), " + ".join(names)
+
+
+def teacher_pairs(pairs: list[TrainingPair]) -> dict[str, list[str]]:
+    """{query id: sorted ids of its positives and candidates}: every pair a scorer must score."""
+    wanted: dict[str, set] = {}
+    for pair in pairs:
+        wanted.setdefault(pair.query_id, set()).update((pair.positive_id, *pair.candidates))
+    return {query_id: sorted(doc_ids) for query_id, doc_ids in wanted.items()}
 
 
 def bm25_teacher_scores(collection: Collection, wanted: dict[str, list[str]], cfg: DictConfig) -> Scores:

@@ -3,8 +3,8 @@ topic files (qid<TAB>text: queries.train.tsv, MS MARCO dev, TREC DL 2019/2020 to
 (qid 0|Q0 pid grade). `load_msmarco` assembles one evaluation or training collection from them."""
 
 import hashlib
-from dataclasses import replace
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

@@ -31,8 +31,9 @@ class MaskedMaxProjection(torch.autograd.Function):
         # text, and projecting padding onto the vocabulary would be most of the work.
         values = hidden.new_empty(hidden.shape[0], weight.shape[0])
         argmax = torch.empty(values.shape, dtype=torch.long, device=hidden.device)
+        projection = weight.to(hidden.dtype).T
         for row, positions in enumerate(_real_positions(attention_mask)):
-            row_max = (hidden[row, positions] @ weight.T.to(hidden.dtype)).max(dim=0)
+            row_max = (hidden[row, positions] @ projection).max(dim=0)
             values[row], argmax[row] = row_max.values, positions[row_max.indices]
         _add_bias(values, bias)
         ctx.save_for_backward(hidden, weight, argmax)
