@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 checkpoints: $(CHECKPOINTS)/splade-2l/config.json
 
 $(CHECKPOINTS)/splade-2l/config.json: | install
-	$(PY) -m splade_peft.model.checkpoints $(CHECKPOINTS)
+	$(PY) -m splade_peft.model.pretrained $(CHECKPOINTS)
 
 run: install checkpoints
 	$(PY) -m splade_peft

@@ -13,10 +13,11 @@ import argparse
 import json
 from pathlib import Path
 
-from splade_peft.data.collections import Collection, load_collection
+from splade_peft.data.collection import Collection
+from splade_peft.data.sources import load_collection
 from splade_peft.data.msmarco import load_msmarco
-from splade_peft.data.teacher_models import load_splade, splade_scores
-from splade_peft.data.training import bm25_candidates, relevant_ids
+from splade_peft.training.teacher_scoring import load_splade, splade_scores
+from splade_peft.data.pairs import bm25_candidates, relevant_ids
 from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import quantize
 from splade_peft.pipeline import bm25_run

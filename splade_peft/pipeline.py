@@ -17,15 +17,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from splade_peft.config import validate
-from splade_peft.data.collections import Collection, load_collection
+from splade_peft.data.collection import Collection
+from splade_peft.data.sources import load_collection
 from splade_peft.data.hard_negatives import (
     FlagEmbeddingSet, TriplesSet, flagembedding_candidates, st_hard_negative_candidates,
 )
 from splade_peft.data.mixture import Mixture, SingleDatasetBatches
 from splade_peft.data.subsample import subsample
-from splade_peft.data.teacher_models import bm25_pair_scores, cached_splade_scores
+from splade_peft.training.teacher_scoring import bm25_pair_scores, cached_splade_scores
 from splade_peft.data.teachers import Scores, check_same_dataset, ensemble, load_score_file
-from splade_peft.data.training import (
+from splade_peft.data.pairs import (
     TrainingCollator, TrainingPair, TrainingSet, bm25_candidates, random_candidates, teacher_scored_pairs, training_pairs,
 )
 from splade_peft.evaluation.metrics import evaluate, macro_average
@@ -42,7 +43,7 @@ from splade_peft.search.bm25 import bm25_search, build_bm25_index
 from splade_peft.search.lucene import impact_search
 from splade_peft.search.runs import read_trec_run, write_trec_run
 from splade_peft.tracking import ExperimentTracker
-from splade_peft.training.checkpointing import EpochShuffle, ResumableCheckpoint, resume_path
+from splade_peft.training.resume import EpochShuffle, ResumableCheckpoint, resume_path
 from splade_peft.training.losses import DISTILLATION_LOSSES
 from splade_peft.training.module import SpladeModule
 from splade_peft.training.validation import RetrievalValidation

@@ -36,6 +36,11 @@ def fingerprint(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def stable_seed(*parts) -> int:
+    """A seed derived from its parts alone: the same on every run, process and machine (unlike hash())."""
+    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
 def mapping_fingerprint(texts: Mapping[str, str]) -> str:
     digest = hashlib.sha256()
     for key in sorted(texts):

@@ -1,8 +1,12 @@
+"""Test session setup (an offline, quiet environment) and the fixtures several packages' tests share."""
+
 import os
-from pathlib import Path
 
 import pytest
-from transformers import BertTokenizerFast
+import torch
+from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+from tests.helpers import REPO, word_tokenizer
 
 # No hub is reachable here: fail fast instead of retrying, and never try to reach W&B.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -10,37 +14,24 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-CHECKPOINTS = REPO / ".cache" / "checkpoints"
-
-
-def shared_collection(name: str) -> Path:
-    folder = SHARED_DATA / name
-    if not (folder / "corpus.jsonl").exists():
-        pytest.skip(f"{folder} not found: the shared test collections live in ../shared/data beside the repo")
-    return folder
-
-
-def offline_checkpoint(name: str) -> Path:
-    folder = CHECKPOINTS / name
-    if not (folder / "config.json").exists():
-        pytest.fail(f"{folder} missing: run `make checkpoints` (make test does it)")
-    return folder
-
 
 @pytest.fixture(scope="session")
-def repo() -> Path:
+def repo():
     return REPO
 
 
-WORDS = "the a cat dog sat on mat ran park sun moon star blue red green tree house car road".split()
+@pytest.fixture(scope="module")
+def tokenizer() -> BertTokenizerFast:
+    return word_tokenizer()
 
 
-def word_tokenizer() -> BertTokenizerFast:
-    """A whole-word tokenizer over WORDS for tiny random models.
-
-    Built from a vocab mapping: transformers 5 ignores `vocab_file` here, which left every word [UNK].
-    """
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    return BertTokenizerFast(vocab={token: index for index, token in enumerate(tokens)})
+@pytest.fixture(scope="module")
+def base_folder(tmp_path_factory, tokenizer):
+    """A tiny random BERT masked LM saved as a Hugging Face folder (what PEFT reloads adapters onto)."""
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, intermediate_size=128))
+    folder = tmp_path_factory.mktemp("base")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

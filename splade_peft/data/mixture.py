@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from torch.utils.data import ConcatDataset, Sampler
 
-from splade_peft.data.training import stable_seed
+from splade_peft.records import stable_seed
 from splade_peft.errors import ConfigError
 
 MIXTURE_SAMPLINGS = ("round_robin", "proportional")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from splade_peft.data.collections import Collection
-from splade_peft.data.hard_negatives import MappedLines
+from splade_peft.data.collection import Collection
+from splade_peft.data.lines import MappedLines
 from splade_peft.errors import ConfigError, DataError
 
 TSV_FIX = "write id<TAB>text, one per line"

@@ -2,8 +2,8 @@
 
 import dataclasses
 
-from splade_peft.data.collections import Collection
-from splade_peft.data.training import stable_seed
+from splade_peft.data.collection import Collection
+from splade_peft.records import stable_seed
 from splade_peft.records import fingerprint
 
 

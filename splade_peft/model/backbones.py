@@ -11,7 +11,7 @@ from transformers.utils import logging as transformers_logging
 
 from splade_peft.errors import ConfigError, MissingCheckpointError, SpladePeftError
 from splade_peft.model.adapters import HEAD_MODULES
-from splade_peft.model.checkpoints import FETCH_COMMAND
+from splade_peft.model.pretrained import FETCH_COMMAND
 from splade_peft.model.decoders import language_model_class, random_llama
 from splade_peft.records import fingerprint
 
@@ -126,7 +126,7 @@ def train_wordpiece_tokenizer(vocab_size: int, cache_dir: Path) -> PreTrainedTok
     # Imported here: the tokenizer trainer is only needed the first time a random backbone is built.
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
-    from splade_peft.data.collections import load_collection
+    from splade_peft.data.sources import load_collection
 
     corpus = load_collection("embedded", "test", cache_dir=cache_dir.parent).corpus
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -7,7 +7,7 @@ and optionally one W&B run.
 
 from splade_peft.sweep.load import Sweep, latest_sweep, load_sweep
 from splade_peft.sweep.plots import metric_vs_axis_figure, pareto_front, quality_vs_cost_figure, sweep_figures
-from splade_peft.sweep.report import Report, build_report, log_report_to_wandb
+from splade_peft.sweep.build import Report, build_report, log_report_to_wandb
 from splade_peft.sweep.table import markdown_report, study_table
 
 __all__ = [

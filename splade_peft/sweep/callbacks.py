@@ -16,7 +16,7 @@ class SweepBookkeeping(Callback):
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from splade_peft.sweep.report import build_report, log_report_to_wandb
+        from splade_peft.sweep.build import build_report, log_report_to_wandb
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:

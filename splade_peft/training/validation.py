@@ -8,7 +8,7 @@ without writing a collection, starting a JVM and building an index, which would 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from splade_peft.data.collections import Collection
+from splade_peft.data.collection import Collection
 from splade_peft.evaluation.metrics import evaluate
 from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import quantize

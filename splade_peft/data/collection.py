@@ -1,0 +1,14 @@
+"""A retrieval collection: corpus, judged queries and graded judgements of one split."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    split: str
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    fingerprint: str
+    min_relevant_grade: int = 1  # the lowest grade MRR and recall count as relevant (TREC DL: 2)

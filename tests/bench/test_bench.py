@@ -1,0 +1,116 @@
+"""The benchmark's correctness checks on tiny inputs: same vectors as the naive loop, same rankings
+across the three searchers, and the in-memory validation that runs during training."""
+
+import random
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+from tests.helpers import WORDS, word_tokenizer
+from splade_peft.bench.encoding import compare, naive_vectors, project_vectors
+from splade_peft.bench.indexing import replicated_corpus
+from splade_peft.bench.search import agreement, bench_search
+from splade_peft.data.collection import Collection
+from splade_peft.data.pairs import TrainingCollator
+from splade_peft.index.impact import build_impact_index, quantize, write_vector_collection
+from splade_peft.model.encoder import SpladeEncoder
+from splade_peft.model.projection import MaskedMaxProjection
+from splade_peft.training.module import SpladeModule
+from splade_peft.training.validation import RetrievalValidation
+
+TEXTS = ["the cat sat on the mat", "dog", "blue car on the long road ran past the green tree and the red house",
+         "sun moon star", "a park", "moon"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> BertTokenizerFast:
+    return word_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def masked_lm(tokenizer) -> BertForMaskedLM:
+    torch.manual_seed(0)
+    return BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2,
+                                      num_attention_heads=2, intermediate_size=32)).eval()
+
+
+def test_project_encoder_gives_the_naive_loops_vectors(masked_lm, tokenizer):
+    naive = naive_vectors(masked_lm, tokenizer, TEXTS, max_length=12, batch_size=4)
+    project = project_vectors(masked_lm, tokenizer, TEXTS, max_length=12)
+    assert (naive > 0).any()
+    assert compare(naive, project)["identical"]
+
+
+def test_compare_catches_a_changed_weight():
+    reference = torch.rand(3, 40)
+    changed = reference.clone()
+    changed[1, 5] += 1e-3
+    assert compare(reference, reference)["identical"]
+    assert not compare(reference, changed)["identical"]
+
+
+def test_inference_path_returns_the_training_paths_values():
+    torch.manual_seed(0)
+    hidden, weight, bias = torch.randn(3, 7, 5), torch.randn(11, 5), torch.randn(11)
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [0] * 5 + [1] * 2])
+    training = MaskedMaxProjection.apply(hidden.requires_grad_(), weight, bias, mask)
+    with torch.inference_mode():
+        inference = MaskedMaxProjection.apply(hidden.detach(), weight, bias, mask)
+    assert torch.allclose(training.detach(), inference)
+
+
+def test_agreement_tells_identical_from_cutoff_ties_and_from_different():
+    reference = {"q": [("a", 3.0), ("b", 2.0), ("c", 2.0)]}
+    assert agreement(reference, {"q": [("a", 3.0), ("c", 2.0), ("b", 2.0)]}, reference)["identical"] == 1
+    cutoff_tie = agreement(reference, {"q": [("a", 3.0), ("b", 2.0), ("d", 2.0)]}, reference)
+    assert (cutoff_tie["identical"], cutoff_tie["identical_up_to_cutoff_ties"]) == (0, 1)
+    different = agreement(reference, {"q": [("b", 3.0), ("a", 2.0), ("c", 2.0)]}, reference)
+    assert different["identical_up_to_cutoff_ties"] == 0
+
+
+def test_replicated_corpus_has_the_requested_size_and_only_original_terms():
+    vectors = {"d1": {"x": 3, "y": 2, "z": 1}, "d2": {"y": 5, "w": 4}}
+    corpus = replicated_corpus(vectors, documents=7, drop=0.5, seed=0)
+    assert len(corpus) == 7
+    assert corpus["d1-0"] == vectors["d1"]
+    assert all(vector and set(vector) <= set(vectors[doc_id.split("-")[0]]) for doc_id, vector in corpus.items())
+
+
+@pytest.mark.slow
+def test_exact_java_batch_and_python_wrapper_rank_identically(tmp_path):
+    rng = random.Random(3)
+    corpus = {f"d{i:03d}": {term: rng.randint(1, 9) for term in rng.sample(WORDS, rng.randint(1, 6))} for i in range(80)}
+    queries = {f"q{i}": {term: rng.randint(1, 5) for term in rng.sample(WORDS, 3)} for i in range(20)}
+    write_vector_collection(corpus.items(), tmp_path / "vectors", shards=2)
+    build_impact_index(tmp_path / "vectors", tmp_path / "index", threads=2)
+    results = bench_search(tmp_path / "index", corpus, queries, [10, 1000], threads=2, workdir=tmp_path)
+    for k in (10, 1000):
+        for path, agreed in results[f"k={k}"]["agreement_with_exact"].items():
+            assert agreed["identical_up_to_cutoff_ties"] == agreed["queries"] == 20, (k, path, agreed)
+
+
+def test_validation_logs_dev_metrics_every_n_steps_and_keeps_train_mode(masked_lm, tokenizer, tmp_path):
+    corpus = {f"d{i}": text for i, text in enumerate(TEXTS)}
+    collection = Collection("toy", "dev", corpus, {"q0": "cat mat", "q1": "moon star"},
+                            {"q0": {"d0": 1}, "q1": {"d3": 1}}, "toy")
+    validation = RetrievalValidation(collection, tokenizer, every_n_steps=2, query_max_length=8, doc_max_length=16,
+                                     quantization=100, k=10)
+    encoder = SpladeEncoder(masked_lm)
+    items = [{"query": "cat sat", "documents": ["the cat sat on the mat", "blue car"]}] * 8
+    loss = OmegaConf.create({"in_batch": True, "temperature": 1.0, "lambda_d": 0.0, "lambda_q": 0.0, "warmup_steps": 0})
+    optim = OmegaConf.create({"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 0})
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=CSVLogger(tmp_path), callbacks=[validation],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    encoder.train()
+    trainer.fit(SpladeModule(encoder, loss, optim), DataLoader(items, batch_size=2, collate_fn=TrainingCollator(tokenizer, 8, 16)))
+
+    assert [step for step, _ in validation.history] == [2, 4]
+    assert all(0 <= metrics["val/ndcg@10"] <= 1 for _, metrics in validation.history)
+    assert encoder.training
+    logged = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text()
+    assert "val/ndcg@10" in logged

@@ -1,0 +1,119 @@
+"""Mining writes the FlagEmbedding layout with ids and teacher scores, and training reads it back."""
+
+import json
+
+import pytest
+
+from splade_peft.data.sources import load_collection
+from splade_peft.data.hard_negatives import flagembedding_candidates
+from splade_peft.data.msmarco import MappedCorpus, load_msmarco, read_topics, read_trec_qrels
+from splade_peft.training.teacher_scoring import splade_scores
+from splade_peft.data.teachers import load_score_file
+from splade_peft.errors import ConfigError, DataError
+from splade_peft.mine import main
+from tests.helpers import SHARED_DATA, offline_checkpoint
+
+DOCUMENTS = {
+    "d1": "Vitamin D deficiency is linked to bone loss in older adults.",
+    "d2": "Bone density falls with age and vitamin intake matters.",
+    "d3": "Protein folding is studied with molecular dynamics simulations.",
+    "d4": "Older adults lose muscle mass without exercise.",
+    "d5": "Molecular dynamics simulations of membrane proteins.",
+}
+
+
+@pytest.fixture
+def beir_folder(tmp_path):
+    folder = tmp_path / "tiny-beir"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n"
+                                                 for d, t in DOCUMENTS.items()))
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "vitamin D and bone loss"}) + "\n"
+                                          + json.dumps({"_id": "q2", "text": "protein simulations"}) + "\n")
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t1\n")
+    return folder
+
+
+def test_self_mining_with_a_splade_teacher_writes_aligned_scores(beir_folder, tmp_path):
+    checkpoint = offline_checkpoint("splade-2l")
+    output = tmp_path / "mined.jsonl"
+    main(["--beir", str(beir_folder), "--retriever", "splade", "--retriever-checkpoint", str(checkpoint),
+          "--teacher", str(checkpoint), "--depth", "3", "--output", str(output)])
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["query_id"] for r in records] == ["q1", "q2"]
+    collection = load_collection("beir", "train", path=str(beir_folder))
+    expected = splade_scores(checkpoint, collection.queries, collection.corpus,
+                             {r["query_id"]: r["pos_ids"] + r["neg_ids"] for r in records})
+    for record in records:
+        assert record["pos_ids"] not in record["neg_ids"] and 1 <= len(record["neg_ids"]) <= 3
+        assert record["neg"] == [collection.corpus[d] for d in record["neg_ids"]]
+        scored = dict(zip(record["pos_ids"] + record["neg_ids"], record["pos_scores"] + record["neg_scores"]))
+        assert scored == pytest.approx(expected[record["query_id"]])
+    candidates, teacher = flagembedding_candidates(output, collection, "error")
+    assert load_score_file(output) == teacher and candidates["q1"] == tuple(records[0]["neg_ids"])
+
+
+def test_trec_dl_topics_and_qrels_read_from_the_samples():
+    samples = SHARED_DATA / "samples" / "trec-dl-passage"
+    if not samples.is_dir():
+        pytest.skip("shared samples not present")
+    topics = read_topics(samples / "topics.dl19-passage.txt")
+    qrels = read_trec_qrels(samples / "qrels.dl19-passage.txt")
+    assert topics["156493"] == "do goldfish grow" and qrels["19335"]["1017759"] == 0
+    assert set(read_trec_qrels(samples / "qrels.dl20-passage.txt")) <= set(read_topics(samples / "topics.dl20.txt"))
+
+
+def test_msmarco_collection_is_memory_mapped_and_checked(tmp_path):
+    (tmp_path / "collection.tsv").write_text("10\tfirst passage\n2\tsecond passage\n")
+    (tmp_path / "topics.tsv").write_text("7\ta question\n")
+    (tmp_path / "qrels.txt").write_text("7 0 2 1\n")
+    corpus = MappedCorpus(tmp_path / "collection.tsv")
+    assert corpus["2"] == "second passage" and "3" not in corpus and sorted(corpus) == ["10", "2"]
+    collection = load_msmarco(tmp_path / "collection.tsv", tmp_path / "topics.tsv", tmp_path / "qrels.txt", "m", "dev")
+    assert collection.queries == {"7": "a question"} and collection.qrels == {"7": {"2": 1}}
+    (tmp_path / "qrels.txt").write_text("7 0 99 1\n")
+    with pytest.raises(DataError, match="passage id '99'"):
+        load_msmarco(tmp_path / "collection.tsv", tmp_path / "topics.tsv", tmp_path / "qrels.txt", "m", "dev")
+
+
+@pytest.fixture
+def msmarco_folder(tmp_path):
+    """The TREC DL / MS MARCO dev sample topics and qrels beside a collection.tsv holding every judged passage."""
+    samples = SHARED_DATA / "samples" / "trec-dl-passage"
+    if not samples.is_dir():
+        pytest.skip(f"{samples} not found: the shared samples live in ../shared/data beside the repo")
+    for sample in samples.iterdir():
+        (tmp_path / sample.name).symlink_to(sample)
+    passages = sorted({pid for sample in samples.glob("qrels.*") for grades in read_trec_qrels(sample).values()
+                       for pid in grades})
+    (tmp_path / "collection.tsv").write_text("".join(f"{pid}\tpassage {pid}\n" for pid in passages))
+    return tmp_path
+
+
+def test_msmarco_folder_gives_dev_and_trec_dl_splits_with_the_track_relevance_grade(msmarco_folder):
+    dev = load_collection("msmarco", "dev", path=str(msmarco_folder))
+    dl19 = load_collection("msmarco", "dl19", path=str(msmarco_folder))
+    dl20 = load_collection("msmarco", "dl20", path=str(msmarco_folder))
+    assert (dev.min_relevant_grade, dl19.min_relevant_grade, dl20.min_relevant_grade) == (1, 2, 2)
+    assert len(dl19.queries) == 43 and len(dl20.queries) == 54 and dl19.queries["19335"].startswith("anthropological")
+    assert len(dev.queries) == len(dev.qrels) == 6980
+
+
+def test_trec_dl_mrr_counts_only_grades_from_two(msmarco_folder):
+    from splade_peft.evaluation.metrics import evaluate
+
+    dl19 = load_collection("msmarco", "dl19", path=str(msmarco_folder))
+    query_id = "19335"
+    by_grade = {grade: [pid for pid, g in dl19.qrels[query_id].items() if g == grade] for grade in (1, 2)}
+    run = {query_id: [(by_grade[1][0], 2.0), (by_grade[2][0], 1.0)]}  # a "related" passage above a relevant one
+    qrels = {query_id: dl19.qrels[query_id]}
+    assert evaluate(qrels, run, min_relevant_grade=dl19.min_relevant_grade)["mrr@10"] == 0.5
+    assert evaluate(qrels, run)["mrr@10"] == 1.0
+
+
+def test_msmarco_folder_names_missing_files_and_unknown_splits(msmarco_folder):
+    (msmarco_folder / "qrels.dl20-passage.txt").unlink()
+    with pytest.raises(DataError, match=r"qrels.dl20-passage.txt: missing -- put collection.tsv"):
+        load_collection("msmarco", "dl20", path=str(msmarco_folder))
+    with pytest.raises(ConfigError, match="unknown MS MARCO split 'dl21'.*train, dev, dl19, dl20"):
+        load_collection("msmarco", "dl21", path=str(msmarco_folder))

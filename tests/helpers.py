@@ -1,0 +1,109 @@
+"""Helpers shared by the tests: paths, offline inputs, a word tokenizer, composed configs, the CLI.
+
+Plain functions live here and fixtures in conftest.py, so that no test file imports another.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from transformers import BertTokenizerFast
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SHARED_DATA = REPO.parent / "shared" / "data"
+CHECKPOINTS = REPO / ".cache" / "checkpoints"
+WORDS = "the a cat dog sat on mat ran park sun moon star blue red green tree house car road".split()
+
+
+def shared_collection(name: str) -> Path:
+    folder = SHARED_DATA / name
+    if not (folder / "corpus.jsonl").exists():
+        pytest.skip(f"{folder} not found: the shared test collections live in ../shared/data beside the repo")
+    return folder
+
+
+def offline_checkpoint(name: str) -> Path:
+    folder = CHECKPOINTS / name
+    if not (folder / "config.json").exists():
+        pytest.fail(f"{folder} missing: run `make checkpoints` (make test does it)")
+    return folder
+
+
+def word_tokenizer() -> BertTokenizerFast:
+    """A whole-word tokenizer over WORDS for tiny random models.
+
+    Built from a vocab mapping: transformers 5 ignores `vocab_file` here, which left every word [UNK].
+    """
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    return BertTokenizerFast(vocab={token: index for index, token in enumerate(tokens)})
+
+
+def composed(*overrides: str):
+    """The project's config as `python -m splade_peft <overrides>` composes it (nothing validated yet)."""
+    import splade_peft.config  # noqa: F401  (registers the resolvers and config schemas)
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def run_cli(run_dir: Path, *overrides: str, entry: list[str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m splade_peft hydra.run.dir=<run_dir> <overrides>` (or another entry, e.g. ["-c", code])."""
+    return subprocess.run(
+        [sys.executable, *(entry or ["-m", "splade_peft"]), f"hydra.run.dir={run_dir}", *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+# --- tiny adapters and training (tests of the model and training packages) -------------------------------
+
+LORA = OmegaConf.create(
+    {"method": "lora", "r": 4, "alpha": 4, "dropout": 0.0, "use_rslora": True, "use_dora": False, "bias": "none",
+     "target_modules": None, "init": "gaussian", "quantization": None, "layers": None, "train_head": "frozen"}
+)
+LOSS = OmegaConf.create({"in_batch": True, "temperature": 1.0, "lambda_d": 1e-3, "lambda_q": 1e-3, "warmup_steps": 2})
+OPTIM = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 1})
+LORA_DEFAULTS = OmegaConf.load(CONF / "lora" / "lora.yaml")
+STEPS = 4
+ITEMS = [{"query": "cat sat", "documents": ["the cat sat on the mat", "blue car on road"]},
+         {"query": "moon star", "documents": ["sun moon star", "green tree house"]}] * STEPS
+
+
+def tiny_tokenizer() -> BertTokenizerFast:
+    tokenizer = word_tokenizer()
+    assert tokenizer.convert_tokens_to_ids("cat") != tokenizer.unk_token_id
+    return tokenizer
+
+
+def lora_cfg(**overrides):
+    return OmegaConf.merge(LORA_DEFAULTS, {"r": 4, "alpha": 4, "dropout": 0.0}, overrides)
+
+
+def train_steps(masked_lm, tokenizer) -> None:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from splade_peft.data.pairs import TrainingCollator
+    from splade_peft.model.adapters import adapter_callbacks
+    from splade_peft.model.encoder import SpladeEncoder
+    from splade_peft.training.module import SpladeModule
+
+    encoder = SpladeEncoder(masked_lm)
+    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=adapter_callbacks(masked_lm))
+    loader = DataLoader(ITEMS, batch_size=2, collate_fn=TrainingCollator(tokenizer, 8, 16))
+    encoder.train()
+    trainer.fit(SpladeModule(encoder, LOSS, OPTIM), loader)
+
+
+def sparse_vectors(masked_lm, tokenizer):
+    import torch
+
+    from splade_peft.model.encoder import SpladeEncoder
+
+    batch = tokenizer(["the cat sat on the mat", "sun moon star over the green tree"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return SpladeEncoder(masked_lm.eval())(batch["input_ids"], batch["attention_mask"])

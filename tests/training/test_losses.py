@@ -1,0 +1,99 @@
+"""Every ranking loss on one hand-computed case: 2 queries, each with a group of 3 documents
+[positive, negative, negative]; the loss config's weights pick and combine them."""
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from splade_peft.errors import ConfigError
+from splade_peft.training.losses import contrastive_loss, group_scores, kl_loss, margin_mse_loss, ranking_loss
+
+QUERIES = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+DOCUMENTS = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 0.0],    # q1's group: student scores 2, 1, 0
+                          [0.0, 1.0], [0.0, 3.0], [1.0, 0.0]])   # q2's group: student scores 1, 3, 0
+TEACHER = torch.tensor([[3.0, 1.0, 1.0], [2.0, 0.0, 1.0]])
+
+
+def loss_cfg(**weights):
+    return OmegaConf.create({"weights": weights, "in_batch": True, "temperature": 1.0})
+
+
+def test_group_scores_are_each_query_against_its_own_group():
+    assert group_scores(QUERIES, DOCUMENTS, 3).tolist() == [[2.0, 1.0, 0.0], [1.0, 3.0, 0.0]]
+
+
+def test_in_batch_contrastive():
+    # q1 against all six documents scores [2, 1, 0, 0, 0, 1], target 2; q2 scores [0, 0, 0, 1, 3, 0], target 1
+    q1 = -2 + math.log(math.e**2 + math.e + 1 + 1 + 1 + math.e)
+    q2 = -1 + math.log(4 + math.e + math.e**3)
+    expected = (q1 + q2) / 2  # = 1.52508725
+    assert contrastive_loss(QUERIES, DOCUMENTS, 3).item() == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(1.52508725, rel=1e-6)
+
+
+def test_margin_mse():
+    # student margins q1: 2-1, 2-0 = [1, 2]; q2: 1-3, 1-0 = [-2, 1]
+    # teacher margins q1: 3-1, 3-1 = [2, 2]; q2: 2-0, 2-1 = [2, 1]
+    # squared errors 1, 0, 16, 0 -> mean 17 / 4
+    student = group_scores(QUERIES, DOCUMENTS, 3)
+    assert margin_mse_loss(student, TEACHER).item() == pytest.approx(4.25)
+
+
+def test_kl_from_teacher_to_student():
+    def softmax(scores):
+        total = sum(math.exp(s) for s in scores)
+        return [math.exp(s) / total for s in scores]
+
+    expected = sum(
+        sum(t * math.log(t / s) for t, s in zip(softmax(teacher), softmax(student)))
+        for teacher, student in (([3, 1, 1], [2, 1, 0]), ([2, 0, 1], [1, 3, 0]))
+    ) / 2
+    assert expected == pytest.approx(0.73183599, rel=1e-6)
+    student = group_scores(QUERIES, DOCUMENTS, 3)
+    assert kl_loss(student, TEACHER).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_kl_temperature_softens_both_distributions():
+    student = group_scores(QUERIES, DOCUMENTS, 3)
+    assert kl_loss(student, TEACHER, temperature=2.0).item() == pytest.approx(
+        kl_loss(student / 2, TEACHER / 2).item(), rel=1e-6)
+
+
+def test_weighted_sum_as_in_splade_v3():
+    terms = ranking_loss(loss_cfg(contrastive=0.0, margin_mse=0.05, kl=1.0), QUERIES, DOCUMENTS, 3, TEACHER)
+    assert set(terms) == {"margin_mse", "kl", "total"}
+    assert terms["total"].item() == pytest.approx(0.73183599 + 0.05 * 4.25, rel=1e-6)
+
+
+def test_distillation_without_teacher_scores_names_the_loss():
+    with pytest.raises(ConfigError, match="loss.weights.kl"):
+        ranking_loss(loss_cfg(contrastive=1.0, kl=1.0), QUERIES, DOCUMENTS, 3, None)
+
+
+def test_losses_are_differentiable_through_the_scores():
+    documents = DOCUMENTS.clone().requires_grad_(True)
+    terms = ranking_loss(loss_cfg(contrastive=1.0, margin_mse=1.0, kl=1.0), QUERIES, documents, 3, TEACHER)
+    terms["total"].backward()
+    assert documents.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["data.negatives=60", "data.negatives_depth=50"], "data.negatives"),
+    (["data.negatives=65", "data.negatives_depth=100"], "data.negatives"),
+    (["loss=kl", "data.teacher.scorers=[]"], "loss.weights.kl"),
+    (["data.sampling=teacher_rank", "data.teacher.scorers=[]"], "data.sampling"),
+    (["data.negatives_source=file"], "data.negatives_file"),
+    (["loss.weights.contrastive=0"], "loss.weights"),
+])
+def test_unworkable_training_configs_fail_before_any_model_loads(overrides, key):
+    from hydra import compose, initialize_config_dir
+
+    from splade_peft.config import validate
+    from tests.helpers import REPO
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        validate(cfg)
