@@ -14,15 +14,16 @@ import json
 from pathlib import Path
 
 from splade_peft.data.collection import Collection
-from splade_peft.data.sources import load_collection
 from splade_peft.data.msmarco import load_msmarco
-from splade_peft.training.teacher_scoring import load_splade, splade_scores
 from splade_peft.data.pairs import bm25_candidates, relevant_ids
+from splade_peft.data.sources import load_collection
 from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import quantize
-from splade_peft.pipeline import bm25_run
+from splade_peft.records import staged
+from splade_peft.search.bm25 import cached_bm25_run
 from splade_peft.search.exact import ExactImpactSearcher
 from splade_peft.search.runs import Run
+from splade_peft.training.teacher_scoring import load_splade, splade_scores
 
 QUANTIZATION = 100
 
@@ -38,7 +39,7 @@ def mine(collection: Collection, retriever: str, depth: int, cache_dir: str, ret
          teacher: str | None = None) -> list[dict]:
     """One FlagEmbedding record per training query with at least one negative."""
     k = depth + max(len(judged) for judged in collection.qrels.values())
-    run = bm25_run(collection, cache_dir, k, threads=2) if retriever == "bm25" else splade_run(retriever_checkpoint, collection, k)
+    run = cached_bm25_run(collection, cache_dir, k, threads=2)[0] if retriever == "bm25" else splade_run(retriever_checkpoint, collection, k)
     candidates = bm25_candidates(collection, run, depth)  # top hits minus the judged-relevant ones
     positives = {q: relevant_ids(collection, q) for q in collection.queries}
     kept = [q for q in sorted(collection.queries) if candidates[q] and positives[q]]
@@ -59,12 +60,9 @@ def mine(collection: Collection, retriever: str, depth: int, cache_dir: str, ret
 
 
 def write_jsonl(records: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".partial")
-    with staging.open("w", encoding="utf-8") as stream:
+    with staged(path) as staging, staging.open("w", encoding="utf-8") as stream:
         for record in records:
             stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-    staging.replace(path)
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -20,18 +20,18 @@ from torch.utils.data import DataLoader
 
 from splade_peft.bench.encoding import bench_encoding
 from splade_peft.bench.indexing import bench_indexing, replicated_corpus
-from splade_peft.bench.memory import process_peak_rss_mb
+from splade_peft.memory import process_peak_rss_mb
 from splade_peft.bench.results import machine, write_report
 from splade_peft.bench.search import bench_search
 from splade_peft.bench.training import bench_training
 from splade_peft.config import validate
 from splade_peft.data.collection import Collection
+from splade_peft.data.sources import load_data
 from splade_peft.data.pairs import TrainingCollator, TrainingSet, random_candidates, training_pairs
 from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import quantize
 from splade_peft.model.backbones import load_backbone
 from splade_peft.model.encoder import SpladeEncoder
-from splade_peft.pipeline import load_data
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 ADAPTERS = ("lora", "dora", "full")

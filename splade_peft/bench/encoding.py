@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from splade_peft.bench.memory import peak_memory
+from splade_peft.memory import peak_memory
 from splade_peft.index.encode import encode_texts, vocabulary_terms
 from splade_peft.model.encoder import SpladeEncoder
 

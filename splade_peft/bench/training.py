@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 from torch.optim.lr_scheduler import LambdaLR
 
-from splade_peft.bench.memory import peak_memory
+from splade_peft.memory import peak_memory
 from splade_peft.model.adapters import wrap_with_adapter
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.training.losses import contrastive_loss

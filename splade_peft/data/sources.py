@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from splade_peft.data.collection import Collection
 from splade_peft.data.embedded import COLLECTION_NAME, build_embedded_collection, embedded_folder
 from splade_peft.data.msmarco import load_msmarco_folder
+from splade_peft.data.subsample import subsample
 from splade_peft.errors import ConfigError, DataError, SpladePeftError
 
 log = logging.getLogger(__name__)
@@ -380,3 +381,22 @@ def hashed_tuples(rows: Iterable[tuple], digest: Digest) -> Iterator[tuple[int, 
     for row_number, row in enumerate(rows, start=1):
         digest.update(repr(tuple(row)).encode() + b"\n")
         yield row_number, row
+
+
+def load_data(spec, split: str, cfg) -> Collection:
+    """One split of a dataset spec (data.*, an eval.datasets or data.mixture.datasets entry), subsampled as
+    the spec asks (max_queries, max_documents) with the job's seed."""
+    collection = load_collection(
+        spec.source, split, path=spec.get("path"), name=spec.get("name"), hub_id=spec.get("hub_id"),
+        cache_dir=cfg.paths.cache, unknown_ids=spec.get("unknown_ids", "error"),
+    )
+    return subsample(collection, spec.get("max_queries"), spec.get("max_documents"), cfg.seed)
+
+
+def load_eval_collections(cfg) -> dict[str, Collection]:
+    """eval.datasets' collections by name."""
+    collections = {}
+    for spec in cfg.eval.datasets.values():
+        collection = load_data(spec, spec.split, cfg)
+        collections[collection.name] = collection
+    return collections

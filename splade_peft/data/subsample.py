@@ -3,8 +3,7 @@
 import dataclasses
 
 from splade_peft.data.collection import Collection
-from splade_peft.records import stable_seed
-from splade_peft.records import fingerprint
+from splade_peft.records import fingerprint, stable_seed
 
 
 def subsample(collection: Collection, max_queries: int | None, max_documents: int | None, seed: int) -> Collection:

@@ -9,10 +9,15 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from splade_peft.data.collection import Collection
 from splade_peft.errors import IndexingError
 from splade_peft.index.impact import IndexStats, run_anserini_indexer, write_jsonl_shards
 from splade_peft.search.anserini import JAVA_TRIMMED, search_collection, sendable, tsv_safe
-from splade_peft.search.runs import Run
+from splade_peft.records import StageStore, fingerprint, mapping_fingerprint
+from splade_peft.search.runs import Run, read_trec_run, write_trec_run
+
+# Anserini's defaults, recorded with every cached run and teacher score so a change would redo them.
+BM25_PARAMETERS = {"k1": 0.9, "b": 0.4}
 
 
 def build_bm25_index(corpus: Mapping[str, str], index_dir: Path, threads: int) -> IndexStats:
@@ -51,3 +56,28 @@ def _text_records(corpus: Mapping[str, str]) -> Iterator[dict]:
         # Java's String.trim() strips every char <= U+0020; Anserini skips a document that trims to "".
         if text.strip(JAVA_TRIMMED):
             yield {"id": doc_id, "contents": text}
+
+
+def bm25_store(collection: Collection, cache_dir: str | Path) -> tuple[StageStore, Path]:
+    """The shared cache folder of one corpus's BM25 index (built on first use) and the index inside it."""
+    corpus_fingerprint = mapping_fingerprint(collection.corpus)
+    store = StageStore(Path(cache_dir) / "bm25" / corpus_fingerprint)
+    index_dir, _ = store.run(
+        "index", {"corpus": corpus_fingerprint},
+        lambda folder: {"documents": build_bm25_index(collection.corpus, folder / "lucene", threads=2).documents},
+    )
+    return store, index_dir / "lucene"
+
+
+def cached_bm25_run(collection: Collection, cache_dir: str | Path, k: int, threads: int) -> tuple[Run, Path]:
+    """BM25's top k for every query of `collection`, and the TREC run file it is cached in: a sweep
+    searches once per collection."""
+    store, index_dir = bm25_store(collection, cache_dir)
+    inputs = {"queries": mapping_fingerprint(collection.queries), "k": k, **BM25_PARAMETERS}
+
+    def search(folder: Path) -> dict:
+        write_trec_run(bm25_search(index_dir, collection.queries, k=k, threads=threads), folder / "run.trec", "bm25")
+        return {}
+
+    folder, _ = store.run(f"run-{fingerprint(inputs)}", inputs, search)
+    return read_trec_run(folder / "run.trec"), folder / "run.trec"

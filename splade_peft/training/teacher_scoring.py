@@ -5,6 +5,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from splade_peft.data.collection import Collection
 from splade_peft.data.teachers import Scores
 from splade_peft.errors import MissingCheckpointError
 from splade_peft.index.encode import encode_texts
@@ -12,7 +13,7 @@ from splade_peft.model.backbones import load_pretrained
 from splade_peft.model.pretrained import FETCH_COMMAND
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.records import StageStore, fingerprint, folder_fingerprint, write_json_atomic
-from splade_peft.search.bm25 import bm25_search
+from splade_peft.search.bm25 import BM25_PARAMETERS, bm25_search, bm25_store
 
 
 def load_splade(checkpoint: str | Path) -> tuple[SpladeEncoder, object]:
@@ -69,3 +70,19 @@ def bm25_pair_scores(index_dir: Path, documents: int, queries: Mapping[str, str]
             matched = dict(hits)
             scores[query_id] = {doc_id: matched.get(doc_id, 0.0) for doc_id in wanted[query_id]}
     return scores
+
+
+def cached_bm25_scores(collection: Collection, wanted: Mapping[str, list[str]], cache_dir: str | Path,
+                       threads: int) -> Scores:
+    """bm25_pair_scores, cached beside the collection's BM25 index: a sweep scores once."""
+    store, index_dir = bm25_store(collection, cache_dir)
+    inputs = {"pairs": fingerprint({q: [collection.queries[q], listed] for q, listed in wanted.items()}),
+              **BM25_PARAMETERS}
+
+    def score(folder: Path) -> dict:
+        scores = bm25_pair_scores(index_dir, len(collection.corpus), collection.queries, wanted, threads)
+        write_json_atomic(folder / "scores.json", scores)
+        return {}
+
+    folder, _ = store.run(f"teacher-{fingerprint(inputs)}", inputs, score)
+    return json.loads((folder / "scores.json").read_text())

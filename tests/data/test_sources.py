@@ -13,7 +13,7 @@ from splade_peft.data.sources import load_collection
 from splade_peft.data.embedded import build_embedded_collection, embedded_folder, split_of
 from splade_peft.errors import ConfigError, DataError, SpladePeftError
 
-SHARED_DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+from tests.helpers import SHARED_DATA
 
 CORPUS = [
     {"_id": "d1", "title": "Cats", "text": "Cats purr."},

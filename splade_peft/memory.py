@@ -1,9 +1,11 @@
-"""Peak resident memory of a block of code, sampled from /proc (CPU tensors are invisible to tracemalloc)."""
+"""Memory measurement for jobs and benchmarks: the process's resident peak (Linux VmHWM, resettable), and the
+peak of one block of code sampled from /proc (CPU tensors are invisible to tracemalloc)."""
 
 import resource
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -53,3 +55,33 @@ def peak_memory(interval_s: float = 0.005):
         measured.peak_mb = max(measured.peak_mb, current_rss_mb())
         if torch.cuda.is_available():
             measured.peak_cuda_mb = torch.cuda.max_memory_allocated() / 2**20
+
+
+def resident_peak_mb() -> float:
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return process_peak_rss_mb()
+
+
+def reset_peak_memory() -> float:
+    """Start the peak-memory marks afresh, so that the training peak is not the loading or zero-shot peak;
+    return the resident peak so far, which the reset forgets."""
+    peak_before = resident_peak_mb()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        # Linux: writing 5 resets the process's resident-set high-water mark (VmHWM), see proc(5).
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return peak_before
+
+
+def peak_memory_mb(prefix: str = "") -> dict:
+    peak = {f"{prefix}peak_rss_mb": resident_peak_mb()}
+    if torch.cuda.is_available():
+        peak[f"{prefix}peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
