@@ -5,9 +5,11 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -20,16 +22,62 @@ REDACTED = "<redacted>"
 MIN_SECRET_LENGTH = 8
 
 
-def write_json_atomic(path: Path, payload) -> None:
-    """Write to a temporary name, then rename: a reader never sees a half-written file."""
+@contextmanager
+def staged(path: Path, folder: bool = False, keep_existing: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to write (an empty folder when `folder`), then move it into place
+    in one rename, so a reader never sees a half-written file or folder; on failure it is removed.
+
+    Staging names are unique: concurrent writers of the same path (jobs of one sweep filling a shared
+    cache) never write into each other's staging. A folder already at `path` is replaced (os.replace
+    cannot replace a non-empty folder), or kept when `keep_existing` (another writer published the same
+    deterministic build first).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".tmp")
+    staging = sibling(path, "tmp")
+    if folder:
+        staging.mkdir()
     try:
-        staging.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
-    except OSError:
-        staging.unlink(missing_ok=True)
+        yield staging
+    except BaseException:
+        remove(staging)
         raise
+    publish(staging, path, keep_existing)
+
+
+def sibling(path: Path, kind: str) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.{kind}")
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def publish(staging: Path, path: Path, keep_existing: bool) -> None:
+    if keep_existing and path.exists():
+        remove(staging)
+        return
+    if not (staging.is_dir() and path.is_dir()):
+        try:
+            os.replace(staging, path)
+        except OSError:
+            remove(staging)
+            if not (keep_existing and path.exists()):  # not merely beaten to it by another writer
+                raise
+        return
+    # A folder over a folder: the old one is moved aside first, then deleted once the new one is in place.
+    old = sibling(path, "old")
+    os.replace(path, old)
     os.replace(staging, path)
+    remove(old)
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    with staged(path) as staging:
+        staging.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def fingerprint(payload) -> str:
@@ -129,7 +177,7 @@ COMMIT_AT_START = git_commit()
 class StageStore:
     """Stage outputs under one root; a stage counts as complete only when its marker names the same inputs.
 
-    A stage is produced in `<name>.partial` and renamed into place once its marker is written, so an
+    A stage is produced in a staging folder and renamed into place once its marker is written, so an
     interrupted stage leaves nothing that a rerun would trust, and a stage whose inputs changed is redone.
     """
 
@@ -145,11 +193,7 @@ class StageStore:
             recorded = json.loads(marker.read_text())
             if recorded["inputs_fingerprint"] == inputs_fingerprint:
                 return folder, recorded["summary"]
-        staging = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        summary = produce(staging)
-        write_json_atomic(staging / self.MARKER, {"inputs_fingerprint": inputs_fingerprint, "inputs": inputs, "summary": summary})
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(staging, folder)
+        with staged(folder, folder=True) as staging:
+            summary = produce(staging)
+            write_json_atomic(staging / self.MARKER, {"inputs_fingerprint": inputs_fingerprint, "inputs": inputs, "summary": summary})
         return folder, summary

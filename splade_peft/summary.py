@@ -1,24 +1,24 @@
 """The table a run ends with: BM25 vs the starting checkpoint (zero-shot) vs the trained model, per dataset."""
 
+from splade_peft.results import Evaluation, JobResult
+
 SUMMARY_COLUMNS = ["dataset", "system", "nDCG@10", "MRR@10", "R@100", "R@1000", "doc nnz", "query nnz"]
 METRIC_KEYS = ["ndcg@10", "mrr@10", "recall@100", "recall@1000"]
 
 
-def row(dataset: str, system: str, entry: dict) -> list:
-    metrics, sparsity = entry.get("metrics", {}), entry.get("sparsity", {})
+def row(dataset: str, system: str, evaluation: Evaluation) -> list:
+    metrics, sparsity = evaluation.on(dataset)
     return [dataset, system] + [metrics.get(k) for k in METRIC_KEYS] + [sparsity.get("doc_nnz_mean"), sparsity.get("query_nnz_mean")]
 
 
-def summary_rows(results: dict) -> list[list]:
+def summary_rows(result: JobResult) -> list[list]:
     rows = []
-    references = results.get("references", {})
-    for dataset in results.get("data", {}).get("eval", {}):
+    for dataset in result.datasets:
         for system, label in (("bm25", "BM25"), ("zero_shot", "zero-shot")):
-            if dataset in references.get(system, {}):
-                rows.append(row(dataset, label, references[system][dataset]))
-        if dataset in results.get("metrics", {}):
-            trained = {"metrics": results["metrics"][dataset], "sparsity": results.get("sparsity", {}).get(dataset, {})}
-            rows.append(row(dataset, "trained", trained))
+            if dataset in result.references.get(system, Evaluation()).metrics:
+                rows.append(row(dataset, label, result.references[system]))
+        if dataset in result.trained.metrics:
+            rows.append(row(dataset, "trained", result.trained))
     return rows
 
 
@@ -30,8 +30,8 @@ def format_cell(value) -> str:
     return str(value)
 
 
-def format_table(results: dict) -> str:
-    cells = [SUMMARY_COLUMNS] + [[format_cell(v) for v in r] for r in summary_rows(results)]
+def format_table(record: dict) -> str:
+    cells = [SUMMARY_COLUMNS] + [[format_cell(v) for v in r] for r in summary_rows(JobResult.from_json(record))]
     widths = [max(len(line[i]) for line in cells) for i in range(len(SUMMARY_COLUMNS))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -7,6 +7,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from splade_peft.errors import ConfigError
+from splade_peft.results import JobResult
 
 log = logging.getLogger(__name__)
 LOGGERS = ("wandb", "csv", "none")
@@ -17,6 +18,18 @@ def wandb_mode(configured: str | None) -> str:
         return configured
     has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").exists() and "api.wandb.ai" in (Path.home() / ".netrc").read_text()
     return "online" if has_key else "offline"
+
+
+def logged_name(column: str) -> str:
+    """A results column as the tracker names it: `test/<dataset>/<key>`, `params/<key>`, `timing/<key>`, ..."""
+    return f"test/{column}" if "/" in column else column.replace(".", "/", 1)
+
+
+def logged_values(result: JobResult) -> dict[str, float]:
+    values = {logged_name(column): value for column, value in result.flat().items()}
+    for system, evaluation in result.references.items():
+        values.update({f"reference/{system}/{column}": value for column, value in evaluation.flat().items()})
+    return values
 
 
 class ExperimentTracker:
@@ -36,28 +49,20 @@ class ExperimentTracker:
             return CSVLogger(str(run_dir), name="csv")
         return False
 
-    def log_results(self, results: dict) -> None:
+    def log_results(self, record: dict) -> None:
         if not self.lightning_logger:
             return
-        flat = {}
-        for section in ("metrics", "sparsity"):
-            for dataset, values in results.get(section, {}).items():
-                flat.update({f"test/{dataset}/{name}": value for name, value in values.items()})
-        for system, per_dataset in results.get("references", {}).items():
-            for dataset, reference in per_dataset.items():
-                flat.update({f"reference/{system}/{dataset}/{k}": v for k, v in reference.get("metrics", {}).items()})
-        flat.update({f"params/{k}": v for k, v in results.get("params", {}).items()})
-        flat.update({f"timing/{k}": v for k, v in results.get("timing", {}).items()})
-        self.lightning_logger.log_metrics(flat)
+        result = JobResult.from_json(record)
+        self.lightning_logger.log_metrics(logged_values(result))
         if self.kind == "wandb":
-            self.log_wandb_table(results)
+            self.log_wandb_table(result)
 
-    def log_wandb_table(self, results: dict) -> None:
+    def log_wandb_table(self, result: JobResult) -> None:
         import wandb
 
         from splade_peft.summary import summary_rows, SUMMARY_COLUMNS
 
-        table = wandb.Table(columns=SUMMARY_COLUMNS, data=summary_rows(results))
+        table = wandb.Table(columns=SUMMARY_COLUMNS, data=summary_rows(result))
         self.lightning_logger.experiment.log({"test/summary": table})
 
     def finish(self, status: str) -> None:

@@ -12,13 +12,13 @@ import ast
 import hashlib
 import json
 import os
-import shutil
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from splade_peft.records import staged
 
 COLLECTION_NAME = "stdlib-docstrings"
 SPLITS = ("train", "dev", "test")
@@ -74,26 +74,10 @@ def embedded_folder(cache_dir: str | Path) -> Path:
 
 def build_embedded_collection(folder: Path) -> Path:
     """Mine the stdlib and write the collection in BEIR layout to `folder` atomically; return `folder`."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    # Another process may publish the same deterministic build first: then theirs is kept.
+    with staged(Path(folder), folder=True, keep_existing=True) as staging:
         write_beir_folder(staging, select(mine_definitions(stdlib_root())))
-        publish(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
-
-
-def publish(staging: Path, folder: Path) -> None:
-    # mkdtemp makes the folder private to its owner; a cache others read must be readable by them.
-    staging.chmod(0o755)
-    try:
-        os.replace(staging, folder)
-    except OSError:
-        # Another process published the same deterministic build first; keep theirs.
-        if not (folder / "corpus.jsonl").is_file():
-            raise
+    return Path(folder)
 
 
 def stdlib_root() -> Path:

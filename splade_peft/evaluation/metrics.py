@@ -1,4 +1,9 @@
-"""Retrieval metrics through ir-measures, averaged over every judged query (a query the run misses scores 0)."""
+"""Retrieval metrics through ir-measures, averaged over every judged query (a query the run misses scores 0).
+
+Every measure sees one ranking per query: score descending, then document id ascending. ir-measures'
+providers break score ties each their own way (RR@10 and nDCG@10 ranked tied documents in opposite
+orders), so ties are broken here and each document reaches ir-measures with a score that is its rank.
+"""
 
 from collections.abc import Mapping
 
@@ -40,12 +45,18 @@ def per_query(qrels: Qrels, run: Run, measures: Mapping = MEASURES,
     """
     queries = evaluated_queries(qrels, min_relevant_grade)
     qrels_rows = [Qrel(qid, doc_id, grade) for qid in queries for doc_id, grade in qrels[qid].items()]
-    run_rows = [ScoredDoc(qid, doc_id, score) for qid in queries for doc_id, score in run.get(qid, [])]
+    run_rows = [row for qid in queries for row in ranked(qid, run.get(qid, []))]
     values = {name: dict.fromkeys(queries, 0.0) for name in measures}
     by_measure = {measure: name for name, measure in measures.items()}
     for metric in ir_measures.iter_calc(list(measures.values()), qrels_rows, run_rows):
         values[by_measure[metric.measure]][metric.query_id] = metric.value
     return values
+
+
+def ranked(qid: str, hits: list[tuple[str, float]]) -> list[ScoredDoc]:
+    """The hits in the one tie order, scored n, n-1, ..., 1 so that no measure can reorder them."""
+    ordered = sorted(hits, key=lambda hit: (-hit[1], hit[0]))
+    return [ScoredDoc(qid, doc_id, float(len(ordered) - rank)) for rank, (doc_id, _) in enumerate(ordered)]
 
 
 def evaluate(qrels: Qrels, run: Run, measures: Mapping | None = None, min_relevant_grade: int = 1) -> dict[str, float]:
@@ -54,5 +65,8 @@ def evaluate(qrels: Qrels, run: Run, measures: Mapping | None = None, min_releva
 
 
 def macro_average(per_dataset: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """The mean over datasets of every key all of them have: each dataset counts once, whatever its size."""
+    if not per_dataset:
+        return {}
     names = set.intersection(*(set(metrics) for metrics in per_dataset.values()))
     return {name: sum(m[name] for m in per_dataset.values()) / len(per_dataset) for name in sorted(names)}

@@ -9,7 +9,6 @@ documents with a positive score. Skipping them here keeps the check "indexed == 
 import json
 import numbers
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from splade_peft.errors import IndexingError
 from splade_peft.index.pyserini_env import anserini_jar, java_binary, java_complaint
+from splade_peft.records import staged
 
 _WHITESPACE = re.compile(r"\s")
 # Anserini prints counts with thousands separators: "indexed:  5,194".
@@ -67,38 +67,27 @@ def write_jsonl_shards(records: Iterable[dict], folder: Path, shards: int) -> in
     """Write records round-robin into `shards` jsonl files (Anserini indexes one file per thread), atomically."""
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
-    tmp = _fresh_tmp(folder)
     written = 0
-    try:
-        with ExitStack() as stack:
-            files = [stack.enter_context(open(tmp / f"part-{i:05d}.jsonl", "w", encoding="utf-8")) for i in range(shards)]
-            for record in records:
-                files[written % shards].write(json.dumps(record, ensure_ascii=False) + "\n")
-                written += 1
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _swap_into_place(tmp, folder)
+    with staged(folder, folder=True) as tmp, ExitStack() as stack:
+        files = [stack.enter_context(open(tmp / f"part-{i:05d}.jsonl", "w", encoding="utf-8")) for i in range(shards)]
+        for record in records:
+            files[written % shards].write(json.dumps(record, ensure_ascii=False) + "\n")
+            written += 1
     return written
 
 
 def run_anserini_indexer(collection: str, collection_dir: Path, index_dir: Path, threads: int,
                          flags: Sequence[str]) -> IndexStats:
-    """Run Anserini's IndexCollection in a subprocess into `<index_dir>.tmp`, check the count, rename into place."""
+    """Run Anserini's IndexCollection in a subprocess into a staging folder, check the count, rename into place."""
     expected = count_collection_documents(collection_dir)
-    tmp = _fresh_tmp(index_dir)
-    command = [str(java_binary()), "-cp", str(anserini_jar()), "io.anserini.index.IndexCollection",
-               "-collection", collection, "-input", str(collection_dir), "-index", str(tmp),
-               "-threads", str(threads), *flags]
-    start = time.perf_counter()
-    try:
+    with staged(index_dir, folder=True) as tmp:
+        command = [str(java_binary()), "-cp", str(anserini_jar()), "io.anserini.index.IndexCollection",
+                   "-collection", collection, "-input", str(collection_dir), "-index", str(tmp),
+                   "-threads", str(threads), *flags]
+        start = time.perf_counter()
         finished = subprocess.run(command, capture_output=True, text=True, check=False)
         _check_indexing(finished, expected, collection_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    seconds = time.perf_counter() - start
-    _swap_into_place(tmp, index_dir)
+        seconds = time.perf_counter() - start
     return IndexStats(documents=expected, seconds=seconds)
 
 
@@ -151,20 +140,3 @@ def _check_indexing(finished: subprocess.CompletedProcess, expected: int, collec
         # Anserini exits 0 even when a corrupt line aborts a whole file; the count is what catches it.
         raise IndexingError(f"Anserini indexed {counters.get('indexed', '?')} of {expected} documents from "
                             f"{collection_dir} (counters {counters}): {java_complaint(output)}")
-
-
-def _fresh_tmp(final: Path) -> Path:
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # left over from a crashed run
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    # Directories cannot be os.replace()d over a non-empty target: move the old one aside first.
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)

@@ -3,10 +3,10 @@
 Queries without hits cannot be represented in the format, so they do not survive a round trip.
 """
 
-import os
 from pathlib import Path
 
 from splade_peft.errors import DataError
+from splade_peft.records import staged
 
 Run = dict[str, list[tuple[str, float]]]
 
@@ -15,16 +15,13 @@ def write_trec_run(run: Run, path: Path, tag: str) -> None:
     """Write hits in the order given (searchers return them best first); atomic via a temp file."""
     path = Path(path)
     _check_field("tag", tag)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
+    with staged(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
         for qid, hits in run.items():
             _check_field("query id", qid)
             for rank, (docid, score) in enumerate(hits, start=1):
                 _check_field("document id", docid)
                 # repr() round-trips the float exactly; integer impact scores stay exact.
                 out.write(f"{qid} Q0 {docid} {rank} {float(score)!r} {tag}\n")
-    os.replace(tmp, path)
 
 
 def read_trec_run(path: Path) -> Run:

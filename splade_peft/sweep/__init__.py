@@ -8,9 +8,10 @@ and optionally one W&B run.
 from splade_peft.sweep.load import Sweep, latest_sweep, load_sweep
 from splade_peft.sweep.plots import metric_vs_axis_figure, pareto_front, quality_vs_cost_figure, sweep_figures
 from splade_peft.sweep.build import Report, build_report, log_report_to_wandb
-from splade_peft.sweep.table import markdown_report, study_table
+from splade_peft.sweep.table import markdown_report, significance_section, study_table
 
 __all__ = [
     "Report", "Sweep", "build_report", "latest_sweep", "load_sweep", "log_report_to_wandb", "markdown_report",
-    "metric_vs_axis_figure", "pareto_front", "quality_vs_cost_figure", "study_table", "sweep_figures",
+    "metric_vs_axis_figure", "pareto_front", "quality_vs_cost_figure", "significance_section", "study_table",
+    "sweep_figures",
 ]

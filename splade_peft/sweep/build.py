@@ -11,6 +11,7 @@ import pandas as pd
 
 from splade_peft.sweep.load import Sweep, load_sweep
 from splade_peft.sweep.plots import save_plots
+from splade_peft.sweep.points import JOBS
 from splade_peft.sweep.table import markdown_report, study_table
 from splade_peft.tracking import wandb_mode
 
@@ -73,6 +74,7 @@ def log_report_to_wandb(report: Report, project: str | None = None, group: str |
     )
     wandb.log({
         "sweep/results": wandb.Table(dataframe=wandb_ready(report.sweep.frame)),
+        "sweep/points": wandb.Table(dataframe=wandb_ready(report.sweep.points.drop(columns=JOBS))),
         **{f"sweep/{path.stem}": wandb.Image(str(path)) for path in report.plot_paths},
     })
     wandb.finish()

@@ -7,9 +7,6 @@ status instead of an exception.
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +17,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-RESULTS_FILE = "results.json"
+from splade_peft.results import AVERAGE, COMPLETED, RESULTS_FILE, JobResult, as_number, mapping, read_per_query
+from splade_peft.sweep.points import SEED_KEY, grid_keys, point_frame
+from splade_peft.sweep.significance import add_comparisons
+from splade_peft.sweep.values import display_value, grid_sort_key, is_missing, natural_key, short_names
+
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 MULTIRUN_FILE = "multirun.yaml"
 
-COMPLETED, NOT_STARTED, UNREADABLE = "completed", "not started", "unreadable"
-AVERAGE = "average"
+NOT_STARTED, UNREADABLE = "not started", "unreadable"
 DEFAULT_METRIC = "ndcg@10"
 METRIC_LABELS = {"mrr@10": "MRR@10", "recall@100": "R@100", "recall@1000": "R@1000", "ndcg@10": "nDCG@10"}
 REFERENCE_LABELS = {"bm25": "BM25", "zero_shot": "zero-shot"}
@@ -44,13 +44,15 @@ class Job:
     status: str
     error: str = ""
     overrides: dict[str, str] | None = None  # None: unknown (no overrides file and no readable results)
-    results: dict = field(default_factory=dict)
+    result: JobResult | None = None
+    per_query: dict = field(default_factory=dict)  # per_query.json: {row: {dataset: {metric: {query_id: value}}}}
 
 
 @dataclass
 class Sweep:
     directory: Path
     frame: pd.DataFrame  # one row per job, sorted by the swept keys: the sweep_results.csv table
+    points: pd.DataFrame  # one row per grid point (seeds collapsed: means, "<column> std", "seeds") or unfinished job
     references: pd.DataFrame  # index "BM25", "zero-shot"; the same "<dataset>/<key>" columns as frame
     swept: list[str]
     fixed: dict[str, str]
@@ -60,12 +62,24 @@ class Sweep:
     @property
     def metric(self) -> str:
         """The study's objective metric (config.sweep.metric), nDCG@10 unless the study names another."""
-        metric = self.settings.get("sweep.metric")
-        return metric if metric in METRIC_LABELS else DEFAULT_METRIC
+        return study_metric(self.settings)
 
     @property
     def completed(self) -> pd.DataFrame:
         return self.frame[self.frame["status"] == COMPLETED]
+
+    @property
+    def grid_keys(self) -> list[str]:
+        """The swept keys that make a grid point: all but the seed, whose values are repetitions."""
+        return grid_keys(self.swept)
+
+    @property
+    def seeded(self) -> bool:
+        return SEED_KEY in self.swept
+
+    @property
+    def completed_points(self) -> pd.DataFrame:
+        return self.points[self.points["status"] == COMPLETED]
 
     @property
     def logged_to_wandb(self) -> bool:
@@ -76,64 +90,22 @@ class Sweep:
         return self.settings.get("logger.group") or self.settings.get("sweep.wandb_group")
 
     def grid_labels(self, frame: pd.DataFrame) -> list[str]:
-        """Short point labels such as "r=4, negatives=2" (the job folder when nothing was swept)."""
-        if not self.swept:
+        """Short point labels such as "r=4, negatives=2" (the job folder when nothing but seeds was swept)."""
+        if not self.grid_keys:
             return list(frame["job"])
-        names = short_names(self.swept)
-        return [", ".join(f"{names[key]}={display_value(row[key])}" for key in self.swept) for _, row in frame.iterrows()]
+        names = short_names(self.grid_keys)
+        return [", ".join(f"{names[key]}={display_value(row[key])}" for key in self.grid_keys) for _, row in frame.iterrows()]
+
+
+def study_metric(settings: dict[str, str]) -> str:
+    metric = settings.get("sweep.metric")
+    return metric if metric in METRIC_LABELS else DEFAULT_METRIC
 
 
 # --- small, forgiving accessors -------------------------------------------------------------------------
 
-def mapping(value: Any) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
 def listing(value: Any) -> list:
     return value if isinstance(value, list) else []
-
-
-def as_number(value: Any) -> float | None:
-    """A finite-or-infinite number from a JSON value or an override string; None for text, booleans and NaN."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
-def is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def display_value(value: Any) -> str:
-    """An override value as the user typed it; pandas may have read "4" back as 4.0."""
-    if is_missing(value):
-        return "?"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def short_names(keys: list[str]) -> dict[str, str]:
-    """The last dotted part of each key ("lora.r" -> "r") unless two keys would share it."""
-    last = {key: key.rsplit(".", 1)[-1] for key in keys}
-    return {key: name if list(last.values()).count(name) == 1 else key for key, name in last.items()}
-
-
-def grid_sort_key(value: Any) -> tuple:
-    """Numbers first and by value (ranks 1, 4, 16, not 1, 16, 4), then text, then missing values."""
-    if is_missing(value):
-        return (2, 0.0, "")
-    number = as_number(value)
-    return (0, number, "") if number is not None else (1, 0.0, str(value))
-
-
-def natural_key(name: str) -> tuple:
-    """Job folders in numeric order ("2_..." before "10_..."); digits sit at the odd split positions."""
-    return tuple(int(part) if index % 2 else part for index, part in enumerate(re.split(r"(\d+)", name)))
 
 
 # --- overrides --------------------------------------------------------------------------------------------
@@ -189,77 +161,31 @@ def is_job_folder(folder: Path) -> bool:
     )
 
 
-def read_results(path: Path) -> dict:
-    payload = json.loads(path.read_text())
-    if not isinstance(payload, dict):
-        raise ValueError(f"expected a JSON object, found {type(payload).__name__}")
-    return payload
-
-
 def read_job(folder: Path) -> Job:
     overrides = parse_overrides(read_yaml(folder / OVERRIDES_FILE))
     if not (folder / RESULTS_FILE).exists():
         return Job(folder.name, NOT_STARTED, overrides=overrides)
     try:
-        results = read_results(folder / RESULTS_FILE)
+        result = JobResult.from_json(folder / RESULTS_FILE)
     except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return Job(folder.name, UNREADABLE, f"{type(error).__name__}: {error}", overrides)
     if overrides is None:
-        overrides = parse_overrides(results.get("overrides"))
-    return Job(folder.name, str(results.get("status") or "unknown"), str(results.get("error") or ""), overrides, results)
-
-
-# --- flattening results into columns ------------------------------------------------------------------------
-
-def numbers(values: dict) -> dict[str, float | int]:
-    """The numeric entries, integers kept as integers (counts, parameters) so the CSV shows them as such."""
-    return {
-        key: value if isinstance(value, int) else number
-        for key, value in values.items() if (number := as_number(value)) is not None
-    }
-
-
-def with_average(per_dataset: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Add the macro average over datasets where the results carry none (sparsity, reference rows),
-    over the keys every dataset has, the way the pipeline averages metrics."""
-    if AVERAGE in per_dataset or not per_dataset:
-        return per_dataset
-    common = set.intersection(*(set(values) for values in per_dataset.values()))
-    average = {key: sum(values[key] for values in per_dataset.values()) / len(per_dataset) for key in sorted(common)}
-    return {**per_dataset, AVERAGE: average} if average else per_dataset
-
-
-def per_dataset_columns(per_dataset: dict) -> dict[str, float]:
-    tables = {str(name): numbers(values) for name, values in per_dataset.items() if isinstance(values, dict)}
-    return {f"{name}/{key}": value for name, values in with_average(tables).items() for key, value in values.items()}
-
-
-def flatten_results(results: dict) -> dict[str, float]:
-    row = per_dataset_columns(mapping(results.get("metrics")))
-    row.update(per_dataset_columns(mapping(results.get("sparsity"))))
-    for section in ("params", "timing", "memory"):
-        row.update({f"{section}.{key}": value for key, value in numbers(mapping(results.get(section))).items()})
-    return row
+        overrides = parse_overrides(result.overrides)
+    per_query = read_per_query(folder) if result.status == COMPLETED else {}
+    return Job(folder.name, result.status, result.error, overrides, result, per_query)
 
 
 def reference_frame(jobs: list[Job]) -> pd.DataFrame:
     """BM25 and zero-shot rows from the first completed job that has them: every job of a sweep shares
     the same cached reference runs."""
-    references = next(
-        (refs for job in jobs if job.status == COMPLETED and (refs := mapping(job.results.get("references")))), {}
-    )
-    rows = {}
-    for system, label in REFERENCE_LABELS.items():
-        entries = {name: mapping(entry) for name, entry in mapping(references.get(system)).items()}
-        row = per_dataset_columns({name: mapping(entry.get("metrics")) for name, entry in entries.items()})
-        row.update(per_dataset_columns({name: mapping(entry.get("sparsity")) for name, entry in entries.items()}))
-        if row:
-            rows[label] = row
+    references = next((job.result.references for job in jobs if job.status == COMPLETED and job.result.references), {})
+    rows = {label: references[system].flat() for system, label in REFERENCE_LABELS.items() if system in references}
+    rows = {label: row for label, row in rows.items() if row}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def evaluation_datasets(jobs: list[Job], references: pd.DataFrame) -> list[str]:
-    names = [str(name) for job in jobs if job.status == COMPLETED for name in mapping(job.results.get("metrics"))]
+    names = [str(name) for job in jobs if job.status == COMPLETED for name in job.result.trained.metrics]
     names += [column.split("/", 1)[0] for column in references.columns]
     return [name for name in dict.fromkeys(names) if name != AVERAGE]
 
@@ -279,7 +205,7 @@ def column_rank(column: str, datasets: list[str]) -> tuple:
 
 def job_frame(jobs: list[Job], keys: list[str], datasets: list[str]) -> pd.DataFrame:
     records = [
-        {"job": job.name, "status": job.status, "error": job.error, **(job.overrides or {}), **flatten_results(job.results)}
+        {"job": job.name, "status": job.status, "error": job.error, **(job.overrides or {}), **(job.result.flat() if job.result else {})}
         for job in jobs
     ]
     leading = ["job", "status", "error", *keys]
@@ -337,15 +263,22 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     jobs.sort(key=lambda job: [grid_sort_key((job.overrides or {}).get(key)) for key in swept])
     references = reference_frame(jobs)
     datasets = evaluation_datasets(jobs, references)
-    configs = [mapping(job.results.get("config")) for job in jobs] + [multirun]
+    configs = [job.result.config for job in jobs if job.result] + [multirun]
+    settings = read_settings(configs)
+    frame = job_frame(jobs, swept + list(fixed), datasets)
+    points = point_frame(frame, swept, list(fixed))
+    frame, points, references = add_comparisons(
+        frame, points, references, {job.name: job.per_query for job in jobs}, study_metric(settings),
+    )
     return Sweep(
         directory=directory,
-        frame=job_frame(jobs, swept + list(fixed), datasets),
+        frame=frame,
+        points=points,
         references=references,
         swept=swept,
         fixed=fixed,
         datasets=datasets,
-        settings=read_settings(configs),
+        settings=settings,
     )
 
 

@@ -1,5 +1,5 @@
 """Plots of a sweep: each quality metric against each swept axis, and quality against cost with its
-Pareto front.
+Pareto front. One point per grid point; repeated seeds draw their mean with a standard-deviation error bar.
 
 Figures are built with matplotlib's object API (`Figure`, no pyplot): nothing touches a display or the
 global backend, saving a PNG goes through Agg, and a notebook can still show the returned figures.
@@ -18,9 +18,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
-from splade_peft.sweep.load import (
-    AVERAGE, METRIC_LABELS, Sweep, as_number, display_value, grid_sort_key, is_missing,
-)
+from splade_peft.results import AVERAGE, as_number
+from splade_peft.sweep.load import METRIC_LABELS, Sweep
+from splade_peft.sweep.points import std_column
+from splade_peft.sweep.values import display_value, grid_sort_key, is_missing
 
 PLOT_METRICS = ("ndcg@10", "mrr@10", "recall@1000")
 COSTS = {
@@ -59,6 +60,11 @@ def numeric(frame: pd.DataFrame, column: str) -> list[float | None]:
     if column not in frame:
         return [None] * len(frame)
     return [as_number(value) for value in frame[column]]
+
+
+def spreads(frame: pd.DataFrame, column: str) -> list[float]:
+    """Standard deviations over seeds, 0 where a point has a single seed (no bar)."""
+    return [spread or 0.0 for spread in numeric(frame, std_column(column))]
 
 
 # --- axis scales ------------------------------------------------------------------------------------------
@@ -112,8 +118,8 @@ def series_names(sweep: Sweep) -> list[str]:
 
 def panels(sweep: Sweep, axis: str) -> list[tuple[str, pd.DataFrame]]:
     """One panel per combination of the other swept keys, so that no line mixes two settings of them."""
-    others = [key for key in sweep.swept if key != axis]
-    completed = sweep.completed
+    others = [key for key in sweep.grid_keys if key != axis]
+    completed = sweep.completed_points
     if not others or completed.empty:
         return [("", completed)]
     groups = completed.groupby(others, sort=False, dropna=False)
@@ -133,11 +139,12 @@ def draw_metric_panel(ax: Axes, sweep: Sweep, rows: pd.DataFrame, metric: str, a
     for index, series in enumerate(series_names(sweep)):
         column, color = f"{series}/{metric}", f"C{index}"
         points = sorted(
-            (x, y) for x, y in zip(positions(rows[axis], kind, categories), numeric(rows, column))
+            (x, y, error) for x, y, error in zip(positions(rows[axis], kind, categories), numeric(rows, column), spreads(rows, column))
             if x is not None and y is not None
         )
         if points:
-            ax.plot(*zip(*points), marker="o", color=color)
+            xs, ys, errors = zip(*points)
+            ax.errorbar(xs, ys, yerr=errors, marker="o", color=color, capsize=3)
         draw_reference_lines(ax, sweep.references, column, color)
     style_x_axis(ax, kind, categories, axis)
     ax.grid(alpha=0.3)
@@ -162,7 +169,7 @@ def metric_vs_axis_figure(sweep: Sweep, metric: str, axis: str) -> Figure:
     columns = min(len(grid), 3)
     figure = Figure(figsize=(4.2 * columns + 1.8, 3.4 * math.ceil(len(grid) / columns)), layout="constrained")
     axes = figure.subplots(math.ceil(len(grid) / columns), columns, sharey=True, squeeze=False).flatten()
-    categories = grid_values(sweep.completed[axis])
+    categories = grid_values(sweep.completed_points[axis])
     scale = (axis_kind(categories), categories)
     for ax, (title, rows) in zip(axes, grid):
         if rows.empty:
@@ -180,14 +187,15 @@ def metric_vs_axis_figure(sweep: Sweep, metric: str, axis: str) -> Figure:
 
 # --- quality vs cost ------------------------------------------------------------------------------------------
 
-def draw_cost_panel(ax: Axes, quality: list, cost: list, labels: list[str], cost_label: str) -> None:
-    points = [(c, q, label) for q, c, label in zip(quality, cost, labels) if q is not None and c is not None]
+def draw_cost_panel(ax: Axes, quality: list, cost: list, labels: list[str], cost_label: str, errors: list[float]) -> None:
+    points = [(c, q, label, e) for q, c, label, e in zip(quality, cost, labels, errors) if q is not None and c is not None]
     if not points:
         ax.text(0.5, 0.5, "no completed job reports this", transform=ax.transAxes, ha="center")
         ax.set_xlabel(cost_label)
         return
-    ax.scatter([c for c, _, _ in points], [q for _, q, _ in points], color="C0", zorder=3)
-    for c, q, label in points:
+    ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[3] for p in points], fmt="o", color="C0",
+                capsize=3, zorder=3)
+    for c, q, label, _ in points:
         ax.annotate(label, (c, q), xytext=(4, 4), textcoords="offset points", fontsize=7)
     front = pareto_front(quality, cost)
     ax.plot([cost[i] for i in front], [quality[i] for i in front], color="C3", drawstyle="steps-post", zorder=2)
@@ -195,7 +203,7 @@ def draw_cost_panel(ax: Axes, quality: list, cost: list, labels: list[str], cost
         [cost[i] for i in front], [quality[i] for i in front], s=140, facecolors="none", edgecolors="C3",
         linewidths=1.5, zorder=4, label="Pareto front",
     )
-    if spans_decades([c for c, _, _ in points]):
+    if spans_decades([p[0] for p in points]):
         ax.set_xscale("log")
     ax.margins(x=0.15)  # room for the labels of the right-most points
     ax.set_xlabel(cost_label)
@@ -206,12 +214,13 @@ def quality_vs_cost_figure(sweep: Sweep) -> Figure:
     """Average quality against trainable parameters, document non-zeros and training time; the Pareto
     front (highest quality for the least cost) is the red step line through the ringed points."""
     quality_column = f"{AVERAGE}/{sweep.metric}"
-    completed = sweep.completed
+    completed = sweep.completed_points
     quality, labels = numeric(completed, quality_column), sweep.grid_labels(completed)
+    errors = spreads(completed, quality_column)
     figure = Figure(figsize=(15, 4.8), layout="constrained")
     axes = figure.subplots(1, len(COSTS), sharey=True)
     for ax, (cost_column, cost_label) in zip(axes, COSTS.items()):
-        draw_cost_panel(ax, quality, numeric(completed, cost_column), labels, cost_label)
+        draw_cost_panel(ax, quality, numeric(completed, cost_column), labels, cost_label, errors)
         draw_reference_lines(ax, sweep.references, quality_column)
     axes[0].set_ylabel(f"avg {METRIC_LABELS[sweep.metric]}")
     front = Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor="C3", color="C3", label="Pareto front")
@@ -227,7 +236,7 @@ def sweep_figures(sweep: Sweep) -> dict[str, Figure]:
     """Every plot of the report, by file name."""
     figures = {
         plot_name(metric, axis): metric_vs_axis_figure(sweep, metric, axis)
-        for metric in PLOT_METRICS for axis in sweep.swept
+        for metric in PLOT_METRICS for axis in sweep.grid_keys
     }
     figures[QUALITY_VS_COST] = quality_vs_cost_figure(sweep)
     return figures

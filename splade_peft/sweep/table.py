@@ -9,14 +9,20 @@ from typing import Any
 
 import pandas as pd
 
-from splade_peft.sweep.load import AVERAGE, COMPLETED, METRIC_LABELS, Sweep, as_number, display_value
+from splade_peft.results import AVERAGE, COMPLETED, as_number
+from splade_peft.sweep.load import METRIC_LABELS, Sweep
+from splade_peft.sweep.points import SEEDS, std_column
+from splade_peft.sweep.significance import ALPHA, VS_BEST, VS_ZERO_SHOT, ZERO_SHOT
+from splade_peft.sweep.values import display_value
 
 TABLE_METRICS = ("mrr@10", "recall@1000", "ndcg@10")
 DECIMALS = 3  # as in the research notes; "best" is decided on the value shown
 LEGEND = (
     f"**Bold**: the best value of a quality column among the grid rows, compared at {DECIMALS} decimals "
     "(ties are all bold; no mark when all rows are equal); reference rows (BM25, the zero-shot starting "
-    "checkpoint) are never ranked. Cost columns are not marked: `plot_quality_vs_cost.png` draws the "
+    "checkpoint) are never ranked; in the study-metric column, rows not significantly below the best "
+    "(paired test, see Significance) are bold too: the best is not a winner over them. Repeated seeds show "
+    "mean ± standard deviation over the `seeds` column's count. Cost columns are not marked: `plot_quality_vs_cost.png` draws the "
     "quality/cost Pareto front. doc nnz: non-zero weights per document, mean over documents, averaged "
     "over datasets; train s: training wall-clock seconds. Failed or unfinished jobs show their status, "
     "their folder and the first line of their error."
@@ -58,31 +64,44 @@ def table_columns(sweep: Sweep) -> list[Column]:
 
 
 def grid_headers(sweep: Sweep) -> list[str]:
-    return sweep.swept or ["job"]
+    return (sweep.grid_keys or ["job"]) + ([SEEDS] if sweep.seeded else [])
+
+
+def study_column(sweep: Sweep) -> str:
+    """The column the study is decided on: the macro average (what the average column shows)."""
+    return f"{AVERAGE}/{sweep.metric}" if len(sweep.datasets) > 1 else f"{sweep.datasets[0] if sweep.datasets else AVERAGE}/{sweep.metric}"
+
+
+def tied_with_best(row: pd.Series) -> bool:
+    """No significant difference to the study's best row (which itself has no comparison to itself)."""
+    significant = row.get(f"{VS_BEST}.significant")
+    return significant is not None and not pd.isna(significant) and not bool(significant)
 
 
 def best_values(sweep: Sweep, columns: list[Column]) -> dict[str, float]:
     """The best shown value of each quality column among completed grid rows (references excluded);
     none where nothing stands out: fewer than two rows with a value, or all of them equal."""
     best = {}
+    completed = sweep.completed_points
     for column in columns:
-        if column.quality and column.source in sweep.completed:
-            shown = {round(value, DECIMALS) for value in map(as_number, sweep.completed[column.source]) if value is not None}
+        if column.quality and column.source in completed:
+            shown = {round(value, DECIMALS) for value in map(as_number, completed[column.source]) if value is not None}
             if len(shown) > 1:
                 best[column.source] = max(shown)
     return best
 
 
-def measured_cells(row: pd.Series, columns: list[Column], best: dict[str, float]) -> list[str]:
+def measured_cells(row: pd.Series, columns: list[Column], best: dict[str, float], study: str = "") -> list[str]:
     cells = []
     for column in columns:
         value = as_number(row.get(column.source))
         if value is None:
             cells.append("-")
-        elif column.source in best and round(value, DECIMALS) == best[column.source]:
-            cells.append(f"**{column.format(value)}**")
-        else:
-            cells.append(column.format(value))
+            continue
+        spread = as_number(row.get(std_column(column.source))) if column.quality else None
+        cell = column.format(value) + (f" ± {column.format(spread)}" if spread is not None else "")
+        is_best = column.source in best and round(value, DECIMALS) == best[column.source]
+        cells.append(f"**{cell}**" if is_best or (column.source == study and tied_with_best(row)) else cell)
     return cells
 
 
@@ -111,15 +130,15 @@ def reference_rows(sweep: Sweep, columns: list[Column]) -> list[list[str]]:
 
 
 def grid_rows(sweep: Sweep, columns: list[Column]) -> list[list[str]]:
-    best = best_values(sweep, columns)
+    best, study = best_values(sweep, columns), study_column(sweep)
     return [
-        [*(display_value(row[key]) for key in grid_headers(sweep)), *measured_cells(row, columns, best), status_cell(row)]
-        for _, row in sweep.frame.iterrows()
+        [*(display_value(row[key]) for key in grid_headers(sweep)), *measured_cells(row, columns, best, study), status_cell(row)]
+        for _, row in sweep.points.iterrows()
     ]
 
 
 def study_table(sweep: Sweep) -> str:
-    """Reference rows first, then one row per job in grid order."""
+    """Reference rows first, then one row per grid point (seeds collapsed) or unfinished job, in grid order."""
     columns = table_columns(sweep)
     headers = [*grid_headers(sweep), *(column.header for column in columns), "status"]
     rows = reference_rows(sweep, columns) + grid_rows(sweep, columns)
@@ -148,9 +167,60 @@ def overview(sweep: Sweep) -> list[str]:
     ]
 
 
+# --- significance ----------------------------------------------------------------------------------------------
+
+def comparison_cell(row: pd.Series, prefix: str) -> str:
+    """"+0.052 [+0.031, +0.073]", then "n.s." where the interval holds 0; "-" for no comparison."""
+    diff = as_number(row.get(f"{prefix}.diff"))
+    if diff is None:
+        return "-"
+    low, high = as_number(row.get(f"{prefix}.ci_low")), as_number(row.get(f"{prefix}.ci_high"))
+    verdict = "" if bool(row.get(f"{prefix}.significant")) else " n.s."
+    return f"{diff:+.{DECIMALS}f} [{low:+.{DECIMALS}f}, {high:+.{DECIMALS}f}]{verdict}"
+
+
+def p_cell(row: pd.Series, prefix: str) -> str:
+    p_value = as_number(row.get(f"{prefix}.p_adjusted"))
+    return "-" if p_value is None else f"{p_value:.3g}"
+
+
+def significance_rows(sweep: Sweep) -> list[list[str]]:
+    column, labels = study_column(sweep), sweep.grid_labels(sweep.completed_points)
+    rows = [(f"{label} (reference)", row) for label, row in sweep.references.iterrows()]
+    rows += list(zip(labels, (row for _, row in sweep.completed_points.iterrows())))
+    return [
+        [label, display_value(row.get(SEEDS, "")) if SEEDS in row else "", measured_cells(row, [Column("", column, metric_cell, True)], {})[0],
+         comparison_cell(row, VS_ZERO_SHOT), p_cell(row, VS_ZERO_SHOT), comparison_cell(row, VS_BEST), p_cell(row, VS_BEST)]
+        for label, row in rows
+    ]
+
+
+def has_comparisons(sweep: Sweep) -> bool:
+    return any(column.startswith((f"{VS_ZERO_SHOT}.", f"{VS_BEST}.")) for column in sweep.points.columns)
+
+
+def significance_section(sweep: Sweep) -> str:
+    """Each row's paired difference on the study metric to zero-shot and to the best row, or why there is none."""
+    if not has_comparisons(sweep):
+        return "## Significance\n\nNo job kept per-query values (per_query.json): differences are not tested."
+    metric = METRIC_LABELS[sweep.metric]
+    headers = ["row", SEEDS, f"avg {metric}", f"Δ vs {ZERO_SHOT} [95% CI]", "p", "Δ vs best [95% CI]", "p"]
+    table = [markdown_row(headers), markdown_row(["---"] * len(headers)), *map(markdown_row, significance_rows(sweep))]
+    explanation = (
+        f"Paired over queries on {metric}: each difference is the macro average over the evaluation datasets "
+        "of the mean per-query difference (each dataset counts once; seed-collapsed rows pair their "
+        "per-query values averaged over seeds). Paired t-test (scipy.stats.ttest_rel); p-values and 95% "
+        "intervals Bonferroni-corrected for the number of rows each column compares. "
+        f"**n.s.**: not significant at {ALPHA:g} after correction, the interval holds 0 -- no difference shown, "
+        "whatever the means say."
+    )
+    return "\n\n".join(["## Significance", explanation, "\n".join(table)])
+
+
 def markdown_report(sweep: Sweep, plot_names: Sequence[str] = ()) -> str:
-    """The whole report.md: title, what was swept and fixed, the table, its legend, the plots."""
-    parts = [title(sweep), "\n".join(line + "  " for line in overview(sweep)), study_table(sweep), LEGEND]
+    """The whole report.md: title, what was swept and fixed, the table, its legend, significance, the plots."""
+    parts = [title(sweep), "\n".join(line + "  " for line in overview(sweep)), study_table(sweep), LEGEND,
+             significance_section(sweep)]
     if plot_names:
         parts.append("## Plots\n\n" + "\n".join(f"![{name}]({name})" for name in plot_names))
     return "\n\n".join(parts) + "\n"

@@ -7,7 +7,6 @@ same batches, negatives and dropout masks as an uninterrupted one.
 
 import json
 import logging
-import os
 import random
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from splade_peft.records import stable_seed
+from splade_peft.records import stable_seed, staged
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.ckpt"
@@ -112,9 +111,8 @@ class ResumableCheckpoint(L.Callback):
 
     def save(self, trainer) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        staging = self.path.with_name(CHECKPOINT_NAME + ".tmp")
-        trainer.save_checkpoint(staging, weights_only=False)
-        os.replace(staging, self.path)
+        with staged(self.path) as staging:
+            trainer.save_checkpoint(staging, weights_only=False)
         self.saved_step = trainer.global_step
         log.info("checkpoint at step %d: %s", trainer.global_step, self.path)
 

@@ -5,7 +5,7 @@ import math
 import pytest
 from ir_measures import RR, nDCG
 
-from splade_peft.evaluation.metrics import evaluate, macro_average
+from splade_peft.evaluation.metrics import evaluate, macro_average, per_query
 from splade_peft.evaluation.sparsity import SparsityCounter, sparsity_report
 
 
@@ -58,3 +58,12 @@ def test_sparsity_report_counts_postings_and_expected_flops():
     assert report["empty_docs"] == 1
     # P(q uses a) = 1/2, P(d uses a) = 2/3; c is in no document.
     assert report["flops"] == pytest.approx(0.5 * 2 / 3)
+
+
+def test_every_measure_breaks_score_ties_by_document_id():
+    """ir-measures' RR and nDCG providers order tied documents oppositely; here both see a, b, c, d."""
+    qrels = {"q1": {"c": 1}, "q2": {"a": 1}}
+    run = {"q1": [(doc, 1.0) for doc in "dbca"], "q2": [("z", 2.0)] + [(doc, 1.0) for doc in "cab"]}
+    metrics = per_query(qrels, run)
+    assert metrics["mrr@10"] == {"q1": pytest.approx(1 / 3), "q2": pytest.approx(1 / 2)}
+    assert metrics["ndcg@10"] == {"q1": pytest.approx(1 / math.log2(4)), "q2": pytest.approx(1 / math.log2(3))}

@@ -1,0 +1,138 @@
+"""Effect or noise: every row's paired difference to the zero-shot row and to the study's best row.
+
+Pairs are queries. A row's difference is the macro average over the evaluation datasets of its mean
+per-query difference on the study metric, the figure the study table's average column differs by: each
+query's difference is weighted 1 / (datasets x queries of its dataset), so every dataset counts once
+whatever its size. A seed-collapsed row pairs its per-query values averaged over its seeds.
+
+The test is a paired t-test (scipy.stats.ttest_rel) over those weighted per-query values. Each family of
+comparisons (against zero-shot, against the best row) is Bonferroni-corrected for the number of rows it
+compares: p-values are multiplied by that number and the intervals widened to match, so a 95% interval
+that holds 0 is exactly an "n.s." difference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from splade_peft.results import AVERAGE, COMPLETED
+from splade_peft.sweep.points import JOBS
+
+ALPHA = 0.05
+ZERO_SHOT, BM25 = "zero-shot", "BM25"
+SYSTEMS = {"bm25": BM25, "zero_shot": ZERO_SHOT}  # per_query.json rows -> reference labels
+VS_ZERO_SHOT, VS_BEST = "vs_zero_shot", "vs_best"
+FIELDS = ("diff", "ci_low", "ci_high", "p_adjusted", "significant", "queries")
+
+ByQuery = dict[str, dict[str, float]]  # dataset -> query id -> value
+
+
+@dataclass(frozen=True)
+class Comparison:
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_adjusted: float
+    queries: int
+
+    @property
+    def significant(self) -> bool:
+        return self.p_adjusted < ALPHA
+
+    def columns(self, prefix: str) -> dict:
+        return {f"{prefix}.{name}": getattr(self, name) for name in FIELDS}
+
+
+def weighted_pairs(row: ByQuery, other: ByQuery) -> tuple[np.ndarray, np.ndarray]:
+    """Both rows' values on the queries they share, scaled so that the mean difference is the macro average."""
+    shared = {dataset: sorted(set(row[dataset]) & set(other[dataset])) for dataset in row if dataset in other}
+    shared = {dataset: queries for dataset, queries in shared.items() if queries}
+    total = sum(map(len, shared.values()))
+    weights = [total / (len(shared) * len(queries)) for queries in shared.values() for _ in queries]
+    pairs = [(row[d][q], other[d][q]) for d, queries in shared.items() for q in queries]
+    values = np.array(pairs, dtype=float).reshape(-1, 2) * np.array(weights).reshape(-1, 1)
+    return values[:, 0], values[:, 1]
+
+
+def compare(row: ByQuery, other: ByQuery, comparisons: int) -> Comparison | None:
+    """row - other, Bonferroni-corrected for `comparisons`; None with fewer than two shared queries."""
+    a, b = weighted_pairs(row, other)
+    if len(a) < 2:
+        return None
+    diff = float(np.mean(a - b))
+    if np.ptp(a - b) == 0:  # no spread: the t statistic is undefined, the difference is exact
+        return Comparison(diff, diff, diff, 1.0 if diff == 0 else 0.0, len(a))
+    test = stats.ttest_rel(a, b)
+    interval = test.confidence_interval(confidence_level=1 - ALPHA / comparisons)
+    return Comparison(diff, float(interval.low), float(interval.high), min(1.0, float(test.pvalue) * comparisons), len(a))
+
+
+def seed_mean(runs: list[ByQuery]) -> ByQuery:
+    """Per-query values averaged over seeds, on the datasets and queries every seed has."""
+    if not runs:
+        return {}
+    datasets = set.intersection(*(set(run) for run in runs))
+    return {
+        dataset: {q: sum(run[dataset][q] for run in runs) / len(runs) for q in set.intersection(*(set(run[dataset]) for run in runs))}
+        for dataset in datasets
+    }
+
+
+def row_values(per_query: Mapping, row: str, metric: str) -> ByQuery:
+    return {dataset: by_metric[metric] for dataset, by_metric in per_query.get(row, {}).items() if by_metric.get(metric)}
+
+
+def candidates(points: pd.DataFrame, per_query_by_job: Mapping[str, Mapping], metric: str) -> dict:
+    """Per-query values of every row that has them: reference labels and point indices as keys."""
+    found = {}
+    for system, label in SYSTEMS.items():
+        values = next((v for per_query in per_query_by_job.values() if (v := row_values(per_query, system, metric))), {})
+        if values:
+            found[label] = values
+    for index, point in points[points["status"] == COMPLETED].iterrows():
+        runs = [row_values(per_query_by_job.get(job, {}), "trained", metric) for job in point[JOBS]]
+        if runs and all(runs):
+            found[index] = seed_mean(runs)
+    return found
+
+
+def best_point(points: pd.DataFrame, found: dict, metric: str):
+    """The point with the highest study-metric average among those with per-query values."""
+    column = f"{AVERAGE}/{metric}"
+    scored = [(points.at[key, column], key) for key in found if not isinstance(key, str) and column in points
+              and not math.isnan(float(points.at[key, column]))]
+    return max(scored)[1] if scored else None
+
+
+def family(found: dict, anchor, prefix: str) -> dict:
+    """Every row against one anchor row, corrected for the number of rows compared."""
+    if anchor is None or anchor not in found:
+        return {}
+    others = [key for key in found if key != anchor]
+    results = {key: compare(found[key], found[anchor], len(others)) for key in others}
+    return {key: result.columns(prefix) for key, result in results.items() if result is not None}
+
+
+def add_comparisons(frame: pd.DataFrame, points: pd.DataFrame, references: pd.DataFrame,
+                    per_query_by_job: Mapping[str, Mapping], metric: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The comparison columns (`vs_zero_shot.diff`, `vs_best.p_adjusted`, ...) on the points, the
+    reference rows and each job's row (its point's comparison); nothing when no job kept per-query values."""
+    found = candidates(points, per_query_by_job, metric)
+    columns: dict = {}
+    for prefix, anchor in ((VS_ZERO_SHOT, ZERO_SHOT), (VS_BEST, best_point(points, found, metric))):
+        for key, values in family(found, anchor, prefix).items():
+            columns.setdefault(key, {}).update(values)
+    if not columns:
+        return frame, points, references
+    points = points.join(pd.DataFrame.from_dict({k: v for k, v in columns.items() if not isinstance(k, str)}, orient="index"))
+    compared = [column for column in points.columns if column.startswith((f"{VS_ZERO_SHOT}.", f"{VS_BEST}."))]
+    point_of_job = {job: point for point, jobs in points[JOBS].items() for job in jobs}
+    frame = pd.concat([frame, points.loc[frame["job"].map(point_of_job), compared].set_axis(frame.index)], axis=1)
+    labelled = pd.DataFrame.from_dict({k: v for k, v in columns.items() if isinstance(k, str)}, orient="index")
+    return frame, points, references.join(labelled) if not references.empty else references

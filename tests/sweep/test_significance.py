@@ -1,0 +1,136 @@
+"""Effect or noise: seed-collapsed rows and paired tests on a synthetic sweep with per-query values."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from splade_peft.results import write_per_query
+from splade_peft.sweep import build_report, load_sweep
+from splade_peft.sweep.significance import compare
+
+DATASETS = {"scifact": 60, "nfcorpus": 40}  # queries per dataset
+SEEDS = (1, 2, 3)
+# lora.r=4 gains 0.15 on every query (an effect); lora.r=1 moves each query by +-0.05 (noise around zero-shot).
+EFFECT = {1: 0.0, 4: 0.15}
+
+
+def zero_shot(dataset: str) -> dict[str, float]:
+    rng = np.random.default_rng(len(dataset))
+    return {f"q{i}": float(v) for i, v in enumerate(rng.uniform(0.2, 0.6, DATASETS[dataset]))}
+
+
+def trained(dataset: str, r: int, seed: int) -> dict[str, float]:
+    rng = np.random.default_rng(seed * 100 + r)
+    return {q: v + EFFECT[r] + float(rng.choice([-0.05, 0.05])) for q, v in zero_shot(dataset).items()}
+
+
+def means(per_dataset: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    metrics = {d: {"ndcg@10": float(np.mean(list(v.values())))} for d, v in per_dataset.items()}
+    return {**metrics, "average": {"ndcg@10": float(np.mean([m["ndcg@10"] for m in metrics.values()]))}}
+
+
+def write_seeded_job(sweep_dir: Path, r: int, seed: int) -> None:
+    overrides = [f"seed={seed}", f"lora.r={r}"]
+    folder = sweep_dir / f"seed={seed},lora.r={r}"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    rows = {"trained": {d: trained(d, r, seed) for d in DATASETS}, "zero_shot": {d: zero_shot(d) for d in DATASETS},
+            "bm25": {d: {q: v - 0.1 for q, v in zero_shot(d).items()} for d in DATASETS}}
+    write_per_query(folder, {row: {d: {"ndcg@10": values} for d, values in per_dataset.items()} for row, per_dataset in rows.items()})
+    references = {system: {d: {"metrics": means(rows[system])[d]} for d in DATASETS} for system in ("bm25", "zero_shot")}
+    results = {"status": "completed", "overrides": overrides, "config": {"sweep": {"metric": "ndcg@10"}},
+               "metrics": means(rows["trained"]), "references": references, "params": {"trainable": 1000 * r},
+               "timing": {"train_s": 10.0 * r + seed}, "data": {"eval": {d: {} for d in DATASETS}}}
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    sweep_dir = tmp_path_factory.mktemp("seeds") / "sweep"
+    for seed in SEEDS:
+        for r in EFFECT:
+            write_seeded_job(sweep_dir, r, seed)
+    return build_report(sweep_dir)
+
+
+def significance_rows(markdown: str) -> dict[str, list[str]]:
+    section = markdown.split("## Significance", 1)[1]
+    lines = [line for line in section.splitlines() if line.startswith("| ")][2:]
+    return {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split(" | ")] for line in lines)}
+
+
+def difference(cell: str) -> float:
+    return float(cell.split(" ", 1)[0])
+
+
+def test_seeds_collapse_into_one_row_per_grid_point_with_mean_and_std(report):
+    sweep = report.sweep
+    assert sweep.grid_keys == ["lora.r"] and sweep.seeded
+    points = sweep.completed_points
+    assert list(points["lora.r"].astype(int)) == [1, 4] and list(points["seeds"]) == [3, 3]
+    averages = [means({d: trained(d, 4, seed) for d in DATASETS})["average"]["ndcg@10"] for seed in SEEDS]
+    best = points[points["lora.r"].astype(int) == 4].iloc[0]
+    assert best["average/ndcg@10"] == pytest.approx(np.mean(averages))
+    assert best["average/ndcg@10 std"] == pytest.approx(np.std(averages, ddof=1))
+    assert f"{np.mean(averages):.3f} ± {np.std(averages, ddof=1):.3f}" in report.markdown
+    assert len(pd.read_csv(report.csv_path)) == 6  # the CSV keeps one row per job
+
+
+def test_an_effect_is_significant_and_noise_is_not(report):
+    rows = significance_rows(report.markdown)
+    effect, noise, bm25 = rows["r=4"], rows["r=1"], rows["BM25 (reference)"]
+    assert difference(effect[3]) == pytest.approx(0.15, abs=0.01) and "n.s." not in effect[3]  # vs zero-shot
+    assert effect[5] == "-"  # the best row is not compared with itself
+    assert "n.s." in noise[3]  # r=1 only moves within its interval around zero-shot
+    assert difference(noise[5]) == pytest.approx(-0.15, abs=0.01) and "n.s." not in noise[5]  # clearly below the best
+    assert difference(bm25[3]) == pytest.approx(-0.1) and "n.s." not in bm25[3]
+
+
+def test_the_best_column_marks_rows_tied_with_the_best(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    EFFECT[16] = 0.152  # indistinguishable from r=4
+    try:
+        for seed in SEEDS:
+            for r in (4, 16):
+                write_seeded_job(sweep_dir, r, seed)
+        report = build_report(sweep_dir)
+    finally:
+        del EFFECT[16]
+    table = report.markdown.split("## Significance")[0]
+    assert table.count("**") // 2 >= 2  # both r=4 and r=16 are bold in the study column
+    assert "n.s." in significance_rows(report.markdown)["r=4"][5]
+
+
+def test_comparisons_reach_the_csv_for_every_job_of_a_point(report):
+    frame = pd.read_csv(report.csv_path)
+    noise = frame[frame["lora.r"] == 1]
+    assert (noise["vs_zero_shot.p_adjusted"] > 0.05).all() and not noise["vs_zero_shot.significant"].any()
+    assert frame[frame["lora.r"] == 4]["vs_zero_shot.significant"].all()
+
+
+def test_seed_is_not_a_plot_axis(report):
+    names = {path.name for path in report.plot_paths}
+    assert "plot_ndcg@10_vs_lora.r.png" in names and not any("seed" in name for name in names)
+
+
+def test_paired_difference_is_the_macro_average_and_is_bonferroni_corrected():
+    row = {"a": {"q1": 0.5, "q2": 0.7}, "b": {"q1": 0.2, "q2": 0.3, "q3": 0.1, "q4": 0.5}}
+    other = {"a": {"q1": 0.4, "q2": 0.5}, "b": {"q1": 0.2, "q2": 0.1, "q3": 0.1, "q4": 0.3}}
+    once, twice = compare(row, other, 1), compare(row, other, 2)
+    assert once.diff == pytest.approx((0.15 + 0.1) / 2)  # dataset a: +0.15, dataset b: +0.10
+    assert twice.p_adjusted == pytest.approx(min(1.0, 2 * once.p_adjusted))
+    assert twice.ci_low < once.ci_low and twice.ci_high > once.ci_high
+    assert compare({"a": {"q1": 1.0}}, {"a": {"q1": 0.0}}, 1) is None  # one query: nothing to test
+
+
+def test_a_sweep_without_per_query_values_says_so(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    write_seeded_job(sweep_dir, 1, 1)
+    (sweep_dir / "seed=1,lora.r=1" / "per_query.json").unlink()
+    sweep = load_sweep(sweep_dir)
+    assert not any(column.startswith("vs_") for column in sweep.frame.columns)
+    assert "not tested" in build_report(sweep_dir).markdown
