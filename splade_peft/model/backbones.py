@@ -13,7 +13,7 @@ from splade_peft.errors import ConfigError, MissingCheckpointError, SpladePeftEr
 from splade_peft.model.adapters import HEAD_MODULES
 from splade_peft.model.pretrained import FETCH_COMMAND
 from splade_peft.model.decoders import language_model_class, random_llama
-from splade_peft.records import fingerprint
+from splade_peft.records import fingerprint, staged
 
 log = logging.getLogger(__name__)
 # Per-shard progress bars would flood the logs of every job of a sweep.
@@ -94,13 +94,12 @@ def build_random_backbone(random_init, folder: Path) -> Path:
     folder = folder.with_name(f"{folder.name}-{fingerprint(dict(random_init))}")
     if (folder / "config.json").exists():
         return folder
-    staging = folder.with_name(folder.name + ".tmp")
     tokenizer = train_wordpiece_tokenizer(random_init.vocab_size, folder.parent)
     torch.manual_seed(random_init.seed)
     model = random_llama(random_init, tokenizer) if random_init.architecture == "llama" else random_bert(random_init, tokenizer)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    staging.rename(folder)
+    with staged(folder, folder=True) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
     log.info("built tiny random backbone at %s", folder)
     return folder
 

