@@ -51,11 +51,11 @@ def refuse_unsupported_projection(projection: nn.Module) -> None:
     """MaskedMaxProjection multiplies by the vocabulary matrix itself, so it can honour a plain LoRA on that
     projection (projection_operands) and nothing else that changes how the projection computes."""
     if isinstance(projection, BaseTunerLayer) and not isinstance(projection, LoraLinear):
-        problem = f"the vocabulary projection carries a {type(projection).__name__} adapter, which SPLADE's max pooling cannot apply"
+        problem = f"a {type(projection).__name__} adapter on the vocabulary projection, which SPLADE's max pooling cannot apply"
     elif isinstance(projection, LoraLinear) and projection.lora_variant:
-        problem = "the vocabulary projection carries a LoRA variant (DoRA), which SPLADE's max pooling cannot apply"
+        problem = "a LoRA variant (DoRA) on the vocabulary projection, which SPLADE's max pooling cannot apply"
     elif not projection.weight.dtype.is_floating_point:
-        problem = f"the vocabulary projection is quantised ({projection.weight.dtype}); SPLADE's max pooling needs its weights"
+        problem = f"a quantised vocabulary projection ({projection.weight.dtype}); SPLADE's max pooling needs its weights"
     else:
         return
     raise ConfigError(
