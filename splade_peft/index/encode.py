@@ -39,8 +39,9 @@ def encode_texts(
     max_batch_size: int = 64,
 ) -> Iterator[tuple[str, dict[str, float]]]:
     """Yield (id, {term: weight}) for every text, in length order within chunks of `CHUNK` texts; weights are
-    the encoder's, unquantised. Tokenised a chunk at a time, so memory does not grow with the corpus."""
-    terms = vocabulary_terms(tokenizer)
+    the encoder's, unquantised. Tokenised a chunk at a time, so memory does not grow with the corpus.
+    Terms are the tokenizer's vocabulary unless the encoder names its own dimensions (CSR's latents)."""
+    terms = getattr(encoder, "term_names", None) or vocabulary_terms(tokenizer)
     device = next(encoder.parameters()).device
     encoder.eval()
     remaining = iter(texts)

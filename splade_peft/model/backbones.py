@@ -1,6 +1,8 @@
-"""Masked-LM backbones: offline checkpoints, a tiny random model for tests, or any hub id."""
+"""Backbones (masked or causal LMs): offline checkpoints, tiny random models for tests, or any hub id;
+`model.num_layers` keeps only the first N transformer blocks (a real but shallow model for CPU studies)."""
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -11,9 +13,9 @@ from transformers.utils import logging as transformers_logging
 
 from splade_peft.errors import ConfigError, MissingCheckpointError, SpladePeftError
 from splade_peft.model.adapters import HEAD_MODULES
-from splade_peft.model.pretrained import FETCH_COMMAND
+from splade_peft.model.pretrained import FETCH_COMMAND, fetch_command_for
 from splade_peft.model.decoders import language_model_class, random_llama
-from splade_peft.records import fingerprint, staged
+from splade_peft.records import fingerprint, locked, staged
 
 log = logging.getLogger(__name__)
 # Per-shard progress bars would flood the logs of every job of a sweep.
@@ -45,14 +47,14 @@ def load_backbone(model_cfg, cache_dir: str | Path, quantization: str | None = N
         trust_remote_code = bool(model_cfg.get("trust_remote_code", False))
         if looks_like_local_path(name_or_path) and not (Path(name_or_path) / "config.json").exists():
             raise MissingCheckpointError(
-                f"model.name_or_path={name_or_path}: no checkpoint there -- run `{FETCH_COMMAND}` to fetch the offline "
+                f"model.name_or_path={name_or_path}: no checkpoint there -- run `{fetch_command_for(name_or_path)}` to fetch the offline "
                 "checkpoints, or set model.name_or_path to a Hugging Face folder or hub id"
             )
     settings = {}
     if quantization:
         model_type = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code).model_type
         settings = quantized_loading(quantization, model_type, compute_dtype(precision), on_gpu)
-    return load_pretrained(name_or_path, trust_remote_code, **settings)
+    return load_pretrained(name_or_path, trust_remote_code, num_layers=model_cfg.get("num_layers"), **settings)
 
 
 def quantized_loading(quantization: str, model_type: str, dtype: torch.dtype, on_gpu: bool) -> dict:
@@ -76,30 +78,65 @@ def quantized_loading(quantization: str, model_type: str, dtype: torch.dtype, on
     return {"quantization_config": config, "device_map": {"": 0} if on_gpu else "cpu", "dtype": dtype}
 
 
-def load_pretrained(name_or_path: str, trust_remote_code: bool, **loading):
+def load_pretrained(name_or_path: str, trust_remote_code: bool, num_layers: int | None = None, **loading):
+    """(model, tokenizer); with `num_layers`, only the first blocks' weights are loaded (the rest are skipped)."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         model_class = language_model_class(name_or_path, trust_remote_code)
-        model = model_class.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **loading)
+        if num_layers is None:
+            model = model_class.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **loading)
+        else:
+            config = truncated_config(name_or_path, trust_remote_code, num_layers)
+            # The dropped blocks' weights are reported as unexpected keys, a table per load: expected here.
+            with transformers_verbosity(transformers_logging.ERROR):
+                model = model_class.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, config=config, **loading)
+            log.info("kept the first %d blocks of %s", num_layers, name_or_path)
     except OSError as error:
         raise SpladePeftError(
             f"model.name_or_path={name_or_path}: cannot load it ({str(error).splitlines()[0]}) -- a hub id needs a "
             f"network; offline, use model=splade_2l or model=minilm after `{FETCH_COMMAND}`, or a local folder"
         ) from error
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        # Decoder tokenizers often have no padding token; padded positions are masked out everywhere.
+        tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+@contextmanager
+def transformers_verbosity(level: int):
+    previous = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity(level)
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(previous)
+
+
+def truncated_config(name_or_path: str, trust_remote_code: bool, num_layers: int):
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    available = config.num_hidden_layers
+    if not 1 <= num_layers <= available:
+        raise ConfigError("model.num_layers", f"{num_layers} is not a block count of {name_or_path} ({available} layers)",
+                          f"use an integer in 1..{available}, or null for all of them")
+    config.num_hidden_layers = num_layers
+    if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention kinds (Qwen2, Gemma...)
+        config.layer_types = config.layer_types[:num_layers]
+    return config
 
 
 def build_random_backbone(random_init, folder: Path) -> Path:
     """A random masked LM (BERT) or causal LM (Llama) with a WordPiece vocabulary learnt from the embedded collection."""
     folder = folder.with_name(f"{folder.name}-{fingerprint(dict(random_init))}")
-    if (folder / "config.json").exists():
-        return folder
-    tokenizer = train_wordpiece_tokenizer(random_init.vocab_size, folder.parent)
-    torch.manual_seed(random_init.seed)
-    model = random_llama(random_init, tokenizer) if random_init.architecture == "llama" else random_bert(random_init, tokenizer)
-    with staged(folder, folder=True) as staging:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+    # Locked: parallel jobs on a cold cache build it once; the others wait and load it.
+    with locked(folder):
+        if (folder / "config.json").exists():
+            return folder
+        tokenizer = train_wordpiece_tokenizer(random_init.vocab_size, folder.parent)
+        torch.manual_seed(random_init.seed)
+        model = random_llama(random_init, tokenizer) if random_init.architecture == "llama" else random_bert(random_init, tokenizer)
+        with staged(folder, folder=True) as staging:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
     log.info("built tiny random backbone at %s", folder)
     return folder
 

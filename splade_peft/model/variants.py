@@ -19,12 +19,18 @@ from torch import nn
 
 from splade_peft.errors import ConfigError
 from splade_peft.model.adapters import save_adapter
+from splade_peft.model.csr import build_csr_encoder
 from splade_peft.model.decoders import make_bidirectional
+from splade_peft.model.dense import build_dense_encoder
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.model.query_table import QueryWeightTable, idf_weights
+from splade_peft.model.sides import EncoderSide
 from splade_peft.model.sparsifiers import build_sparsifier
 
-ENCODER_VARIANTS = ("splade", "splade_separate", "inference_free")
+SPARSE_VARIANTS = ("splade", "splade_separate", "inference_free")
+# Families on the LM's hidden states rather than its vocabulary (model/dense.py, model/csr.py).
+EMBEDDING_FAMILIES = ("dense", "csr")
+ENCODER_VARIANTS = SPARSE_VARIANTS + EMBEDDING_FAMILIES
 # What SparseEncoder.save writes besides the LM adapter(s): the query table and learned sparsifier values.
 OWN_PARAMETERS_FILE = "encoder_parameters.safetensors"
 QUERY_LM_FOLDER = "query_encoder"
@@ -32,6 +38,8 @@ QUERY_LM_FOLDER = "query_encoder"
 
 class SparseEncoder(nn.Module):
     """encode_queries / encode_documents: token ids -> (batch, vocab) non-negative weights, each side sparsified."""
+
+    is_sparse = True
 
     def __init__(self, query_encoder: nn.Module, document_encoder: SpladeEncoder,
                  query_sparsifier: nn.Module | None = None, document_sparsifier: nn.Module | None = None):
@@ -59,6 +67,10 @@ class SparseEncoder(nn.Module):
     def side(self, name: str) -> nn.Module:
         """A module whose forward(input_ids, attention_mask) encodes `name` ('queries' or 'documents')."""
         return EncoderSide(self, name)
+
+    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
+        """Training losses beside the ranking loss and regularisers: none (CSR has its reconstruction)."""
+        return {}
 
     def own_parameters(self) -> dict[str, torch.Tensor]:
         """Parameters outside the LMs: the query table and learned sparsifier cut-offs."""
@@ -96,19 +108,9 @@ class SparseEncoder(nn.Module):
             save_file({name: p.detach().cpu().contiguous() for name, p in own.items()}, folder / OWN_PARAMETERS_FILE)
 
 
-class EncoderSide(nn.Module):
-    def __init__(self, encoder: SparseEncoder, name: str):
-        super().__init__()
-        self.encoder, self.name = encoder, name
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        encode = self.encoder.encode_queries if self.name == "queries" else self.encoder.encode_documents
-        return encode(input_ids=input_ids, attention_mask=attention_mask)
-
-
-def as_sparse_encoder(encoder: nn.Module) -> SparseEncoder:
-    """A bare SpladeEncoder is the splade variant without sparsifiers."""
-    return encoder if isinstance(encoder, SparseEncoder) else SparseEncoder(encoder, encoder)
+def as_sparse_encoder(encoder: nn.Module) -> nn.Module:
+    """A bare SpladeEncoder is the splade variant without sparsifiers; any other encoder is returned as it is."""
+    return SparseEncoder(encoder, encoder) if isinstance(encoder, SpladeEncoder) else encoder
 
 
 def build_encoder(encoder_cfg, masked_lm: nn.Module, tokenizer, corpus: Mapping[str, str], doc_max_length: int,
@@ -121,6 +123,12 @@ def build_encoder(encoder_cfg, masked_lm: nn.Module, tokenizer, corpus: Mapping[
         raise ConfigError("encoder.name", f"unknown encoder '{encoder_cfg.name}'", f"use one of {', '.join(ENCODER_VARIANTS)}")
     if encoder_cfg.bidirectional:
         make_bidirectional(masked_lm)
+    if encoder_cfg.name in EMBEDDING_FAMILIES:
+        if encoder_cfg.sparsifiers.documents.method != "none" or encoder_cfg.sparsifiers.queries.method != "none":
+            raise ConfigError("encoder.sparsifiers", f"encoder={encoder_cfg.name} does not use sparsifiers",
+                              "leave encoder.sparsifiers.*.method=none (csr's sparsity is encoder.csr.k)")
+        build = build_dense_encoder if encoder_cfg.name == "dense" else build_csr_encoder
+        return build(encoder_cfg, adapt(masked_lm) if adapt else masked_lm, tokenizer)
     separate = encoder_cfg.name == "splade_separate" and adapt is not None
     # Copied before adapting: PEFT injects its layers into the model it wraps. Untrained, both sides are
     # the same LM, so one copy serves both.

@@ -71,8 +71,11 @@ class SpladeModule(L.LightningModule):
         lambda_q = quadratic_warmup(self.global_step, self.loss_cfg.lambda_q, self.loss_cfg.warmup_steps)
         if not self.encoder.regularise_queries:
             lambda_q = 0.0
+        if not self.encoder.is_sparse:  # FLOPS and L1 make vectors sparse: meaningless on dense embeddings
+            lambda_d = lambda_q = 0.0
         doc_flops, query_l1 = flops(documents), l1(queries)
-        loss = ranking + lambda_d * doc_flops + lambda_q * query_l1
+        auxiliary = self.encoder.auxiliary_losses()  # CSR's reconstruction
+        loss = ranking + lambda_d * doc_flops + lambda_q * query_l1 + sum(auxiliary.values())
         if not torch.isfinite(loss):
             self.skip_nonfinite("loss")
             return None  # Lightning skips the backward pass and the optimizer step for this batch
@@ -80,7 +83,7 @@ class SpladeModule(L.LightningModule):
             {
                 "train/loss": loss,
                 "train/ranking_loss": ranking,
-                **{f"train/{name}_loss": value for name, value in ranking_terms.items()},
+                **{f"train/{name}_loss": value for name, value in {**ranking_terms, **auxiliary}.items()},
                 "train/flops": doc_flops,
                 "train/query_l1": query_l1,
                 "train/doc_nnz": nonzeros_per_vector(documents).mean(),

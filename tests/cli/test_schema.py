@@ -13,7 +13,8 @@ from splade_peft.errors import ConfigError
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "paths", "sweep"))
 # Options that cannot stand alone: they need a value the user supplies.
-NEEDS = {("data", "beir"): ["data.path=/some/beir/folder"], ("data", "hub"): ["data.hub_id=BeIR/scifact"]}
+NEEDS = {("data", "beir"): ["data.path=/some/beir/folder"], ("data", "hub"): ["data.hub_id=BeIR/scifact"],
+         ("encoder", "dense"): ["index=faiss"], ("index", "faiss"): ["encoder=dense"]}
 
 
 

@@ -1,0 +1,137 @@
+"""Dense retrievers on a language model, decoders first (`encoder=dense`): one embedding per text.
+
+Pooling over the LM's last hidden states (the input of its vocabulary projection, which is never computed):
+- eos: append the EOS token and take its state (RepLLaMA). Under causal attention it is the one position
+  that has seen the whole text;
+- last: the state of the text's last token as tokenised (no EOS appended);
+- mean: the average over the text's tokens (instruction prefix included).
+
+Embeddings are L2-normalised in float32 and queries scaled by 1 / temperature, so that a query-document
+score is cos(q, d) / temperature everywhere: in every ranking loss, in validation and in the Faiss index.
+Unnormalised embeddings of an LLM have norms in the hundreds; the research notes' RepLLaMA run diverged to
+NaN on them. Normalised, every score is bounded by 1 / temperature.
+
+Instruction prefixes (`encoder.query_prefix`, `encoder.document_prefix`) are tokenised once, on their own,
+and put in front of each text's tokens (after a leading BOS), so every path that feeds token ids (training
+batches, indexing, validation) gets them; texts keep their truncation length, the prefix comes on top.
+"""
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from splade_peft.errors import ConfigError
+from splade_peft.model.adapters import save_adapter
+from splade_peft.model.encoder import vocabulary_projection_skipped
+from splade_peft.model.sides import EncoderSide
+
+DENSE_POOLINGS = ("eos", "mean", "last")
+
+
+class DenseEncoder(nn.Module):
+    """encode_queries / encode_documents: token ids -> (batch, hidden) embeddings, unit norm (queries / temperature)."""
+
+    is_sparse = False
+    # Nothing to make sparse: the trainer applies no FLOPS/L1 regulariser to dense vectors.
+    regularise_queries = False
+
+    def __init__(self, language_model: nn.Module, pooling: str, eos_token_id: int | None,
+                 query_prefix_ids: list[int] = (), document_prefix_ids: list[int] = (),
+                 bos_token_id: int | None = None, normalize: bool = True, temperature: float = 1.0):
+        super().__init__()
+        if pooling not in DENSE_POOLINGS:
+            raise ConfigError("encoder.pooling", f"'{pooling}' is not a dense pooling", f"use one of {', '.join(DENSE_POOLINGS)}")
+        if pooling == "eos" and eos_token_id is None:
+            raise ConfigError("encoder.pooling", "eos needs an EOS token and this backbone's tokenizer and config have none",
+                              "use encoder.pooling=mean or encoder.pooling=last")
+        self.masked_lm = language_model  # the name every encoder family gives its (adapted) LM
+        self.pooling, self.eos_token_id, self.bos_token_id = pooling, eos_token_id, bos_token_id
+        self.prefix_ids = {"queries": list(query_prefix_ids), "documents": list(document_prefix_ids)}
+        self.normalize, self.temperature = normalize, temperature
+
+    def encode_queries(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.embed(input_ids, attention_mask, "queries") / self.temperature
+
+    def encode_documents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.embed(input_ids, attention_mask, "documents")
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, side: str) -> torch.Tensor:
+        """The pooled (and normalised) embedding of each text of `side`."""
+        input_ids, attention_mask = self.prepared(input_ids, attention_mask, self.prefix_ids[side])
+        projection = self.masked_lm.get_output_embeddings()
+        with vocabulary_projection_skipped(projection):
+            hidden = self.masked_lm(input_ids=input_ids, attention_mask=attention_mask).logits
+        pooled = pool(hidden.float(), attention_mask, self.pooling)
+        return F.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def prepared(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: list[int]):
+        """Each text's tokens with the prefix in front and (pooling=eos) the EOS token behind, re-padded on the
+        right whatever side the tokenizer padded: positions then count from the first token of every row."""
+        if not prefix and self.pooling != "eos" and attention_mask[:, 0].all():
+            return input_ids, attention_mask  # nothing to add, and every row starts at 0: right-padded already
+        rows = [self.framed(ids[mask], prefix) for ids, mask in zip(input_ids, attention_mask.bool())]
+        length = max(len(row) for row in rows)
+        padded = input_ids.new_zeros((len(rows), length))
+        mask = attention_mask.new_zeros((len(rows), length))
+        for index, row in enumerate(rows):
+            padded[index, :len(row)], mask[index, :len(row)] = row, 1
+        return padded, mask
+
+    def framed(self, tokens: torch.Tensor, prefix: list[int]) -> torch.Tensor:
+        head = tokens[:1] if self.bos_token_id is not None and len(tokens) and tokens[0] == self.bos_token_id else tokens[:0]
+        parts = [head, tokens.new_tensor(prefix), tokens[len(head):]]
+        if self.pooling == "eos" and (not len(tokens) or tokens[-1] != self.eos_token_id):
+            parts.append(tokens.new_tensor([self.eos_token_id]))  # a tokenizer that appends it already is left alone
+        return torch.cat(parts)
+
+    def side(self, name: str) -> nn.Module:
+        return EncoderSide(self, name)
+
+    def language_model_encoders(self) -> list["DenseEncoder"]:
+        return [self]
+
+    def own_parameters(self) -> dict[str, torch.Tensor]:
+        """Every parameter lives in the LM (and its adapter)."""
+        return {}
+
+    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def parameter_groups(self, optim_cfg) -> list[dict]:
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def save(self, folder: Path) -> None:
+        save_adapter(self.masked_lm, folder)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(batch, length, hidden) -> (batch, hidden) over right-padded rows."""
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    if pooling == "mean":
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    last = attention_mask.sum(dim=1).clamp(min=1) - 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def special_token_id(tokenizer, language_model: nn.Module, name: str) -> int | None:
+    """The tokenizer's `name` token id, else the model config's (a list there means several: the first)."""
+    token_id = getattr(tokenizer, f"{name}_token_id", None)
+    if token_id is None:
+        token_id = getattr(language_model.config, f"{name}_token_id", None)
+    return token_id[0] if isinstance(token_id, list) else token_id
+
+
+def prefix_ids(tokenizer, prefix: str | None) -> list[int]:
+    return tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+
+
+def build_dense_encoder(encoder_cfg, language_model: nn.Module, tokenizer) -> DenseEncoder:
+    """`encoder=dense` on an (adapted) LM, its special tokens and prefixes taken from `tokenizer`."""
+    return DenseEncoder(
+        language_model, encoder_cfg.pooling, special_token_id(tokenizer, language_model, "eos"),
+        prefix_ids(tokenizer, encoder_cfg.query_prefix), prefix_ids(tokenizer, encoder_cfg.document_prefix),
+        bos_token_id=special_token_id(tokenizer, language_model, "bos"), normalize=encoder_cfg.normalize,
+        temperature=encoder_cfg.temperature,
+    )
