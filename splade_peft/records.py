@@ -186,13 +186,19 @@ class StageStore:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def run(self, name: str, inputs: Mapping, produce: Callable[[Path], dict]) -> tuple[Path, dict]:
-        folder, inputs_fingerprint = self.root / name, fingerprint(inputs)
-        marker = folder / self.MARKER
+    def completed(self, name: str, inputs: Mapping) -> dict | None:
+        """The summary of stage `name` if it completed with these inputs, else None."""
+        marker = self.root / name / self.MARKER
         if marker.exists():
             recorded = json.loads(marker.read_text())
-            if recorded["inputs_fingerprint"] == inputs_fingerprint:
-                return folder, recorded["summary"]
+            if recorded["inputs_fingerprint"] == fingerprint(inputs):
+                return recorded["summary"]
+        return None
+
+    def run(self, name: str, inputs: Mapping, produce: Callable[[Path], dict]) -> tuple[Path, dict]:
+        folder, inputs_fingerprint = self.root / name, fingerprint(inputs)
+        if (summary := self.completed(name, inputs)) is not None:
+            return folder, summary
         with staged(folder, folder=True) as staging:
             summary = produce(staging)
             write_json_atomic(staging / self.MARKER, {"inputs_fingerprint": inputs_fingerprint, "inputs": inputs, "summary": summary})

@@ -13,6 +13,7 @@ from splade_peft.evaluation.metrics import evaluate
 from splade_peft.evaluation.sparsity import SparsityCounter, sparsity_report
 from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import build_impact_index, quantize, write_vector_collection
+from splade_peft.index.sharded import encode_corpus_sharded
 from splade_peft.model.variants import SparseEncoder, as_sparse_encoder
 from splade_peft.records import StageStore
 from splade_peft.search.lucene import impact_search
@@ -21,8 +22,12 @@ from splade_peft.search.runs import write_trec_run
 RUN_FILE = "run.trec"
 
 
-def evaluate_encoder(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictConfig, folder: Path) -> dict:
-    """Encode the corpus into a Lucene impact index, search it with the encoded queries, score the run."""
+def evaluate_encoder(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictConfig, folder: Path,
+                     encoding_folder: Path | None = None) -> dict:
+    """Encode the corpus into a Lucene impact index, search it with the encoded queries, score the run.
+
+    With index.encode_shards > 1 the corpus is encoded shard by shard into `encoding_folder` (index/sharded.py),
+    which outlives an interrupted evaluation, so that its complete shards are reused."""
     documents, queries = SparsityCounter(), SparsityCounter()
     factor = cfg.index.quantization
     encoder = as_sparse_encoder(encoder)
@@ -36,9 +41,15 @@ def evaluate_encoder(encoder: SparseEncoder, tokenizer, collection: Collection, 
             yield text_id, impacts
 
     started = time.perf_counter()
-    write_vector_collection(quantised("documents", collection.corpus, cfg.model.doc_max_length, documents), folder / "vectors", cfg.index.shards)
+    vectors = folder / "vectors"
+    if cfg.index.encode_shards > 1:
+        vectors = (encoding_folder or folder / "encoding") / "vectors"
+        _, documents = encode_corpus_sharded(encoder.side("documents"), tokenizer, collection.corpus, cfg,
+                                             vectors.parent)
+    else:
+        write_vector_collection(quantised("documents", collection.corpus, cfg.model.doc_max_length, documents), vectors, cfg.index.shards)
     encoded = time.perf_counter()
-    build_impact_index(folder / "vectors", folder / "index", cfg.index.threads)
+    build_impact_index(vectors, folder / "index", cfg.index.threads)
     indexed = time.perf_counter()
     query_vectors = dict(quantised("queries", collection.queries, cfg.model.query_max_length, queries))
     run = impact_search(folder / "index", query_vectors, k=cfg.eval.k, threads=cfg.eval.search_threads)
@@ -67,7 +78,8 @@ def evaluate_in_store(store: StageStore, name: str, encoder, tokenizer, collecti
                       model_fingerprint: str) -> tuple[Path, dict]:
     """evaluate_encoder as stage `name` of `store`: (its folder, holding RUN_FILE, and its summary)."""
     inputs = evaluation_inputs(cfg, collection, model_fingerprint)
-    return store.run(name, inputs, partial(evaluate_encoder, encoder, tokenizer, collection, cfg))
+    return store.run(name, inputs, partial(evaluate_encoder, encoder, tokenizer, collection, cfg,
+                                           encoding_folder=store.root / ".encoding" / name))
 
 
 def evaluate_trained(encoder, tokenizer, collections: dict[str, Collection], cfg: DictConfig, run_dir: Path,

@@ -4,7 +4,7 @@ and the DataLoader that batches them (one collection, or a mixture of several)."
 
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from splade_peft.data.collection import Collection
 from splade_peft.data.hard_negatives import (
@@ -55,16 +55,19 @@ def training_teacher(collection: Collection, pairs: list[TrainingPair], cfg: Dic
         members.append(scores)
         names.append(str(file))
     listed = teacher_pairs(pairs) if teacher_cfg.scorers else {}
+    reference = 0  # the teacher whose scale the ensemble takes: the first, or the splade scorer
     if "splade" in teacher_cfg.scorers:
+        reference = len(members)  # it scores on the student's own scale
         members.append(cached_splade_scores(
-            teacher_cfg.checkpoint, collection.queries, collection.corpus, listed, cfg.paths.cache))
+            teacher_cfg.checkpoint, collection.queries, collection.corpus, listed, cfg.paths.cache, cfg.trainer))
         names.append(f"splade teacher {teacher_cfg.checkpoint}")
     if "bm25" in teacher_cfg.scorers:
         members.append(cached_bm25_scores(collection, listed, cfg.paths.cache, cfg.eval.search_threads))
         names.append("bm25 teacher")
     if not members:
         return None, ""
-    return ensemble(members, teacher_cfg.ensemble), " + ".join(names)
+    combined = ensemble(members, teacher_cfg.ensemble, teacher_cfg.get("weights"), reference)
+    return combined, " + ".join(names)
 
 
 def needs_teacher(cfg: DictConfig) -> bool:
@@ -87,14 +90,18 @@ def training_set(collection: Collection, cfg: DictConfig) -> Dataset:
 
 def training_loader(dataset: Dataset, tokenizer, cfg: DictConfig) -> tuple[DataLoader, EpochShuffle | None]:
     """Batches of `dataset` (and of data.mixture's datasets), and the sampler whose position a checkpoint
-    must keep (None for a mixture, whose batch order is a function of seed and epoch alone)."""
+    must keep (None for a mixture, whose batch order is a function of seed and epoch alone).
+
+    With data.num_workers > 0 the items are drawn and tokenised (the collator) in the worker processes;
+    every index carries its epoch, so the batches are the same whatever the number of workers."""
     collate = TrainingCollator(tokenizer, cfg.model.query_max_length, cfg.model.doc_max_length)
     if cfg.data.mixture.datasets:
         return mixture_loader(dataset, collate, cfg), None
     sampler = EpochShuffle(dataset, cfg.seed)
     loader = DataLoader(
-        dataset, batch_size=cfg.data.batch_size, sampler=sampler, drop_last=len(dataset) >= cfg.data.batch_size,
-        num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed), collate_fn=collate,
+        EpochItems(dataset), batch_size=cfg.data.batch_size, sampler=EpochTagged(sampler),
+        drop_last=len(dataset) >= cfg.data.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
+        collate_fn=collate, **worker_options(cfg.data),
     )
     return loader, sampler
 
@@ -103,4 +110,53 @@ def mixture_loader(first: Dataset, collate: TrainingCollator, cfg: DictConfig) -
     """The main training set and those of data.mixture.datasets, each batch from one of them."""
     members = [first] + [training_set(load_data(spec, spec.split, cfg), cfg) for spec in cfg.data.mixture.datasets.values()]
     batches = SingleDatasetBatches([len(m) for m in members], cfg.data.batch_size, cfg.data.mixture.sampling, cfg.seed)
-    return DataLoader(Mixture(members), batch_sampler=batches, num_workers=cfg.data.num_workers, collate_fn=collate)
+    return DataLoader(EpochItems(Mixture(members)), batch_sampler=EpochTagged(batches), collate_fn=collate,
+                      **worker_options(cfg.data))
+
+
+def worker_options(data_cfg: DictConfig) -> dict:
+    """DataLoader's worker and memory settings from data.*; the worker-only ones only when there are workers
+    (DataLoader refuses prefetch_factor and persistent_workers without them)."""
+    pin_memory = torch.cuda.is_available() if data_cfg.pin_memory == "auto" else data_cfg.pin_memory
+    options = {"num_workers": data_cfg.num_workers, "pin_memory": pin_memory}
+    if data_cfg.num_workers > 0:
+        options.update(prefetch_factor=data_cfg.prefetch_factor, persistent_workers=data_cfg.persistent_workers)
+    return options
+
+
+class EpochTagged(Sampler):
+    """Yields (epoch, index), or lists of them from a batch sampler: a persistent worker keeps its copy of
+    the dataset across epochs, so the epoch whose negatives an item draws must come with the index."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        epoch = self.sampler.epoch
+        for item in self.sampler:
+            yield [(epoch, index) for index in item] if isinstance(item, list) else (epoch, item)
+
+
+class EpochItems(Dataset):
+    """`dataset[index]` as drawn in `epoch`, for the (epoch, index) keys of EpochTagged."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, index = key
+        self.set_epoch(epoch)
+        return self.dataset[index]

@@ -1,0 +1,177 @@
+"""Corpus encoding cut into shards that are encoded in parallel -- by local processes (one per CPU core
+group or GPU) or by one submitit job each (a SLURM array) -- and indexed together by one Anserini run.
+
+Each shard is a stage of a StageStore: its vector file is published before its marker, and the marker
+names the shard's inputs (encoder weights, texts, encoding settings), so an interrupted encoding redoes
+only the shards without a matching marker.
+
+Layout of the encoding folder:
+    vectors/shard-00003.jsonl          what Anserini indexes (one file per shard: one per indexing thread)
+    stages/shard-00003/_complete.json  the shard's marker; its summary holds the sparsity counts
+"""
+
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from splade_peft.evaluation.sparsity import SparsityCounter
+from splade_peft.index.encode import encode_texts
+from splade_peft.index.impact import quantize, write_vector_collection
+from splade_peft.records import StageStore, mapping_fingerprint, remove
+
+SHARD_LAUNCHERS = ("local", "submitit")
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    max_length: int
+    tokens_per_batch: int
+    max_batch_size: int
+    quantization: float
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard's work, picklable: for a spawned process or a submitit job."""
+
+    encoder: nn.Module | Path  # the module itself, or a torch.save'd module (submitit: one file for all jobs)
+    tokenizer: object
+    texts: dict[str, str]
+    settings: EncodeSettings
+    folder: Path  # the encoding folder
+    name: str
+    inputs: dict
+    device: str
+
+
+def encode_corpus_sharded(encoder: nn.Module, tokenizer, corpus: Mapping[str, str], cfg: DictConfig,
+                          folder: Path) -> tuple[int, SparsityCounter]:
+    """Encode `corpus` with `encoder` (a module taking input_ids, attention_mask) into index.encode_shards
+    vector shards under `folder`/vectors, reusing complete ones; (documents written, their sparsity counts)."""
+    folder = Path(folder)
+    settings = EncodeSettings(cfg.model.doc_max_length, cfg.index.tokens_per_batch, cfg.index.max_batch_size,
+                              cfg.index.quantization)
+    jobs = shard_jobs(encoder, tokenizer, corpus, settings, folder, cfg.index.encode_shards)
+    remove_other_shards(folder, {job.name for job in jobs})
+    store = StageStore(folder / "stages")
+    pending = [job for job in jobs if store.completed(job.name, job.inputs) is None]
+    if pending:
+        launch(pending, cfg.index, folder)
+    summaries = [store.completed(job.name, job.inputs) for job in jobs]
+    counter = SparsityCounter()
+    for summary in summaries:
+        counter.term_frequency.update(summary["term_frequency"])
+        counter.lengths.extend(summary["lengths"])
+    return sum(summary["documents"] for summary in summaries), counter
+
+
+def shard_jobs(encoder: nn.Module, tokenizer, corpus: Mapping[str, str], settings: EncodeSettings, folder: Path,
+               shards: int) -> list[ShardJob]:
+    """Every `shards`-th text from the i-th on in shard i: lengths (and so encoding times) stay balanced."""
+    ids = list(corpus)
+    weights = weights_fingerprint(encoder)
+    device = str(next(encoder.parameters()).device)
+    jobs = []
+    for index in range(shards):
+        texts = {doc_id: corpus[doc_id] for doc_id in ids[index::shards]}
+        inputs = {"encoder": weights, "texts": mapping_fingerprint(texts), "settings": settings.__dict__,
+                  "shard": [index, shards]}
+        jobs.append(ShardJob(encoder, tokenizer, texts, settings, folder, f"shard-{index:05d}", inputs, device))
+    return jobs
+
+
+def weights_fingerprint(encoder: nn.Module) -> str:
+    """Hash of the module's class, parameter names and values: what a shard's vectors depend on."""
+    digest = hashlib.sha256(type(encoder).__qualname__.encode())
+    for name, tensor in encoder.state_dict().items():
+        digest.update(name.encode() + str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def spread_over_gpus(jobs: list[ShardJob]) -> list[ShardJob]:
+    """On CUDA, the devices of this machine in turn: shard i on device i mod the device count."""
+    if not jobs[0].device.startswith("cuda"):
+        return jobs
+    return [replace(job, device=f"cuda:{index % torch.cuda.device_count()}") for index, job in enumerate(jobs)]
+
+
+def remove_other_shards(folder: Path, names: set[str]) -> None:
+    """Vector folders of an earlier, differently cut encoding would be indexed too: remove them."""
+    for stale in (p for p in (folder / "vectors").glob("*") if p.stem not in names):
+        remove(stale)
+
+
+def launch(jobs: list[ShardJob], index_cfg: DictConfig, folder: Path) -> None:
+    if index_cfg.shard_launcher == "submitit":
+        launch_submitit(jobs, index_cfg, folder)
+    elif index_cfg.encode_processes == 1:
+        for job in jobs:
+            encode_shard(job)
+    else:
+        launch_processes(jobs, index_cfg.encode_processes)
+
+
+def launch_processes(jobs: list[ShardJob], processes: int) -> None:
+    """Spawned processes (fork would copy a CUDA context and the tokenizer's threads), one torch thread each
+    so that N processes share N cores instead of fighting over them."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=context,
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        list(pool.map(encode_shard, spread_over_gpus(jobs)))  # list(): re-raises a shard's exception here
+
+
+def launch_submitit(jobs: list[ShardJob], index_cfg: DictConfig, folder: Path) -> None:
+    """One submitit job per pending shard; the encoder is saved once and loaded by each job."""
+    import submitit
+
+    parameters = {key: value for key, value in OmegaConf.to_container(index_cfg.submitit).items() if value is not None}
+    executor = submitit.AutoExecutor(folder=folder / "submitit", cluster=parameters.pop("cluster", None))
+    executor.update_parameters(**parameters)
+    encoder_file = folder / "encoder.pt"
+    torch.save(jobs[0].encoder, encoder_file)
+    # A job runs on a machine of its own: its device is that machine's first GPU, or its CPU.
+    device = "cuda" if jobs[0].device.startswith("cuda") else "cpu"
+    moved = [replace(job, encoder=encoder_file, device=device) for job in jobs]
+    for submitted in executor.map_array(encode_shard, moved):
+        submitted.result()  # waits; raises the job's exception with its log
+
+
+def encode_shard(job: ShardJob) -> dict:
+    """Encode one shard into vectors/<name>.jsonl (as a stage: nothing half-written is ever trusted); its summary."""
+    encoder = loaded_encoder(job.encoder) if isinstance(job.encoder, Path) else job.encoder
+    encoder = encoder.to(job.device)
+    counter = SparsityCounter()
+
+    def produce(staging: Path) -> dict:
+        vectors = encode_texts(encoder, job.tokenizer, job.texts, job.settings.max_length,
+                               job.settings.tokens_per_batch, job.settings.max_batch_size)
+        quantised = ((doc_id, counter_added(counter, quantize(vector, job.settings.quantization)))
+                     for doc_id, vector in vectors)
+        documents = write_vector_collection(quantised, staging / "vectors", shards=1)
+        # One rename, before the marker: a reader (or a concurrent writer of the same shard) never sees half a file.
+        (job.folder / "vectors").mkdir(parents=True, exist_ok=True)
+        os.replace(staging / "vectors" / "part-00000.jsonl", job.folder / "vectors" / f"{job.name}.jsonl")
+        return {"documents": documents, "lengths": counter.lengths, "term_frequency": dict(counter.term_frequency)}
+
+    return StageStore(job.folder / "stages").run(job.name, job.inputs, produce)[1]
+
+
+def counter_added(counter: SparsityCounter, impacts: dict[str, int]) -> dict[str, int]:
+    counter.add(impacts)
+    return impacts
+
+
+@cache
+def loaded_encoder(path: Path) -> nn.Module:
+    # Our own file, written by launch_submitit: a whole module, so not loadable with weights_only.
+    return torch.load(path, weights_only=False)
