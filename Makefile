@@ -14,7 +14,8 @@ export TOKENIZERS_PARALLELISM ?= false
 # `make sweep-rank` runs sweeps/rank.yaml as the file says (a study that needs an experiment names it in its
 # defaults); SWEEP_SCALE=smoke runs the same grid on the smoke preset, in outputs/sweeps/<study>-smoke.
 SWEEP_SCALE ?= full
-SWEEP_ARGS = $(if $(filter smoke,$(SWEEP_SCALE)),experiment=smoke)
+# Decoder studies (sweeps/decoder_*.yaml) need a decoder: their smoke preset is experiment=smoke_decoder.
+SWEEP_ARGS = $(if $(filter smoke,$(SWEEP_SCALE)),experiment=$(if $(filter decoder_%,$*),smoke_decoder,smoke))
 STUDIES := $(basename $(notdir $(wildcard sweeps/*.yaml)))
 
 .PHONY: install checkpoints smollm2 run smoke test test-fast bench bench-scale clean sweeps $(addprefix sweep-,$(STUDIES))
