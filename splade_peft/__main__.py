@@ -63,8 +63,14 @@ def main(cfg: DictConfig) -> float:
     # Imported here so that `--help` and config errors answer without loading torch.
     from splade_peft.pipeline import job_record, run_job
     from splade_peft.tracking import ExperimentTracker
+    from splade_peft.training.distributed import is_rank_zero
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if not is_rank_zero():
+        # A process Lightning's DDP launcher started (trainer.devices > 1): it trains beside rank zero,
+        # which writes every file of the job, and exits when training ends.
+        run_job(cfg, run_dir, tracker=None)
+        return math.nan
     hide_credentials(run_dir)
     results_path = run_dir / "results.json"
     record = {"status": "running", **job_record(cfg), "overrides": redact(list(HydraConfig.get().overrides.task))}

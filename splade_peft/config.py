@@ -70,6 +70,8 @@ RANGE_CHECKS = {
     "model.trust_remote_code": (lambda v: isinstance(v, bool), "true or false (false unless you trust the model's code)"),
     "training.checkpoint_every_n_steps": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "training.max_nonfinite_batches": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "training.early_stopping_patience": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: off)"),
+    "loss.in_batch": (lambda v: v in (True, False, "local", "global"), "true (= local), false, local or global"),
 }
 
 

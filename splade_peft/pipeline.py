@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from splade_peft.config import validate
 from splade_peft.data.collection import Collection
+from splade_peft.device import job_device
 from splade_peft.data.sources import load_data, load_eval_collections
 from splade_peft.evaluation.metrics import macro_average, per_query, standard_measures
 from splade_peft.evaluation.references import reference_rows
@@ -19,6 +20,7 @@ from splade_peft.model.backbones import load_backbone
 from splade_peft.model.variants import build_encoder
 from splade_peft.records import folder_fingerprint, library_versions, redact, write_json_atomic
 from splade_peft.search.runs import read_trec_run
+from splade_peft.training.distributed import is_rank_zero
 from splade_peft.training.fit import fit
 
 PER_QUERY_FILE = "per_query.json"
@@ -32,11 +34,12 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     results = {"data": describe_data(train_collection, eval_collections)}
     masked_lm, tokenizer = load_backbone(
         cfg.model, cfg.paths.cache, cfg.lora.quantization, cfg.trainer.precision,
-        on_gpu=cfg.trainer.accelerator in ("gpu", "cuda"),
+        on_gpu=job_device(cfg.trainer).type == "cuda",
     )
     model_fingerprint = describe_model(cfg, masked_lm)
     idf_corpus = (train_collection or next(iter(eval_collections.values()))).corpus
-    references = reference_rows(masked_lm, tokenizer, eval_collections, idf_corpus, cfg, model_fingerprint)
+    # Under DDP only rank zero computes the reference rows and evaluates; the other ranks only train.
+    references = reference_rows(masked_lm, tokenizer, eval_collections, idf_corpus, cfg, model_fingerprint) if is_rank_zero() else {}
     results["references"] = {row: {name: summary for name, (_, summary) in by_dataset.items()}
                               for row, by_dataset in references.items()}
 
@@ -45,7 +48,9 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
         adapt=lambda lm: wrap_with_adapter(lm, cfg.lora, cfg.trainer.max_steps),
     )
     results["params"] = count_parameters(encoder)
-    training = fit(encoder, tokenizer, train_collection, cfg, run_dir, tracker.lightning_logger)
+    training = fit(encoder, tokenizer, train_collection, cfg, run_dir, tracker.lightning_logger if tracker else False)
+    if not is_rank_zero():
+        return {"training": training}
     results["params"]["adapter_bytes"] = training.pop("adapter_bytes")
     results["memory"] = {**peak_memory_mb(), **training.pop("memory")}  # whole-process peak, then training's
 

@@ -15,13 +15,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
-from torch.optim.lr_scheduler import LambdaLR
+from transformers import get_linear_schedule_with_warmup
 
 from splade_peft.memory import peak_memory
 from splade_peft.model.adapters import wrap_with_adapter
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.training.losses import contrastive_loss
-from splade_peft.training.module import SpladeModule, linear_warmup_then_decay
+from splade_peft.training.module import SpladeModule
 from splade_peft.training.regularizers import flops, l1, quadratic_warmup
 
 
@@ -54,7 +54,7 @@ def plain_step_times(encoder: SpladeEncoder, batches: list[dict], loss_cfg, opti
     encoder.to(device).train()
     parameters = [p for p in encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
-    schedule = LambdaLR(optimizer, linear_warmup_then_decay(optim_cfg.warmup_steps, len(batches)))
+    schedule = get_linear_schedule_with_warmup(optimizer, optim_cfg.warmup_steps, len(batches))
     stamps = []
     for step, batch in enumerate(batches):
         with autocast:

@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from splade_peft.data.collection import Collection
+from splade_peft.device import on_job_device
 from splade_peft.evaluation.metrics import evaluate
 from splade_peft.evaluation.sparsity import SparsityCounter, sparsity_report
 from splade_peft.index.encode import encode_texts
@@ -78,8 +79,10 @@ def evaluate_in_store(store: StageStore, name: str, encoder, tokenizer, collecti
                       model_fingerprint: str) -> tuple[Path, dict]:
     """evaluate_encoder as stage `name` of `store`: (its folder, holding RUN_FILE, and its summary)."""
     inputs = evaluation_inputs(cfg, collection, model_fingerprint)
-    return store.run(name, inputs, partial(evaluate_encoder, encoder, tokenizer, collection, cfg,
-                                           encoding_folder=store.root / ".encoding" / name))
+    # On the job's device: Lightning's teardown leaves a trained encoder on the CPU.
+    with on_job_device(encoder, cfg.trainer):
+        return store.run(name, inputs, partial(evaluate_encoder, encoder, tokenizer, collection, cfg,
+                                               encoding_folder=store.root / ".encoding" / name))
 
 
 def evaluate_trained(encoder, tokenizer, collections: dict[str, Collection], cfg: DictConfig, run_dir: Path,

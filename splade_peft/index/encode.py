@@ -51,6 +51,10 @@ def encode_texts(
             padded = tokenizer.pad({"input_ids": [token_ids[i] for i in batch]}, return_tensors="pt")
             weights = encoder(padded["input_ids"].to(device), padded["attention_mask"].to(device)).float().cpu()
             for row, index in enumerate(batch):
-                nonzero = weights[row].nonzero().squeeze(1).tolist()
-                values = weights[row, nonzero].tolist()
-                yield ids[index], {terms[t]: w for t, w in zip(nonzero, values)}
+                yield ids[index], term_weights(weights[row], terms)
+
+
+def term_weights(weights: torch.Tensor, terms: list[str]) -> dict[str, float]:
+    """{term: weight} for the nonzero entries of one vocabulary-sized vector."""
+    nonzero = weights.nonzero().squeeze(1).tolist()
+    return {terms[t]: w for t, w in zip(nonzero, weights[nonzero].tolist())}

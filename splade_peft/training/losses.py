@@ -28,6 +28,15 @@ def contrastive_loss(
     return F.cross_entropy(scores / temperature, targets)
 
 
+def pooled_contrastive_loss(queries: torch.Tensor, pool: torch.Tensor, first_document: int, docs_per_query: int,
+                            temperature: float = 1.0) -> torch.Tensor:
+    """InfoNCE of every query against every document of `pool` (loss.in_batch=global: the documents of all
+    devices); query i's positive is row first_document + i * docs_per_query of the pool."""
+    scores = queries @ pool.T
+    targets = first_document + torch.arange(queries.shape[0], device=queries.device) * docs_per_query
+    return F.cross_entropy(scores / temperature, targets)
+
+
 def group_scores(queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int) -> torch.Tensor:
     """(queries, docs_per_query): each query's dot product with the documents of its own group."""
     groups = documents.view(queries.shape[0], docs_per_query, -1)
@@ -50,17 +59,23 @@ def kl_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
 
 
 def ranking_loss(
-    loss_cfg, queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int, teacher: torch.Tensor | None
+    loss_cfg, queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int, teacher: torch.Tensor | None,
+    document_pool: tuple[torch.Tensor, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The weighted sum of the losses named in `loss.weights` (zero weights are skipped), and each term.
-    A loss config without `weights` (written before distillation existed) means contrastive alone."""
+    A loss config without `weights` (written before distillation existed) means contrastive alone.
+    `document_pool` (documents, where this batch's start) replaces the batch's documents as InfoNCE's candidates."""
     weights = loss_cfg.get("weights") or {"contrastive": 1.0}
     terms = {}
     for name, weight in weights.items():
         if not weight:
             continue
         if name == "contrastive":
-            terms[name] = contrastive_loss(queries, documents, docs_per_query, loss_cfg.in_batch, loss_cfg.temperature)
+            terms[name] = (
+                pooled_contrastive_loss(queries, *document_pool, docs_per_query, loss_cfg.temperature)
+                if document_pool is not None
+                else contrastive_loss(queries, documents, docs_per_query, loss_cfg.in_batch, loss_cfg.temperature)
+            )
             continue
         if teacher is None:
             raise ConfigError(f"loss.weights.{name}", "needs teacher scores and the training data has none",

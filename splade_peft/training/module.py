@@ -1,34 +1,32 @@
-"""The LightningModule: SPLADE encoder (+ adapter) trained with a ranking loss and sparsity regularisers."""
+"""The LightningModule: SPLADE encoder (+ adapter) trained with a ranking loss and sparsity regularisers,
+validated with retrieval metrics on a validation split when one is given."""
 
 import logging
 
 import lightning as L
 import torch
-from torch.optim.lr_scheduler import LambdaLR
+from transformers import get_linear_schedule_with_warmup
 
 from splade_peft.errors import TrainingDivergedError
 from splade_peft.model.variants import SparseEncoder, as_sparse_encoder
+from splade_peft.training.distributed import all_processes_agree, gather_documents
 from splade_peft.training.losses import ranking_loss
 from splade_peft.training.regularizers import flops, l1, nonzeros_per_vector, quadratic_warmup
+from splade_peft.training.validation import RetrievalValidation
 
 log = logging.getLogger(__name__)
-
-
-def linear_warmup_then_decay(warmup_steps: int, total_steps: int):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return factor
+GLOBAL_NEGATIVES = "global"
 
 
 class SpladeModule(L.LightningModule):
-    def __init__(self, encoder: SparseEncoder, loss_cfg, optim_cfg, max_nonfinite_batches: int = 0):
+    def __init__(self, encoder: SparseEncoder, loss_cfg, optim_cfg, max_nonfinite_batches: int = 0,
+                 validation: RetrievalValidation | None = None):
         super().__init__()
         self.encoder = as_sparse_encoder(encoder)
         self.loss_cfg, self.optim_cfg = loss_cfg, optim_cfg
         self.max_nonfinite_batches, self.nonfinite_batches = max_nonfinite_batches, 0
+        self.validation = validation
+        self.loss_is_finite = torch.tensor(True)
 
     def skip_nonfinite(self, what: str) -> None:
         """Count a batch whose loss or gradient is NaN/inf; stop the job once more than allowed were skipped."""
@@ -41,10 +39,21 @@ class SpladeModule(L.LightningModule):
             )
         log.warning("%s: batch skipped (%d of at most %d)", message, self.nonfinite_batches, self.max_nonfinite_batches)
 
+    def uses_grad_scaler(self) -> bool:
+        return getattr(self.trainer.precision_plugin, "scaler", None) is not None
+
     def on_before_optimizer_step(self, optimizer) -> None:
+        # fp16's GradScaler already skips the steps whose gradients overflowed (and lowers its scale):
+        # those are not divergence.
+        if self.uses_grad_scaler():
+            return
         gradients = [p.grad for p in self.encoder.parameters() if p.grad is not None]
-        if gradients and not torch.isfinite(torch.stack([g.norm() for g in gradients]).sum()):
-            self.skip_nonfinite("gradient")
+        gradient_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradients))) if gradients else torch.zeros(())
+        finite = self.loss_is_finite.to(gradient_norm.device) & torch.isfinite(gradient_norm)
+        # One host sync per step (whether AdamW steps is decided on the host); under DDP the gradients are
+        # already averaged, and the loss flags are and-ed, so every process skips the same steps.
+        if not all_processes_agree(finite):
+            self.skip_nonfinite("gradient" if all_processes_agree(self.loss_is_finite) else "loss")
             # AdamW leaves parameters without a gradient untouched: the step becomes a no-op.
             optimizer.zero_grad(set_to_none=True)
 
@@ -63,8 +72,9 @@ class SpladeModule(L.LightningModule):
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
         queries = self.encoder.encode_queries(**batch["queries"])
         documents = self.encoder.encode_documents(**batch["documents"])
+        pool = gather_documents(documents) if self.loss_cfg.in_batch == GLOBAL_NEGATIVES else None
         ranking_terms = ranking_loss(
-            self.loss_cfg, queries, documents, batch["docs_per_query"], batch.get("teacher_scores")
+            self.loss_cfg, queries, documents, batch["docs_per_query"], batch.get("teacher_scores"), pool
         )
         ranking = ranking_terms.pop("total")
         lambda_d = quadratic_warmup(self.global_step, self.loss_cfg.lambda_d, self.loss_cfg.warmup_steps)
@@ -76,9 +86,9 @@ class SpladeModule(L.LightningModule):
         doc_flops, query_l1 = flops(documents), l1(queries)
         auxiliary = self.encoder.auxiliary_losses()  # CSR's reconstruction
         loss = ranking + lambda_d * doc_flops + lambda_q * query_l1 + sum(auxiliary.values())
-        if not torch.isfinite(loss):
-            self.skip_nonfinite("loss")
-            return None  # Lightning skips the backward pass and the optimizer step for this batch
+        # A non-finite loss still goes through backward (DDP needs every process to), which makes the
+        # gradients non-finite; on_before_optimizer_step then skips the step, on every process alike.
+        self.loss_is_finite = torch.isfinite(loss.detach())
         self.log_dict(
             {
                 "train/loss": loss,
@@ -90,7 +100,6 @@ class SpladeModule(L.LightningModule):
                 "train/query_nnz": nonzeros_per_vector(queries).mean(),
                 "train/lambda_d": lambda_d,
                 "train/lambda_q": lambda_q,
-                "train/lr": self.lr_schedulers().get_last_lr()[0],
             },
             prog_bar=False,
             batch_size=queries.shape[0],
@@ -98,9 +107,24 @@ class SpladeModule(L.LightningModule):
         self.log("train/loss_step", loss, prog_bar=True, batch_size=queries.shape[0], logger=False)
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self.validation.start()
+
+    def validation_step(self, batch: dict, batch_index: int) -> None:
+        side = batch["side"]
+        encoder = self.encoder.side(side)
+        weights = encoder(batch["input_ids"], batch["attention_mask"])
+        self.validation.add(side, batch["ids"], weights, getattr(encoder, "term_names", None))
+
+    def on_validation_epoch_end(self) -> None:
+        # Every process searched the whole validation split: the values agree, and checkpoint selection
+        # and early stopping decide alike everywhere.
+        self.log_dict({f"val/{name}": value for name, value in self.validation.metrics().items()})
+
     def configure_optimizers(self):
         groups = self.encoder.parameter_groups(self.optim_cfg)
         optimizer = torch.optim.AdamW(groups, lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay)
         # One factor for every group: the query table keeps its ratio to the encoder's rate throughout.
-        schedule = LambdaLR(optimizer, linear_warmup_then_decay(self.optim_cfg.warmup_steps, int(self.trainer.estimated_stepping_batches)))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        schedule = get_linear_schedule_with_warmup(
+            optimizer, self.optim_cfg.warmup_steps, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": "train/lr"}}

@@ -1,8 +1,9 @@
-"""Training that survives a kill: a checkpoint every N steps, and the same command resumes from the last one.
-
-A checkpoint holds what Lightning saves (trainable weights, optimizer, scheduler, loop progress) plus what it
-does not: the position in the epoch's shuffled order and the random-number state, so a resumed run draws the
-same batches, negatives and dropout masks as an uninterrupted one.
+"""Training that survives a kill: Lightning's ModelCheckpoint writes <checkpoints>/last.ckpt every N steps,
+and the same command resumes from it. Lightning saves the trainable weights, optimizer, scheduler and
+loop progress; ResumeState adds what it does not: the position in the epoch's shuffled order and every
+process's random-number state, so a resumed run draws the same batches, negatives and dropout masks as an
+uninterrupted one. StagedCheckpointIO writes each checkpoint under a temporary name and renames it, so a
+kill mid-write leaves the previous one intact.
 """
 
 import json
@@ -13,28 +14,37 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import Sampler
 
 from splade_peft.records import stable_seed, staged
+from splade_peft.training.distributed import gathered_objects, process_rank
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.ckpt"
+BEST_NAME = "best"  # best.ckpt: the checkpoint with the best validation metric (training.keep_best)
 OWNER_NAME = "config_fingerprint.json"
 
 
 class EpochShuffle(Sampler[int]):
     """A fresh permutation per (seed, epoch) that can start part-way through, for resuming mid-epoch.
 
-    It also hands the epoch to the dataset, which re-draws its negatives per epoch: Lightning skips
-    `on_train_epoch_start` when it resumes mid-epoch, but it always sets the sampler's epoch.
+    Under DDP each process takes every world_size-th index of the permutation (padded like
+    DistributedSampler, so that every process has as many batches). It also hands the epoch to the
+    dataset, which re-draws its negatives per epoch: Lightning skips `on_train_epoch_start` when it
+    resumes mid-epoch, but it always sets the sampler's epoch.
     """
 
     def __init__(self, dataset, seed: int):
         self.dataset, self.seed = dataset, seed
         self.epoch, self.skip = 0, 0
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> None:
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return -(-len(self.dataset) // self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -50,8 +60,9 @@ class EpochShuffle(Sampler[int]):
     def __iter__(self):
         generator = torch.Generator().manual_seed(stable_seed(self.seed, self.epoch) % 2**63)
         order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        order += order[: len(self) * self.world_size - len(order)]
         skip, self.skip = self.skip, 0
-        return iter(order[skip:])
+        return iter(order[self.rank::self.world_size][skip:])
 
 
 def rng_states() -> dict:
@@ -70,26 +81,21 @@ def restore_rng_states(states: dict) -> None:
     np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
 
 
-class ResumableCheckpoint(L.Callback):
-    """Saves `<folder>/last.ckpt` every `every_n_steps` optimizer steps and when training ends.
+class ResumeState(L.Callback):
+    """The sampler's position and the RNG states in every checkpoint, restored on resume; trainable weights only.
 
-    The checkpoint is written under a temporary name and renamed, so a kill mid-write leaves the previous
-    one intact. Frozen backbone weights are left out: they come back from the model folder.
+    Frozen backbone weights are left out of checkpoints: they come back from the model folder.
     """
 
-    def __init__(self, folder: Path, every_n_steps: int, sampler: EpochShuffle | None, batch_size: int):
-        self.folder, self.every_n_steps = Path(folder), every_n_steps
+    def __init__(self, sampler: EpochShuffle | None, batch_size: int):
         self.sampler, self.batch_size = sampler, batch_size
         self.position = {"epoch": 0, "batches": 0}
         self.rng_to_restore = None
 
-    @property
-    def path(self) -> Path:
-        return self.folder / CHECKPOINT_NAME
-
     def setup(self, trainer, pl_module, stage: str) -> None:
-        # The checkpoint holds only the trainable weights (see on_save_checkpoint).
-        pl_module.strict_loading = False
+        pl_module.strict_loading = False  # the checkpoint holds only the trainable weights
+        if self.sampler is not None:
+            self.sampler.shard(trainer.global_rank, trainer.world_size)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         # Restored here, not at load time: creating the data iterator in between draws from the global RNG.
@@ -101,33 +107,30 @@ class ResumableCheckpoint(L.Callback):
         batches = batch_idx + 1
         finished_epoch = batches >= trainer.num_training_batches
         self.position = {"epoch": trainer.current_epoch + finished_epoch, "batches": 0 if finished_epoch else batches}
-        step = trainer.global_step
-        if step % self.every_n_steps == 0 and step != getattr(self, "saved_step", None):
-            self.save(trainer)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if trainer.global_step != getattr(self, "saved_step", None):
-            self.save(trainer)
-
-    def save(self, trainer) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with staged(self.path) as staging:
-            trainer.save_checkpoint(staging, weights_only=False)
-        self.saved_step = trainer.global_step
-        log.info("checkpoint at step %d: %s", trainer.global_step, self.path)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         trainable = {name for name, parameter in pl_module.named_parameters() if parameter.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def state_dict(self) -> dict:
-        return {"position": dict(self.position), "rng": rng_states()}
+        # Every process builds the checkpoint and rank zero writes it: it holds each process's RNG.
+        return {"position": dict(self.position), "rng": gathered_objects(rng_states())}
 
     def load_state_dict(self, state: dict) -> None:
         self.position = state["position"]
         if self.sampler is not None:  # a mixture loader restarts its epoch: resumed, but not batch-exact
             self.sampler.resume(self.position["epoch"], self.position["batches"] * self.batch_size)
-        self.rng_to_restore = state["rng"]
+        per_process = state["rng"]
+        self.rng_to_restore = per_process[min(process_rank(), len(per_process) - 1)]  # fewer devices than before: rank 0's
+
+
+class StagedCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, through a temporary file renamed into place."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with staged(Path(path)) as staging:
+            super().save_checkpoint(checkpoint, staging, storage_options)
+        log.info("checkpoint at step %d: %s", checkpoint.get("global_step", -1), path)
 
 
 def resume_path(folder: Path, config_fingerprint: str) -> Path | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from splade_peft.data.collection import Collection
 from splade_peft.data.teachers import Scores
+from splade_peft.device import on_job_device
 from splade_peft.errors import MissingCheckpointError
 from splade_peft.index.encode import encode_texts
 from splade_peft.model.backbones import load_pretrained
@@ -29,17 +30,20 @@ def dot(query: Mapping[str, float], document: Mapping[str, float]) -> float:
 
 
 def splade_scores(checkpoint: str | Path, queries: Mapping[str, str], corpus: Mapping[str, str],
-                  wanted: Mapping[str, list[str]], query_max_length: int = 32, doc_max_length: int = 256) -> Scores:
-    """{qid: {doc_id: score}} for every document listed under a query in `wanted`; each text is encoded once."""
+                  wanted: Mapping[str, list[str]], query_max_length: int = 32, doc_max_length: int = 256,
+                  trainer_cfg=None) -> Scores:
+    """{qid: {doc_id: score}} for every document listed under a query in `wanted`; each text is encoded once,
+    on the job's device with the trainer's precision (`trainer_cfg`; the CPU without one)."""
     encoder, tokenizer = load_splade(checkpoint)
     doc_ids = sorted({doc_id for listed in wanted.values() for doc_id in listed})
-    query_vectors = dict(encode_texts(encoder, tokenizer, {q: queries[q] for q in wanted}, query_max_length))
-    doc_vectors = dict(encode_texts(encoder, tokenizer, {d: corpus[d] for d in doc_ids}, doc_max_length))
+    with on_job_device(encoder, trainer_cfg or {}):
+        query_vectors = dict(encode_texts(encoder, tokenizer, {q: queries[q] for q in wanted}, query_max_length))
+        doc_vectors = dict(encode_texts(encoder, tokenizer, {d: corpus[d] for d in doc_ids}, doc_max_length))
     return {q: {d: dot(query_vectors[q], doc_vectors[d]) for d in listed} for q, listed in wanted.items()}
 
 
 def cached_splade_scores(checkpoint: str | Path, queries: Mapping[str, str], corpus: Mapping[str, str],
-                         wanted: Mapping[str, list[str]], cache_dir: str | Path) -> Scores:
+                         wanted: Mapping[str, list[str]], cache_dir: str | Path, trainer_cfg=None) -> Scores:
     """splade_scores, kept in the shared cache keyed by checkpoint, texts and pairs: a sweep scores once."""
     inputs = {
         "checkpoint": folder_fingerprint(Path(checkpoint)),
@@ -47,7 +51,7 @@ def cached_splade_scores(checkpoint: str | Path, queries: Mapping[str, str], cor
     }
 
     def score(folder: Path) -> dict:
-        write_json_atomic(folder / "scores.json", splade_scores(checkpoint, queries, corpus, wanted))
+        write_json_atomic(folder / "scores.json", splade_scores(checkpoint, queries, corpus, wanted, trainer_cfg=trainer_cfg))
         return {}
 
     folder, _ = StageStore(Path(cache_dir) / "teacher_scores").run(fingerprint(inputs), inputs, score)

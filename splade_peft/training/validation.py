@@ -1,47 +1,64 @@
-"""Retrieval metrics on a validation split during training, logged as `val/<metric>`.
+"""Retrieval metrics on a validation split, as Lightning validates: every `eval.validate_every_n_steps`
+optimizer steps SpladeModule.validation_step encodes the split's corpus and queries, batch by batch,
+and at the end they are searched with the in-memory exact searcher and logged as `val/<metric>`, which
+ModelCheckpoint (training.keep_best) and EarlyStopping (training.early_stopping_patience) can monitor.
 
-Every `every_n_steps` optimizer steps the validation corpus and queries are encoded and searched with
-the in-memory exact searcher: it returns the Lucene impact index's rankings (see search/exact.py)
-without writing a collection, starting a JVM and building an index, which would cost seconds per check.
+The exact searcher returns the Lucene impact index's rankings (see search/exact.py) without writing a
+collection, starting a JVM and building an index, which would cost seconds per check.
 """
 
-import lightning as L
-from lightning.pytorch.callbacks import Callback
+import torch
+from torch.utils.data import DataLoader
 
 from splade_peft.data.collection import Collection
 from splade_peft.evaluation.metrics import evaluate
-from splade_peft.index.encode import encode_texts
+from splade_peft.index.encode import length_sorted_batches, term_weights, vocabulary_terms
 from splade_peft.index.impact import quantize
-from splade_peft.model.variants import SparseEncoder
 from splade_peft.search.exact import ExactImpactSearcher
 
+SIDES = ("documents", "queries")
 
-class RetrievalValidation(Callback):
-    def __init__(self, collection: Collection, tokenizer, every_n_steps: int, query_max_length: int,
-                 doc_max_length: int, quantization: float, k: int):
-        self.collection, self.tokenizer, self.every_n_steps = collection, tokenizer, every_n_steps
-        self.query_max_length, self.doc_max_length = query_max_length, doc_max_length
+
+class RetrievalValidation:
+    def __init__(self, collection: Collection, tokenizer, query_max_length: int, doc_max_length: int,
+                 quantization: float, k: int, tokens_per_batch: int = 8192, max_batch_size: int = 64):
+        self.collection, self.tokenizer = collection, tokenizer
+        self.max_lengths = {"documents": doc_max_length, "queries": query_max_length}
         self.quantization, self.k = quantization, k
-        self.history: list[tuple[int, dict[str, float]]] = []
+        self.tokens_per_batch, self.max_batch_size = tokens_per_batch, max_batch_size
+        self.terms = vocabulary_terms(tokenizer)
+        self.vectors: dict[str, dict] = {side: {} for side in SIDES}
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step % self.every_n_steps:
-            return
-        encoder = pl_module.encoder
-        was_training = encoder.training
-        metrics = {f"val/{name}": value for name, value in self.evaluate(encoder).items()}
-        encoder.train(was_training)  # encode_texts leaves the encoder in eval mode
-        self.history.append((step, metrics))
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
+    def texts(self, side: str) -> dict[str, str]:
+        return self.collection.corpus if side == "documents" else self.collection.queries
 
-    def evaluate(self, encoder: SparseEncoder) -> dict[str, float]:
-        documents = self._quantised(encoder.side("documents"), self.collection.corpus, self.doc_max_length)
-        queries = self._quantised(encoder.side("queries"), self.collection.queries, self.query_max_length)
-        run = ExactImpactSearcher(documents.items()).search(queries, self.k)
+    def batches(self) -> list[dict]:
+        """The corpus, then the queries, tokenised and length-sorted into padded batches."""
+        batches = []
+        for side in SIDES:
+            texts = self.texts(side)
+            ids = list(texts)
+            token_ids = self.tokenizer([texts[i] for i in ids], truncation=True, max_length=self.max_lengths[side])["input_ids"]
+            for batch in length_sorted_batches([len(t) for t in token_ids], self.tokens_per_batch, self.max_batch_size):
+                padded = self.tokenizer.pad({"input_ids": [token_ids[i] for i in batch]}, return_tensors="pt")
+                batches.append({"side": side, "ids": [ids[i] for i in batch], "input_ids": padded["input_ids"],
+                                "attention_mask": padded["attention_mask"]})
+        return batches
+
+    def dataloader(self) -> DataLoader:
+        # Its own generator: starting to iterate a DataLoader draws a seed, and drawing it from the global
+        # RNG would make a resumed run's batches differ from an uninterrupted one's.
+        return DataLoader(self.batches(), batch_size=None, generator=torch.Generator())
+
+    def start(self) -> None:
+        self.vectors = {side: {} for side in SIDES}
+
+    def add(self, side: str, ids: list[str], weights: torch.Tensor, terms: list[str] | None = None) -> None:
+        """Quantised vectors of a batch; `terms` names the dimensions when they are not the vocabulary's."""
+        # fp32 before quantising: under bf16 autocast the encoder's output may be bf16.
+        for text_id, row in zip(ids, weights.float().cpu()):
+            self.vectors[side][text_id] = quantize(term_weights(row, terms or self.terms), self.quantization)
+
+    def metrics(self) -> dict[str, float]:
+        run = ExactImpactSearcher(self.vectors["documents"].items()).search(self.vectors["queries"], self.k)
         return evaluate(self.collection.qrels, run, min_relevant_grade=self.collection.min_relevant_grade)
-
-    def _quantised(self, encoder, texts, max_length: int) -> dict:
-        return {text_id: quantize(vector, self.quantization)
-                for text_id, vector in encode_texts(encoder, self.tokenizer, texts, max_length)}

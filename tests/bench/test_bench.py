@@ -1,27 +1,18 @@
 """The benchmark's correctness checks on tiny inputs: same vectors as the naive loop, same rankings
-across the three searchers, and the in-memory validation that runs during training."""
+across the three searchers (the validation during training is tested in tests/training/test_validation.py)."""
 
 import random
 
-import lightning as L
 import pytest
 import torch
-from lightning.pytorch.loggers import CSVLogger
-from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 from tests.helpers import WORDS, word_tokenizer
 from splade_peft.bench.encoding import compare, naive_vectors, project_vectors
 from splade_peft.bench.indexing import replicated_corpus
 from splade_peft.bench.search import agreement, bench_search
-from splade_peft.data.collection import Collection
-from splade_peft.data.pairs import TrainingCollator
 from splade_peft.index.impact import build_impact_index, quantize, write_vector_collection
-from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.model.projection import MaskedMaxProjection
-from splade_peft.training.module import SpladeModule
-from splade_peft.training.validation import RetrievalValidation
 
 TEXTS = ["the cat sat on the mat", "dog", "blue car on the long road ran past the green tree and the red house",
          "sun moon star", "a park", "moon"]
@@ -94,23 +85,3 @@ def test_exact_java_batch_and_python_wrapper_rank_identically(tmp_path):
             assert agreed["identical_up_to_cutoff_ties"] == agreed["queries"] == 20, (k, path, agreed)
 
 
-def test_validation_logs_dev_metrics_every_n_steps_and_keeps_train_mode(masked_lm, tokenizer, tmp_path):
-    corpus = {f"d{i}": text for i, text in enumerate(TEXTS)}
-    collection = Collection("toy", "dev", corpus, {"q0": "cat mat", "q1": "moon star"},
-                            {"q0": {"d0": 1}, "q1": {"d3": 1}}, "toy")
-    validation = RetrievalValidation(collection, tokenizer, every_n_steps=2, query_max_length=8, doc_max_length=16,
-                                     quantization=100, k=10)
-    encoder = SpladeEncoder(masked_lm)
-    items = [{"query": "cat sat", "documents": ["the cat sat on the mat", "blue car"]}] * 8
-    loss = OmegaConf.create({"in_batch": True, "temperature": 1.0, "lambda_d": 0.0, "lambda_q": 0.0, "warmup_steps": 0})
-    optim = OmegaConf.create({"lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 0})
-    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=CSVLogger(tmp_path), callbacks=[validation],
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    encoder.train()
-    trainer.fit(SpladeModule(encoder, loss, optim), DataLoader(items, batch_size=2, collate_fn=TrainingCollator(tokenizer, 8, 16)))
-
-    assert [step for step, _ in validation.history] == [2, 4]
-    assert all(0 <= metrics["val/ndcg@10"] <= 1 for _, metrics in validation.history)
-    assert encoder.training
-    logged = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text()
-    assert "val/ndcg@10" in logged

@@ -1,0 +1,58 @@
+"""Data-parallel training (trainer.devices > 1): which process this is, and the documents of every
+process gathered for global in-batch negatives.
+
+Lightning's DDP launcher re-runs the job's command once per extra device with LOCAL_RANK set; those
+processes train beside rank zero and write nothing (rank zero writes every file of the job).
+"""
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as distributed_autograd
+from lightning.pytorch.utilities import rank_zero_only
+
+
+def is_rank_zero() -> bool:
+    """True in the process that writes the job's files: the only one without DDP, rank 0 with it.
+
+    Lightning sets `rank_zero_only.rank` from LOCAL_RANK/RANK when imported and again when DDP starts.
+    """
+    return rank_zero_only.rank == 0
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def process_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def gather_documents(documents: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(every process's documents stacked in rank order, where this process's rows start).
+
+    The all-gather keeps the gradient: each process's loss reaches the documents of all the others, and
+    DDP's averaging then gives the gradient of one process holding the global batch. Every process must
+    hold the same number of documents (EpochShuffle gives every rank as many batches of the same size).
+    """
+    if not is_distributed():
+        return documents, 0
+    gathered = distributed_autograd.all_gather(documents.contiguous())
+    return torch.cat(gathered), dist.get_rank() * documents.shape[0]
+
+
+def all_processes_agree(flag: torch.Tensor) -> torch.Tensor:
+    """`flag` (a 0-d bool tensor) and-ed over processes, so that all of them take the same branch."""
+    if not is_distributed():
+        return flag
+    as_int = flag.to(torch.int32)
+    dist.all_reduce(as_int, op=dist.ReduceOp.MIN)
+    return as_int.bool()
+
+
+def gathered_objects(value) -> list:
+    """[value of rank 0, value of rank 1, ...] (just [value] without DDP)."""
+    if not is_distributed():
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values

@@ -1,0 +1,87 @@
+"""Validation through Lightning: val/<metric> every N steps from validation_step, the best validated
+checkpoint kept by ModelCheckpoint and put back by load_best, the learning rate logged, the training RNG
+untouched by validating."""
+
+import csv
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+from transformers import BertConfig, BertForMaskedLM
+
+from tests.helpers import LORA, LOSS, OPTIM, tiny_tokenizer
+from splade_peft.data.collection import Collection
+from splade_peft.data.pairs import TrainingCollator
+from splade_peft.errors import ConfigError
+from splade_peft.model.adapters import wrap_with_adapter
+from splade_peft.model.encoder import SpladeEncoder
+from splade_peft.training.fit import checkpoint_callbacks, load_best, monitoring_callbacks, validation_schedule
+from splade_peft.training.module import SpladeModule
+from splade_peft.training.resume import ResumeState, StagedCheckpointIO
+from splade_peft.training.validation import RetrievalValidation
+
+CORPUS = {"d0": "the cat sat on the mat", "d1": "dog", "d2": "blue car on the road", "d3": "sun moon star"}
+COLLECTION = Collection("toy", "dev", CORPUS, {"q0": "cat mat", "q1": "moon star"}, {"q0": {"d0": 1}, "q1": {"d3": 1}}, "toy")
+CFG = OmegaConf.create({
+    "eval": {"validate_every_n_steps": 2}, "trainer": {"accumulate_grad_batches": 1}, "sweep": {"metric": "ndcg@10"},
+    "training": {"checkpoint_every_n_steps": 2, "keep_best": True, "early_stopping_patience": 0},
+})
+
+
+def validation() -> RetrievalValidation:
+    return RetrievalValidation(COLLECTION, tiny_tokenizer(), query_max_length=8, doc_max_length=16, quantization=100, k=10)
+
+
+def test_validation_every_n_steps_logs_metrics_and_keeps_the_best_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer()
+    backbone = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                          num_attention_heads=2, intermediate_size=32))
+    encoder = SpladeEncoder(wrap_with_adapter(backbone, LORA))
+    items = [{"query": "cat sat", "documents": ["the cat sat on the mat", "blue car"]}] * 8
+    logger = CSVLogger(tmp_path)
+    checkpoints = checkpoint_callbacks(CFG, tmp_path / "checkpoints")
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=logger, plugins=[StagedCheckpointIO()],
+                        callbacks=[ResumeState(None, 2), *checkpoints, *monitoring_callbacks(CFG, logger)],
+                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+                        log_every_n_steps=1, **validation_schedule(CFG))
+    checks = validation()
+    module = SpladeModule(encoder, LOSS, OPTIM, validation=checks)
+    encoder.train()
+    trainer.fit(module, DataLoader(items, batch_size=2, collate_fn=TrainingCollator(tokenizer, 8, 16)), checks.dataloader())
+
+    rows = list(csv.DictReader(open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")))
+    validated = [row for row in rows if row.get("val/ndcg@10")]
+    assert [int(row["step"]) for row in validated] == [1, 3]  # after optimizer steps 2 and 4 (0-based rows)
+    assert all(0 <= float(row["val/ndcg@10"]) <= 1 for row in validated)
+    assert any(row.get("train/lr") for row in rows)  # LearningRateMonitor
+    assert encoder.training  # Lightning gave the train mode back after validating
+
+    best = checkpoints[-1]
+    assert best.best_model_path.endswith("best.ckpt") and (tmp_path / "checkpoints" / "last.ckpt").exists()
+    saved = torch.load(best.best_model_path, weights_only=True)
+    kept = load_best(module, best)
+    assert kept["step"] == saved["global_step"] in (2, 4)
+    assert kept["val/ndcg@10"] == pytest.approx(max(float(row["val/ndcg@10"]) for row in validated))
+    parameters = dict(module.named_parameters())
+    for name, weight in saved["state_dict"].items():
+        torch.testing.assert_close(parameters[name].detach(), weight)
+
+
+def test_iterating_the_validation_split_draws_nothing_from_the_training_rng():
+    # A resumed run restores the RNG as the checkpoint saved it, before that step's validation drew anything.
+    before = torch.get_rng_state()
+    batches = list(validation().dataloader())
+    assert torch.equal(torch.get_rng_state(), before)
+    assert {batch["side"] for batch in batches} == {"documents", "queries"}
+    assert sum(len(batch["ids"]) for batch in batches) == len(CORPUS) + 2
+
+
+def test_best_checkpoint_and_early_stopping_need_validation():
+    with pytest.raises(ConfigError, match="eval.validate_every_n_steps"):
+        validation_schedule(OmegaConf.merge(CFG, {"eval": {"validate_every_n_steps": 0}}))
+    off = OmegaConf.merge(CFG, {"eval": {"validate_every_n_steps": 0}, "training": {"keep_best": False}})
+    assert validation_schedule(off)["limit_val_batches"] == 0
