@@ -161,6 +161,7 @@ def encode_shard(job: ShardJob) -> dict:
         # One rename, before the marker: a reader (or a concurrent writer of the same shard) never sees half a file.
         (job.folder / "vectors").mkdir(parents=True, exist_ok=True)
         os.replace(staging / "vectors" / "part-00000.jsonl", job.folder / "vectors" / f"{job.name}.jsonl")
+        (staging / "vectors").rmdir()
         return {"documents": documents, "lengths": counter.lengths, "term_frequency": dict(counter.term_frequency)}
 
     return StageStore(job.folder / "stages").run(job.name, job.inputs, produce)[1]
