@@ -139,8 +139,22 @@ class TrainingSet(Dataset):
         return item
 
 
+def same_query_positives(queries: list[str], documents: list[str], docs_per_query: int) -> torch.Tensor:
+    """(queries, documents) True where a document of the batch is a positive of the row's query other than
+    the row's own positive: with one pair per relevant document, two pairs of one query can share a batch,
+    and in-batch InfoNCE would push each one's positive away as the other's negative. Texts are the keys
+    (every training set has them, ids not): a document with the same text as a positive is one too."""
+    positives: dict[str, set[str]] = {}
+    for row, query in enumerate(queries):
+        positives.setdefault(query, set()).add(documents[row * docs_per_query])
+    return torch.tensor([[column != row * docs_per_query and document in positives[query]
+                          for column, document in enumerate(documents)] for row, query in enumerate(queries)],
+                        dtype=torch.bool)
+
+
 class TrainingCollator:
-    """Tokenises a list of items into one query batch and one document batch (groups back to back)."""
+    """Tokenises a list of items into one query batch and one document batch (groups back to back), and
+    marks the in-batch false negatives (`same_query_positives`)."""
 
     def __init__(self, tokenizer, query_max_length: int, doc_max_length: int):
         self.tokenizer = tokenizer
@@ -151,10 +165,14 @@ class TrainingCollator:
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
     def __call__(self, items: list[dict]) -> dict:
+        queries = [item["query"] for item in items]
+        documents = [text for item in items for text in item["documents"]]
+        docs_per_query = len(items[0]["documents"])
         batch = {
-            "queries": self.tokenize([item["query"] for item in items], self.query_max_length),
-            "documents": self.tokenize([text for item in items for text in item["documents"]], self.doc_max_length),
-            "docs_per_query": len(items[0]["documents"]),
+            "queries": self.tokenize(queries, self.query_max_length),
+            "documents": self.tokenize(documents, self.doc_max_length),
+            "docs_per_query": docs_per_query,
+            "false_negatives": same_query_positives(queries, documents, docs_per_query),
         }
         if "teacher_scores" in items[0]:
             batch["teacher_scores"] = torch.tensor([item["teacher_scores"] for item in items], dtype=torch.float32)

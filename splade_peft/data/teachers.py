@@ -26,7 +26,7 @@ from splade_peft.records import write_json_atomic
 log = logging.getLogger(__name__)
 
 Scores = dict[str, dict[str, float]]
-ENSEMBLE_RULES = ("zscore_mean", "mean")
+ENSEMBLE_RULES = ("aligned", "zscore_mean", "mean")
 MISSING_POLICIES = ("error", "skip")
 FORMATS = "a .json[.gz], .parquet, mined FlagEmbedding .jsonl[.gz] or (with data.teacher.allow_pickle=true) .pkl[.gz] file"
 
@@ -153,8 +153,8 @@ def write_score_file(scores: Scores, path: str | Path) -> None:
 
 
 def normalised(scores: Scores) -> Scores:
-    """Per query, (score - mean) / std over the documents the teacher scored, so teachers on different scales
-    weigh the same in an ensemble."""
+    """Per query, (score - mean) / std over the documents the teacher scored (the `zscore_mean` rule: every
+    query's margins end on unit spread, whatever the teacher's confidence or the student's scale)."""
     result = {}
     for query_id, by_doc in scores.items():
         values = list(by_doc.values())
@@ -164,20 +164,80 @@ def normalised(scores: Scores) -> Scores:
     return result
 
 
-def ensemble(teachers: list[Scores], rule: str = "zscore_mean") -> Scores:
-    """One score per (query, document) that every teacher scored: the mean of the teachers' scores, each
-    normalised per query first under `zscore_mean`. A pair some teacher lacks is left out (then handled
-    by data.teacher.missing), never filled with a made-up score. A single teacher is returned as it is."""
+def shared_pairs(teachers: list[Scores]) -> list[Scores]:
+    """Each teacher restricted to the (query, document) pairs every teacher scored."""
+    query_ids = set.intersection(*(set(t) for t in teachers))
+    doc_ids = {q: set.intersection(*(set(t[q]) for t in teachers)) for q in query_ids}
+    return [{q: {d: t[q][d] for d in doc_ids[q]} for q in query_ids} for t in teachers]
+
+
+def within_query_spread(scores: Scores) -> float:
+    """The standard deviation of the scores around their query's mean, pooled over every query: the size of
+    the margins the teacher teaches (MarginMSE and KL see only differences within a query)."""
+    squares, count = 0.0, 0
+    for by_doc in scores.values():
+        mean = statistics.fmean(by_doc.values()) if by_doc else 0.0
+        squares += sum((s - mean) ** 2 for s in by_doc.values())
+        count += len(by_doc)
+    return math.sqrt(squares / count) if count else 0.0
+
+
+def scaled(scores: Scores, factor: float) -> Scores:
+    """Every query's scores spread `factor` times as wide around their query mean (the mean stays)."""
+    result = {}
+    for query_id, by_doc in scores.items():
+        mean = statistics.fmean(by_doc.values()) if by_doc else 0.0
+        result[query_id] = {d: mean + factor * (s - mean) for d, s in by_doc.items()}
+    return result
+
+
+def weighted_mean(members: list[Scores], weights: list[float]) -> Scores:
+    total = sum(weights)
+    return {q: {d: sum(w * m[q][d] for m, w in zip(members, weights)) / total for d in by_doc}
+            for q, by_doc in members[0].items()}
+
+
+def aligned(members: list[Scores], weights: list[float], reference: int) -> Scores:
+    """The `aligned` rule: each teacher brought to the reference's within-query spread by one global factor
+    (not per query: a query where a teacher is sure keeps its wider margins), the weighted mean taken, and
+    that mean widened back to the reference's spread, since averaging teachers that disagree narrows it.
+    The result has the reference's scale, so the student, whose scale the reference shares, is taught
+    margins it can match rather than z-scores an order of magnitude smaller."""
+    target = within_query_spread(members[reference])
+    unit = [scaled(m, 1.0 / (within_query_spread(m) or 1.0)) for m in members]
+    combined = weighted_mean(unit, weights)
+    factor = target / (within_query_spread(combined) or 1.0)
+    log.info("teacher ensemble (aligned to teacher %d): within-query spreads %s, mean widened x%.3g",
+             reference, ", ".join(f"{within_query_spread(m):.3g}" for m in members), factor)
+    return scaled(combined, factor)
+
+
+def checked_weights(weights: list[float] | None, teachers: int) -> list[float]:
+    if not weights:
+        return [1.0] * teachers
+    weights = [float(w) for w in weights]
+    if len(weights) != teachers or min(weights) < 0 or sum(weights) <= 0:
+        raise ConfigError("data.teacher.weights", f"{weights} for {teachers} teacher(s)",
+                          "give one weight >= 0 per teacher (files first, then scorers), not all 0, or [] for equal")
+    return weights
+
+
+def ensemble(teachers: list[Scores], rule: str = "aligned", weights: list[float] | None = None,
+             reference: int = 0) -> Scores:
+    """One score per (query, document) that every teacher scored, the weighted mean of the teachers' scores:
+    under `aligned` on the scale of teacher `reference` (see `aligned`), under `zscore_mean` each
+    normalised per query first (unit spread: a student at SPLADE's scale then mostly learns to shrink its
+    scores), under `mean` as they are. A pair some teacher lacks is left out (then handled by
+    data.teacher.missing), never filled with a made-up score. A single teacher is returned as it is."""
     if rule not in ENSEMBLE_RULES:
         raise ConfigError("data.teacher.ensemble", f"unknown rule {rule!r}", f"use one of {', '.join(ENSEMBLE_RULES)}")
+    weights = checked_weights(weights, len(teachers))
     if len(teachers) == 1:
         return teachers[0]
-    members = [normalised(t) for t in teachers] if rule == "zscore_mean" else teachers
-    combined: Scores = {}
-    for query_id in set.intersection(*(set(t) for t in members)):
-        doc_ids = set.intersection(*(set(t[query_id]) for t in members))
-        combined[query_id] = {d: statistics.fmean(t[query_id][d] for t in members) for d in doc_ids}
-    return combined
+    if rule == "zscore_mean":  # z-scores over all a teacher scored, as before pairs were shared out
+        return weighted_mean(shared_pairs([normalised(t) for t in teachers]), weights)
+    members = shared_pairs(teachers)
+    return aligned(members, weights, reference) if rule == "aligned" else weighted_mean(members, weights)
 
 
 def check_same_dataset(scores: Scores, query_ids: Iterable[str], origin: str) -> None:

@@ -15,12 +15,14 @@ DISTILLATION_LOSSES = ("margin_mse", "kl")
 
 
 def contrastive_loss(
-    queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int, in_batch: bool = True, temperature: float = 1.0
+    queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int, in_batch: bool = True, temperature: float = 1.0,
+    false_negatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """InfoNCE. With `in_batch`, every document of the batch competes for every query; otherwise only its own group."""
+    """InfoNCE. With `in_batch`, every document of the batch competes for every query, except those
+    `false_negatives` marks (a positive of the same query in another pair); otherwise only its own group."""
     batch = queries.shape[0]
     if in_batch:
-        scores = queries @ documents.T
+        scores = without_false_negatives(queries @ documents.T, false_negatives)
         targets = torch.arange(batch, device=queries.device) * docs_per_query
     else:
         scores = group_scores(queries, documents, docs_per_query)
@@ -37,6 +39,13 @@ def pooled_contrastive_loss(queries: torch.Tensor, pool: torch.Tensor, first_doc
     return F.cross_entropy(scores / temperature, targets)
 
 
+def without_false_negatives(scores: torch.Tensor, false_negatives: torch.Tensor | None) -> torch.Tensor:
+    """`scores` (queries, documents) with the marked documents out of the softmax (score -inf)."""
+    if false_negatives is None:
+        return scores
+    return scores.masked_fill(false_negatives.to(scores.device), float("-inf"))
+
+
 def group_scores(queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int) -> torch.Tensor:
     """(queries, docs_per_query): each query's dot product with the documents of its own group."""
     groups = documents.view(queries.shape[0], docs_per_query, -1)
@@ -46,21 +55,22 @@ def group_scores(queries: torch.Tensor, documents: torch.Tensor, docs_per_query:
 def margin_mse_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """MarginMSE (Hofstätter et al.): squared error between student and teacher margins positive - negative,
     averaged over every (query, negative)."""
-    student_margins = student[:, :1] - student[:, 1:]
-    teacher_margins = teacher[:, :1] - teacher[:, 1:]
-    return F.mse_loss(student_margins, teacher_margins)
+    return F.mse_loss(group_margins(student), group_margins(teacher))
 
 
-def kl_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """KL(teacher || student) between the softmax distributions over each group, averaged over queries."""
+def kl_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
+            teacher_temperature: float | None = None) -> torch.Tensor:
+    """KL(teacher || student) between the softmax distributions over each group, averaged over queries.
+    Student and teacher scores may live on different scales: each has its own temperature (the teacher's
+    is the student's unless given)."""
     student_log_probs = F.log_softmax(student / temperature, dim=1)
-    teacher_log_probs = F.log_softmax(teacher / temperature, dim=1)
+    teacher_log_probs = F.log_softmax(teacher / (teacher_temperature or temperature), dim=1)
     return F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
 
 
 def ranking_loss(
     loss_cfg, queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int, teacher: torch.Tensor | None,
-    document_pool: tuple[torch.Tensor, int] | None = None,
+    document_pool: tuple[torch.Tensor, int] | None = None, false_negatives: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The weighted sum of the losses named in `loss.weights` (zero weights are skipped), and each term.
     A loss config without `weights` (written before distillation existed) means contrastive alone.
@@ -74,7 +84,8 @@ def ranking_loss(
             terms[name] = (
                 pooled_contrastive_loss(queries, *document_pool, docs_per_query, loss_cfg.temperature)
                 if document_pool is not None
-                else contrastive_loss(queries, documents, docs_per_query, loss_cfg.in_batch, loss_cfg.temperature)
+                else contrastive_loss(queries, documents, docs_per_query, loss_cfg.in_batch, loss_cfg.temperature,
+                                      false_negatives)
             )
             continue
         if teacher is None:
@@ -82,6 +93,21 @@ def ranking_loss(
                               "set data.teacher.files or data.teacher.scorers, or give this loss weight 0")
         student = group_scores(queries, documents, docs_per_query)
         terms[name] = margin_mse_loss(student, teacher) if name == "margin_mse" else kl_loss(
-            student, teacher, loss_cfg.temperature)
+            student, teacher, loss_cfg.temperature, loss_cfg.get("teacher_temperature"))
     terms["total"] = sum(weights[name] * value for name, value in terms.items())
     return terms
+
+
+def mean_margins(queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int,
+                 teacher: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The mean margin positive - negative of the student (and of the teacher, when there is one) over the
+    batch's groups: logged every step, so a teacher on another scale than the student shows at once."""
+    with torch.no_grad():
+        margins = {"student_margin": group_margins(group_scores(queries, documents, docs_per_query)).mean()}
+        if teacher is not None:
+            margins["teacher_margin"] = group_margins(teacher).mean()
+    return margins
+
+
+def group_margins(scores: torch.Tensor) -> torch.Tensor:
+    return scores[:, :1] - scores[:, 1:]

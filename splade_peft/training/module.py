@@ -10,8 +10,10 @@ from transformers import get_linear_schedule_with_warmup
 from splade_peft.errors import TrainingDivergedError
 from splade_peft.model.variants import SparseEncoder, as_sparse_encoder
 from splade_peft.training.distributed import all_processes_agree, gather_documents
-from splade_peft.training.losses import ranking_loss
-from splade_peft.training.regularizers import flops, l1, nonzeros_per_vector, quadratic_warmup
+from splade_peft.training.losses import mean_margins, ranking_loss
+from splade_peft.training.regularizers import (
+    flops, gradient_share, l1, nonzeros_per_vector, quadratic_warmup, warmup_steps,
+)
 from splade_peft.training.validation import RetrievalValidation
 
 log = logging.getLogger(__name__)
@@ -74,16 +76,18 @@ class SpladeModule(L.LightningModule):
         documents = self.encoder.encode_documents(**batch["documents"])
         pool = gather_documents(documents) if self.loss_cfg.in_batch == GLOBAL_NEGATIVES else None
         ranking_terms = ranking_loss(
-            self.loss_cfg, queries, documents, batch["docs_per_query"], batch.get("teacher_scores"), pool
+            self.loss_cfg, queries, documents, batch["docs_per_query"], batch.get("teacher_scores"), pool,
+            false_negatives=batch.get("false_negatives"),
         )
         ranking = ranking_terms.pop("total")
-        lambda_d = quadratic_warmup(self.global_step, self.loss_cfg.lambda_d, self.loss_cfg.warmup_steps)
-        lambda_q = quadratic_warmup(self.global_step, self.loss_cfg.lambda_q, self.loss_cfg.warmup_steps)
+        warmup = warmup_steps(self.loss_cfg, self.trainer.estimated_stepping_batches)
+        lambda_d = quadratic_warmup(self.global_step, self.loss_cfg.lambda_d, warmup)
+        lambda_q = quadratic_warmup(self.global_step, self.loss_cfg.lambda_q, warmup)
         if not self.encoder.regularise_queries:
             lambda_q = 0.0
         if not self.encoder.is_sparse:  # FLOPS and L1 make vectors sparse: meaningless on dense embeddings
             lambda_d = lambda_q = 0.0
-        doc_flops, query_l1 = flops(documents), l1(queries)
+        doc_flops, query_l1 = flops(documents, self.loss_cfg.get("flops_normalization", "batch")), l1(queries)
         auxiliary = self.encoder.auxiliary_losses()  # CSR's reconstruction
         loss = ranking + lambda_d * doc_flops + lambda_q * query_l1 + sum(auxiliary.values())
         # A non-finite loss still goes through backward (DDP needs every process to), which makes the
@@ -100,6 +104,11 @@ class SpladeModule(L.LightningModule):
                 "train/query_nnz": nonzeros_per_vector(queries).mean(),
                 "train/lambda_d": lambda_d,
                 "train/lambda_q": lambda_q,
+                # the sparsity knob's share of the push on the document vectors (0 while lambda_d is)
+                "train/flops_grad_share": gradient_share(ranking, lambda_d * doc_flops, documents)
+                if lambda_d and documents.requires_grad else 0.0,
+                **{f"train/{name}": value for name, value in mean_margins(
+                    queries, documents, batch["docs_per_query"], batch.get("teacher_scores")).items()},
             },
             prog_bar=False,
             batch_size=queries.shape[0],

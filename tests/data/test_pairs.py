@@ -4,7 +4,10 @@ import pytest
 
 from splade_peft.data.collection import Collection
 from splade_peft.data.subsample import subsample
-from splade_peft.data.pairs import TrainingSet, bm25_candidates, random_candidates, training_pairs
+from splade_peft.data.pairs import (
+    TrainingCollator, TrainingSet, bm25_candidates, random_candidates, same_query_positives, training_pairs,
+)
+from tests.helpers import tiny_tokenizer
 from splade_peft.errors import ConfigError
 
 
@@ -56,3 +59,21 @@ def test_subsample_keeps_judged_documents_and_is_deterministic(collection):
     assert small == subsample(collection, max_queries=2, max_documents=6, seed=3)
     assert small.fingerprint != collection.fingerprint
     assert subsample(collection, None, None, seed=3) is collection
+
+
+def test_two_pairs_of_one_query_never_serve_as_each_others_negatives(collection):
+    pairs = [pair for pair in training_pairs(collection, random_candidates(collection, 5, seed=0), 1)]
+    dataset = TrainingSet(collection, pairs, negatives=1, seed=0)
+    items = [dataset[i] for i, pair in enumerate(pairs) if pair.query_id in ("q2", "q3")]  # q2 has 2 positives
+    batch = TrainingCollator(tiny_tokenizer(), 8, 8)(items)
+    # rows: q2/d3, q2/d4, q3/d5; columns: [d3, neg], [d4, neg], [d5, neg]
+    assert batch["false_negatives"].tolist() == [
+        [False, False, True, False, False, False],
+        [True, False, False, False, False, False],
+        [False] * 6,
+    ]
+
+
+def test_a_document_equal_to_the_querys_positive_is_masked_wherever_it_appears():
+    mask = same_query_positives(["q", "r"], ["pos", "x", "y", "pos"], 2)
+    assert mask.tolist() == [[False, False, False, True], [False, False, False, False]]

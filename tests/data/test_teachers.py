@@ -7,7 +7,9 @@ import pickle
 import pytest
 
 from splade_peft.data.collection import Collection
-from splade_peft.data.teachers import check_same_dataset, ensemble, load_score_file, main, write_score_file
+from splade_peft.data.teachers import (
+    check_same_dataset, ensemble, load_score_file, main, within_query_spread, write_score_file,
+)
 from splade_peft.data.pairs import TrainingPair, TrainingSet, teacher_scored_pairs
 from splade_peft.errors import ConfigError, DataError
 
@@ -65,11 +67,41 @@ def test_a_teacher_file_for_another_dataset_is_refused():
 def test_ensemble_is_the_mean_of_per_query_z_scores():
     first = {"q": {"a": 1.0, "b": 3.0}}                 # z-scores -1, +1
     second = {"q": {"a": 10.0, "b": 30.0, "c": 20.0}}   # mean 20, std 8.165: z-scores -1.2247, +1.2247, 0
-    combined = ensemble([first, second])
+    combined = ensemble([first, second], "zscore_mean")
     assert set(combined["q"]) == {"a", "b"}  # c is not scored by every teacher: left to data.teacher.missing
     assert combined["q"]["a"] == pytest.approx((-1 - 1.2247449) / 2, rel=1e-6)
     assert combined["q"]["b"] == pytest.approx((1 + 1.2247449) / 2, rel=1e-6)
+    assert ensemble([first, {"q": {"a": 3.0, "b": 5.0}}], "zscore_mean")["q"] == {"a": -1.0, "b": 1.0}
     assert ensemble([first, {"q": {"a": 3.0, "b": 5.0}}], "mean")["q"] == {"a": 2.0, "b": 4.0}
+
+
+def spread_of(scores):
+    return max(max(s.values()) - min(s.values()) for s in scores.values())
+
+
+def test_aligned_ensemble_keeps_the_reference_teachers_scale():
+    # the reference scores like a SPLADE student (margins of tens), the second teacher like BM25, 100x smaller
+    reference = {"q1": {"a": 30.0, "b": 10.0, "c": 0.0}, "q2": {"a": 24.0, "b": 20.0, "c": 16.0}}
+    second = {"q1": {"a": 0.3, "b": 0.2, "c": 0.0}, "q2": {"a": 0.2, "b": 0.1, "c": 0.25}}
+    combined = ensemble([reference, second], "aligned", reference=0)
+    zscores = ensemble([reference, second], "zscore_mean")
+    assert within_query_spread(combined) == pytest.approx(within_query_spread(reference), rel=1e-9)
+    assert spread_of(zscores) < 3 < 20 < spread_of(combined)  # z-scores teach margins of a few units only
+    # one global factor per teacher, not one per query: q1, where the reference is sure, keeps wider margins
+    assert spread_of({"q1": combined["q1"]}) > spread_of({"q2": combined["q2"]})
+    assert combined["q1"]["a"] > combined["q1"]["b"] > combined["q1"]["c"]
+
+
+def test_teacher_weights_and_a_single_teacher_left_raw():
+    first, second = {"q": {"a": 1.0, "b": 3.0}}, {"q": {"a": 30.0, "b": 10.0}}
+    assert ensemble([first], "aligned") is first
+    assert ensemble([first, second], "mean", [3.0, 1.0])["q"] == {"a": 8.25, "b": 4.75}
+    only_first = ensemble([first, second], "aligned", [1.0, 0.0], reference=1)
+    assert only_first["q"]["b"] - only_first["q"]["a"] == pytest.approx(20.0)  # first's order, second's scale
+    with pytest.raises(ConfigError, match="data.teacher.weights"):
+        ensemble([first, second], "aligned", [1.0])
+    with pytest.raises(ConfigError, match="data.teacher.weights"):
+        ensemble([first, second], "aligned", [0.0, 0.0])
 
 
 def test_pickles_need_the_opt_in_and_convert_to_parquet(tmp_path):

@@ -8,7 +8,9 @@ import torch
 from omegaconf import OmegaConf
 
 from splade_peft.errors import ConfigError
-from splade_peft.training.losses import contrastive_loss, group_scores, kl_loss, margin_mse_loss, ranking_loss
+from splade_peft.training.losses import (
+    contrastive_loss, group_scores, kl_loss, margin_mse_loss, mean_margins, ranking_loss,
+)
 
 QUERIES = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
 DOCUMENTS = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 0.0],    # q1's group: student scores 2, 1, 0
@@ -61,6 +63,41 @@ def test_kl_temperature_softens_both_distributions():
         kl_loss(student / 2, TEACHER / 2).item(), rel=1e-6)
 
 
+def test_kl_teacher_temperature_rescales_the_teacher_alone():
+    student = group_scores(QUERIES, DOCUMENTS, 3)
+    assert kl_loss(student, TEACHER, temperature=1.0, teacher_temperature=4.0).item() == pytest.approx(
+        kl_loss(student, TEACHER / 4).item(), rel=1e-6)
+    terms = ranking_loss(OmegaConf.merge(loss_cfg(kl=1.0), {"teacher_temperature": 4.0}), QUERIES, DOCUMENTS, 3, TEACHER)
+    assert terms["kl"].item() == pytest.approx(kl_loss(student, TEACHER / 4).item(), rel=1e-6)
+
+
+def test_contrastive_beside_distillation():
+    terms = ranking_loss(loss_cfg(contrastive=0.5, margin_mse=1.0), QUERIES, DOCUMENTS, 3, TEACHER)
+    assert set(terms) == {"contrastive", "margin_mse", "total"}
+    assert terms["total"].item() == pytest.approx(0.5 * 1.52508725 + 4.25, rel=1e-6)
+
+
+def test_same_query_positives_leave_the_in_batch_negatives():
+    # both groups are the same query's: q1's second positive (row 3) must not be a negative of the first pair
+    queries = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    documents = torch.tensor([[2.0, 0.0], [1.0, 0.0], [3.0, 0.0], [0.0, 0.0]])
+    mask = torch.tensor([[False, False, True, False], [True, False, False, False]])
+    masked = contrastive_loss(queries, documents, 2, false_negatives=mask)
+    first = -2 + math.log(math.e**2 + math.e + 1)       # candidates 2, 1, 0 (3 masked)
+    second = -3 + math.log(math.e + math.e**3 + 1)      # candidates 1, 3, 0 (2 masked)
+    assert masked.item() == pytest.approx((first + second) / 2, rel=1e-6)
+    assert masked < contrastive_loss(queries, documents, 2)
+    via_config = ranking_loss(loss_cfg(contrastive=1.0), queries, documents, 2, None, false_negatives=mask)
+    assert via_config["total"].item() == pytest.approx(masked.item())
+
+
+def test_mean_margins_of_student_and_teacher():
+    margins = mean_margins(QUERIES, DOCUMENTS, 3, TEACHER)
+    assert margins["student_margin"].item() == pytest.approx((1 + 2 - 2 + 1) / 4)
+    assert margins["teacher_margin"].item() == pytest.approx((2 + 2 + 2 + 1) / 4)
+    assert set(mean_margins(QUERIES, DOCUMENTS, 3, None)) == {"student_margin"}
+
+
 def test_weighted_sum_as_in_splade_v3():
     terms = ranking_loss(loss_cfg(contrastive=0.0, margin_mse=0.05, kl=1.0), QUERIES, DOCUMENTS, 3, TEACHER)
     assert set(terms) == {"margin_mse", "kl", "total"}
@@ -86,6 +123,10 @@ def test_losses_are_differentiable_through_the_scores():
     (["data.sampling=teacher_rank", "data.teacher.scorers=[]"], "data.sampling"),
     (["data.negatives_source=file"], "data.negatives_file"),
     (["loss.weights.contrastive=0"], "loss.weights"),
+    (["loss.flops_normalization=mean"], "loss.flops_normalization"),
+    (["loss.warmup_fraction=2"], "loss.warmup_fraction"),
+    (["loss.teacher_temperature=0"], "loss.teacher_temperature"),
+    (["data.teacher.ensemble=median"], "data.teacher.ensemble"),
 ])
 def test_unworkable_training_configs_fail_before_any_model_loads(overrides, key):
     from hydra import compose, initialize_config_dir
