@@ -44,9 +44,9 @@ def tiny_training(tmp_path, max_nonfinite_batches: int, steps: int = 6):
 def nan_loss_on_calls(monkeypatch, calls: set[int]) -> None:
     real, count = module_code.ranking_loss, [0]
 
-    def loss(*args):
+    def loss(*args, **kwargs):
         count[0] += 1
-        terms = real(*args)
+        terms = real(*args, **kwargs)
         return {**terms, "total": terms["total"] * float("nan")} if count[0] in calls else terms
 
     monkeypatch.setattr(module_code, "ranking_loss", loss)
@@ -127,8 +127,8 @@ import splade_peft.evaluation.retrieval as retrieval
 real_loss, real_write = module_code.ranking_loss, retrieval.write_vector_collection
 seed = lambda: os.environ["PL_GLOBAL_SEED"]
 
-def loss(*args):
-    terms = real_loss(*args)
+def loss(*args, **kwargs):
+    terms = real_loss(*args, **kwargs)
     return {**terms, "total": terms["total"] * float("nan")} if seed() == "1" else terms
 
 def write_vectors(vectors, folder, shards):
