@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import splade_peft.config  # noqa: F401  (registers the config resolvers before composition)
 from splade_peft.errors import describe_failure
@@ -20,10 +20,46 @@ from splade_peft.records import fingerprint, redact, redact_saved_config, redact
 log = logging.getLogger("splade_peft")
 
 
+def experiment_name() -> str:
+    return HydraConfig.get().runtime.choices.get("experiment") or "default"
+
+
 def run_name() -> str:
+    """`<experiment>` or `<experiment>:<overrides>`; the overrides redacted (a credential must not name a run)."""
+    overrides = ",".join(redact(HydraConfig.get().job.override_dirname.split(",")))
+    return f"{experiment_name()}:{overrides}" if overrides else experiment_name()
+
+
+def swept_values(cfg: DictConfig) -> dict:
+    """The job's overrides (the grid point in a sweep) as {key: value}, typed as the config holds them; a
+    config group's value is the option chosen (loss=kl -> "kl")."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     hydra_cfg = HydraConfig.get()
-    # The overrides name the W&B run: a credential given as one must not.
-    return ",".join(redact(hydra_cfg.job.override_dirname.split(","))) or hydra_cfg.job.name
+    excluded = set(hydra_cfg.job.config.override_dirname.exclude_keys)
+    values = {}
+    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+        key = override.key_or_group
+        if key in excluded or key.startswith("hydra.") or override.is_delete():
+            continue
+        value = OmegaConf.select(cfg, key, default=None)
+        values[key] = hydra_cfg.runtime.choices.get(key) if isinstance(value, DictConfig) or value is None else value
+    return redact(OmegaConf.to_container(OmegaConf.create(values), resolve=True))
+
+
+def run_identity(cfg: DictConfig):
+    """Name, group, job type, tags and notes of the job's W&B run, derived from the config."""
+    from splade_peft.tracking import RunIdentity
+
+    hydra_cfg = HydraConfig.get()
+    multirun_folder = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
+    experiment = experiment_name()
+    tags = [experiment, cfg.sweep.name, f"lora:{cfg.lora.method}", f"encoder:{cfg.encoder.name}", f"data:{cfg.data.name}"]
+    return RunIdentity(
+        name=run_name(), group=cfg.sweep.name or multirun_folder,
+        job_type="evaluate" if cfg.lora.method == "frozen" else "train",
+        tags=[tag for tag in tags if tag], notes=cfg.sweep.question, axes=swept_values(cfg),
+    )
 
 
 def config_fingerprint(config: dict) -> str:
@@ -82,7 +118,7 @@ def main(cfg: DictConfig) -> float:
     write_json_atomic(results_path, redact(record))
     tracker = None
     try:
-        tracker = ExperimentTracker(cfg.logger, run_dir, run_name(), record["config"])
+        tracker = ExperimentTracker(cfg.logger, run_dir, run_identity(cfg), record["config"])
         record.update(run_job(cfg, run_dir, tracker), status="completed")
         tracker.log_results(record)
     except Exception as error:  # every failure is recorded; the sweep (if any) goes on

@@ -8,12 +8,23 @@ from splade_peft.errors import ConfigError
 from splade_peft.schema import check_schema
 
 OmegaConf.register_new_resolver("basename", lambda path: Path(str(path)).name, replace=True)
-# A study from sweeps/ gets a fixed folder, so that re-running it resumes; an ad-hoc -m sweep a dated one.
-OmegaConf.register_new_resolver(
-    "sweep_folder",
-    lambda outputs, name, stamp: f"{outputs}/sweeps/{name}" if name else f"{outputs}/multirun/{stamp}",
-    replace=True,
-)
+
+
+def sweep_folder(outputs: str, name: str | None, stamp: str, experiment: str | None = None) -> str:
+    """A study from sweeps/ gets a fixed folder, so that re-running it resumes; an ad-hoc -m sweep a dated
+    one. The experiment is part of a study's folder: the same grid on two experiments must not share jobs."""
+    if not name:
+        return f"{outputs}/multirun/{stamp}"
+    return f"{outputs}/sweeps/{name}-{experiment.replace('/', '-')}" if experiment else f"{outputs}/sweeps/{name}"
+
+
+def job_folder_name(override_dirname: str) -> str:
+    """A job folder named by its overrides, one folder deep: a `/` in a value (a path) becomes `%2F`."""
+    return override_dirname.replace("%", "%25").replace("/", "%2F")
+
+
+OmegaConf.register_new_resolver("sweep_folder", sweep_folder, replace=True)
+OmegaConf.register_new_resolver("job_folder", job_folder_name, replace=True)
 
 # key path -> (predicate, allowed values as the error message states them)
 RANGE_CHECKS = {

@@ -17,7 +17,9 @@ from splade_peft.evaluation.retrieval import RUN_FILE, evaluate_trained
 from splade_peft.memory import peak_memory_mb
 from splade_peft.model.adapters import count_parameters, wrap_with_adapter
 from splade_peft.model.backbones import load_backbone
+from splade_peft.model.saved import backbone_config, saved_encoder
 from splade_peft.model.variants import build_encoder
+from splade_peft.progress import stage
 from splade_peft.records import folder_fingerprint, library_versions, redact, write_json_atomic
 from splade_peft.search.runs import read_trec_run
 from splade_peft.training.distributed import is_rank_zero
@@ -29,11 +31,13 @@ PER_QUERY_FILE = "per_query.json"
 def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    eval_collections = load_eval_collections(cfg)
-    train_collection = load_data(cfg.data, cfg.data.train_split, cfg) if needs_training_split(cfg) else None
+    with stage("data"):
+        eval_collections = load_eval_collections(cfg)
+        train_collection = load_data(cfg.data, cfg.data.train_split, cfg) if needs_training_split(cfg) else None
     results = {"data": describe_data(train_collection, eval_collections)}
+    saved = saved_encoder(cfg)  # model.adapter: a job's adapter folder to evaluate
     masked_lm, tokenizer = load_backbone(
-        cfg.model, cfg.paths.cache, cfg.lora.quantization, cfg.trainer.precision,
+        backbone_config(cfg), cfg.paths.cache, cfg.lora.quantization, cfg.trainer.precision,
         on_gpu=job_device(cfg.trainer).type == "cuda",
     )
     model_fingerprint = describe_model(cfg, masked_lm)
@@ -45,19 +49,24 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
 
     encoder = build_encoder(
         cfg.encoder, masked_lm, tokenizer, idf_corpus, cfg.model.doc_max_length,
-        adapt=lambda lm: wrap_with_adapter(lm, cfg.lora, cfg.trainer.max_steps),
+        adapt=saved.adapt() if saved else lambda lm: wrap_with_adapter(lm, cfg.lora, cfg.trainer.max_steps),
     )
+    if saved:
+        saved.load_own_parameters(encoder)
     results["params"] = count_parameters(encoder)
-    training = fit(encoder, tokenizer, train_collection, cfg, run_dir, tracker.lightning_logger if tracker else False)
+    with stage("training"):
+        training = fit(encoder, tokenizer, train_collection, cfg, run_dir, tracker.lightning_logger if tracker else False)
     if not is_rank_zero():
         return {"training": training}
     results["params"]["adapter_bytes"] = training.pop("adapter_bytes")
     results["memory"] = {**peak_memory_mb(), **training.pop("memory")}  # whole-process peak, then training's
 
     adapted_fingerprint = model_fingerprint
-    if (run_dir / "adapter").is_dir():
-        adapted_fingerprint = f"{model_fingerprint}+adapter:{folder_fingerprint(run_dir / 'adapter')}"
-    evaluations = evaluate_trained(encoder, tokenizer, eval_collections, cfg, run_dir, adapted_fingerprint)
+    for adapter in [run_dir / "adapter", *([saved.folder] if saved else [])]:
+        if adapter.is_dir():
+            adapted_fingerprint = f"{model_fingerprint}+adapter:{folder_fingerprint(adapter)}"
+    with stage("evaluation"):
+        evaluations = evaluate_trained(encoder, tokenizer, eval_collections, cfg, run_dir, adapted_fingerprint)
     summaries = {name: summary for name, (_, summary) in evaluations.items()}
     results["metrics"] = {name: s["metrics"] for name, s in summaries.items()}
     results["metrics"]["average"] = macro_average({name: s["metrics"] for name, s in summaries.items()})

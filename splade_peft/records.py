@@ -45,6 +45,19 @@ def staged(path: Path, folder: bool = False, keep_existing: bool = False) -> Ite
     publish(staging, path, keep_existing)
 
 
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an inter-process lock on `path` (a hidden `.<name>.lock` beside it): parallel jobs of a sweep that
+    would build the same cache entry take turns, and the later one finds it built instead of replacing it
+    while the first reads it."""
+    from filelock import FileLock
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_name(f".{path.name}.lock")):
+        yield
+
+
 def sibling(path: Path, kind: str) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.{kind}")
 
@@ -197,9 +210,10 @@ class StageStore:
 
     def run(self, name: str, inputs: Mapping, produce: Callable[[Path], dict]) -> tuple[Path, dict]:
         folder, inputs_fingerprint = self.root / name, fingerprint(inputs)
-        if (summary := self.completed(name, inputs)) is not None:
-            return folder, summary
-        with staged(folder, folder=True) as staging:
-            summary = produce(staging)
-            write_json_atomic(staging / self.MARKER, {"inputs_fingerprint": inputs_fingerprint, "inputs": inputs, "summary": summary})
+        with locked(folder):  # a parallel job producing the same stage finishes first; this one reuses it
+            if (summary := self.completed(name, inputs)) is not None:
+                return folder, summary
+            with staged(folder, folder=True) as staging:
+                summary = produce(staging)
+                write_json_atomic(staging / self.MARKER, {"inputs_fingerprint": inputs_fingerprint, "inputs": inputs, "summary": summary})
         return folder, summary

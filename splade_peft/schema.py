@@ -7,6 +7,8 @@ Ranges live in `config.RANGE_CHECKS`; a key added to any config file must be dec
 
 import fnmatch
 import inspect
+import types
+import typing
 from functools import cache
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +18,10 @@ from splade_peft.errors import ConfigError
 # bool is a subclass of int in Python; a flag given where a number belongs is still an error.
 INT, NUMBER, STRING, BOOL, NONE, LIST, MAPPING = "an integer", "a number", "a string", "true/false", "null", "a list", "a mapping"
 LIGHTNING_TRAINER = "a Lightning Trainer argument"
+WANDB_ARGUMENT = "a WandbLogger / wandb.init argument"
+# A Trainer argument's annotation, reduced to the kinds above; a class of Lightning's own (Accelerator,
+# timedelta, ...) cannot be given in a YAML file and is left out of the message.
+PYTHON_KINDS = {int: INT, float: NUMBER, str: STRING, bool: BOOL, type(None): NONE, list: LIST, dict: MAPPING}
 
 # key path ('*' matches one level) -> the kinds of value allowed
 SCHEMA: dict[str, tuple[str, ...]] = {
@@ -38,13 +44,13 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "data.teacher": (MAPPING,), "data.teacher.allow_pickle": (BOOL,), "data.teacher.checkpoint": (STRING, NONE),
     "data.teacher.ensemble": (STRING,), "data.teacher.files": (LIST,), "data.teacher.from_training_file": (BOOL,),
     "data.teacher.missing": (STRING,), "data.teacher.scorers": (LIST,),
+    "data.teacher.weights": (LIST,), "data.teacher.weights.*": (NUMBER,),
     "model.name": (STRING,), "model.name_or_path": (STRING, NONE), "model.trust_remote_code": (BOOL,),
     "model.random_init": (MAPPING, NONE), "model.random_init.*": (NUMBER,),
     "model.random_init.architecture": (STRING,),
-    "model.query_max_length": (INT,), "model.doc_max_length": (INT,), "model.num_layers": (INT, NONE),
+    "model.query_max_length": (INT,), "model.doc_max_length": (INT,), "model.adapter": (STRING, NONE), "model.num_layers": (INT, NONE),
     "encoder.name": (STRING,), "encoder.pooling": (STRING,), "encoder.bidirectional": (BOOL,),
     "encoder.sparsifiers.*.method": (STRING,), "encoder.sparsifiers.*.k": (INT,),
-    "data.teacher.weights": (LIST,), "data.teacher.weights.*": (NUMBER,),
     "encoder.sparsifiers.*.threshold": (NUMBER,), "encoder.sparsifiers.*.scale": (NUMBER,),
     "encoder.sparsifiers.*.learned": (BOOL,),
     "encoder.normalize": (BOOL,), "encoder.temperature": (NUMBER,),
@@ -74,6 +80,8 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "eval.validation_max_queries": (INT, NONE), "eval.validation_max_documents": (INT, NONE),
     "eval.k": (INT,), "eval.search_threads": (INT,), "eval.bm25": (BOOL,), "eval.zero_shot": (BOOL,),
     "logger.name": (STRING,), "logger.project": (STRING,), "logger.group": (STRING, NONE), "logger.mode": (STRING, NONE),
+    "logger.run_name": (STRING, NONE), "logger.job_type": (STRING, NONE), "logger.notes": (STRING, NONE),
+    "logger.tags": (LIST,), "logger.*": (WANDB_ARGUMENT,),
 }
 
 
@@ -83,7 +91,7 @@ def is_kind(value, kind: str) -> bool:
         NUMBER: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
         STRING: lambda v: isinstance(v, str), BOOL: lambda v: isinstance(v, bool), NONE: lambda v: v is None,
         LIST: lambda v: isinstance(v, list), MAPPING: lambda v: isinstance(v, dict),
-        LIGHTNING_TRAINER: lambda v: True,
+        LIGHTNING_TRAINER: lambda v: True, WANDB_ARGUMENT: lambda v: True,
     }
     return checks[kind](value)
 
@@ -114,6 +122,32 @@ def trainer_arguments() -> frozenset[str]:
     return frozenset(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
 
 
+@cache
+def trainer_argument_kinds(name: str) -> tuple[str, ...]:
+    """The kinds of value Lightning's annotation of Trainer(<name>=...) allows; () when it cannot say."""
+    import lightning
+
+    def kinds(annotation) -> set[str]:
+        origin = typing.get_origin(annotation)
+        if origin in (typing.Union, types.UnionType):
+            return set().union(*map(kinds, typing.get_args(annotation)))
+        if origin is typing.Literal:
+            return set().union(*(kinds(type(value)) for value in typing.get_args(annotation)))
+        found = PYTHON_KINDS.get(origin or annotation)
+        return {found} if found else set()
+
+    annotation = typing.get_type_hints(lightning.Trainer.__init__).get(name)
+    return tuple(sorted(kinds(annotation))) if annotation is not None else ()
+
+
+@cache
+def wandb_arguments() -> frozenset[str]:
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    return frozenset(inspect.signature(WandbLogger.__init__).parameters) | frozenset(inspect.signature(wandb.init).parameters)
+
+
 def check_schema(cfg: DictConfig) -> None:
     """Raise ConfigError for the first key that is not declared or whose value has the wrong type."""
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -128,8 +162,12 @@ def check_schema(cfg: DictConfig) -> None:
             raise ConfigError(path, "is not a key this project reads (a typo?)",
                               f"remove it or use one of: {', '.join(known) or ', '.join(sorted(SCHEMA))}")
         _, kinds = declared
-        if kinds == (LIGHTNING_TRAINER,) and path.split(".")[-1] not in trainer_arguments():
-            raise ConfigError(path, "is not an argument of lightning.Trainer", "check its spelling in the Lightning docs")
+        if kinds == (LIGHTNING_TRAINER,):
+            if path.split(".")[-1] not in trainer_arguments():
+                raise ConfigError(path, "is not an argument of lightning.Trainer", "check its spelling in the Lightning docs")
+            kinds = trainer_argument_kinds(path.split(".")[-1]) or kinds
+        if kinds == (WANDB_ARGUMENT,) and path.split(".")[-1] not in wandb_arguments():
+            raise ConfigError(path, "is not an argument of WandbLogger or wandb.init", "check its spelling in the W&B docs")
         if not any(is_kind(value, kind) for kind in kinds):
             raise ConfigError(path, f"{value!r} has the wrong type", f"use {' or '.join(kinds)}")
 

@@ -107,3 +107,51 @@ def sparse_vectors(masked_lm, tokenizer):
     batch = tokenizer(["the cat sat on the mat", "sun moon star over the green tree"], padding=True, return_tensors="pt")
     with torch.no_grad():
         return SpladeEncoder(masked_lm.eval())(batch["input_ids"], batch["attention_mask"])
+
+
+# --- W&B offline runs -------------------------------------------------------------------------------------------
+
+def wandb_offline_records(folder: Path, timeout_s: float = 30.0) -> list:
+    """Every record (run, config, metric, summary, artifact, ...) of the offline W&B runs under
+    <folder>/wandb/offline-run-*/, as wandb's protobuf Record objects, once each run's exit record is written
+    (wandb's service process may still be flushing when wandb.finish returns).
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        paths = sorted(Path(folder).glob("wandb/offline-run-*/run-*.wandb"))
+        runs = [read_wandb_file(path) for path in paths]
+        if all(any(r.WhichOneof("record_type") == "exit" for r in run) for run in runs) or time.monotonic() > deadline:
+            return [record for run in runs for record in run]
+        time.sleep(0.2)
+
+
+def read_wandb_file(path: Path) -> list:
+    """wandb 0.31 ships no Python reader for its .wandb files; they are a LevelDB-style log: a 7-byte header,
+    then 32 KiB blocks of chunks (checksum, little-endian length, type: 1 full, 2 first, 3 middle, 4 last)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    block, records = 32768, []
+    data, position, chunks = path.read_bytes(), 7, b""
+    while position + 7 <= len(data):
+        left = block - position % block
+        length, kind = struct.unpack_from("<HB", data, position + 4) if left >= 7 else (0, 0)
+        if left < 7 or (length, kind) == (0, 0):  # block trailer or padding
+            position += left
+            continue
+        chunks += data[position + 7: position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunks)
+            records.append(record)
+            chunks = b""
+    return records
+
+
+def wandb_records_of(records: list, kind: str) -> list:
+    """The payloads of one record type ("run", "metric", "summary", "artifact", "config", ...)."""
+    return [getattr(record, kind) for record in records if record.WhichOneof("record_type") == kind]

@@ -10,6 +10,7 @@ from splade_peft.data.collection import Collection
 from splade_peft.evaluation.metrics import evaluate
 from splade_peft.evaluation.retrieval import RUN_FILE, evaluate_in_store, evaluation_inputs
 from splade_peft.model.variants import build_encoder
+from splade_peft.progress import stage
 from splade_peft.records import StageStore, fingerprint
 from splade_peft.search.bm25 import cached_bm25_run
 
@@ -43,7 +44,9 @@ def reference_rows(masked_lm, tokenizer, collections: dict[str, Collection], idf
         model_fingerprint = f"{model_fingerprint}+encoder:{base_encoder.own_parameters_fingerprint()}"
     for name, collection in collections.items():
         if cfg.eval.bm25:
-            references["bm25"][name] = bm25_reference(collection, cfg)
+            with stage(f"BM25 on {name}"):
+                references["bm25"][name] = bm25_reference(collection, cfg)
         if cfg.eval.zero_shot:
-            references["zero_shot"][name] = zero_shot_reference(base_encoder, tokenizer, collection, cfg, model_fingerprint)
+            with stage(f"zero-shot on {name}"):
+                references["zero_shot"][name] = zero_shot_reference(base_encoder, tokenizer, collection, cfg, model_fingerprint)
     return references

@@ -16,6 +16,7 @@ from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import build_impact_index, quantize, write_vector_collection
 from splade_peft.index.sharded import encode_corpus_sharded
 from splade_peft.model.variants import SparseEncoder, as_sparse_encoder
+from splade_peft.progress import bar, stage
 from splade_peft.records import StageStore
 from splade_peft.search.lucene import impact_search
 from splade_peft.search.runs import write_trec_run
@@ -34,26 +35,29 @@ def evaluate_encoder(encoder: SparseEncoder, tokenizer, collection: Collection, 
     encoder = as_sparse_encoder(encoder)
 
     def quantised(side, texts, max_length, counter):
-        for text_id, vector in encode_texts(
+        for text_id, vector in bar(encode_texts(
             encoder.side(side), tokenizer, texts, max_length, cfg.index.tokens_per_batch, cfg.index.max_batch_size
-        ):
+        ), total=len(texts), desc=f"encoding {side}"):
             impacts = quantize(vector, factor)
             counter.add(impacts)
             yield text_id, impacts
 
     started = time.perf_counter()
-    vectors = folder / "vectors"
-    if cfg.index.encode_shards > 1:
-        vectors = (encoding_folder or folder / "encoding") / "vectors"
-        _, documents = encode_corpus_sharded(encoder.side("documents"), tokenizer, collection.corpus, cfg,
-                                             vectors.parent)
-    else:
-        write_vector_collection(quantised("documents", collection.corpus, cfg.model.doc_max_length, documents), vectors, cfg.index.shards)
+    with stage(f"encoding {len(collection.corpus)} documents"):
+        vectors = folder / "vectors"
+        if cfg.index.encode_shards > 1:
+            vectors = (encoding_folder or folder / "encoding") / "vectors"
+            _, documents = encode_corpus_sharded(encoder.side("documents"), tokenizer, collection.corpus, cfg,
+                                                 vectors.parent)
+        else:
+            write_vector_collection(quantised("documents", collection.corpus, cfg.model.doc_max_length, documents), vectors, cfg.index.shards)
     encoded = time.perf_counter()
-    build_impact_index(vectors, folder / "index", cfg.index.threads)
+    with stage("indexing"):
+        build_impact_index(vectors, folder / "index", cfg.index.threads)
     indexed = time.perf_counter()
-    query_vectors = dict(quantised("queries", collection.queries, cfg.model.query_max_length, queries))
-    run = impact_search(folder / "index", query_vectors, k=cfg.eval.k, threads=cfg.eval.search_threads)
+    with stage(f"searching {len(collection.queries)} queries"):
+        query_vectors = dict(quantised("queries", collection.queries, cfg.model.query_max_length, queries))
+        run = impact_search(folder / "index", query_vectors, k=cfg.eval.k, threads=cfg.eval.search_threads)
     write_trec_run(run, folder / RUN_FILE, "splade_peft")
     searched = time.perf_counter()
     return {

@@ -3,16 +3,18 @@ separately, the same table and plots logged to W&B as one run of the sweep's gro
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from splade_peft.results import AVERAGE, as_number
 from splade_peft.sweep.load import Sweep, load_sweep
-from splade_peft.sweep.plots import save_plots
+from splade_peft.sweep.plots import pareto_front, save_plots
+from splade_peft.sweep.significance import VS_ZERO_SHOT
 from splade_peft.sweep.points import JOBS
 from splade_peft.sweep.table import markdown_report, study_table
+from splade_peft.sweep.values import display_value
 from splade_peft.tracking import wandb_mode
 
 CSV_NAME = "sweep_results.csv"
@@ -51,10 +53,12 @@ def wandb_ready(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def log_report_to_wandb(report: Report, project: str | None = None, group: str | None = None) -> bool:
-    """Log the results table and the plots as one W&B run (job_type "report") in the sweep's group.
+    """Log the study as one W&B run (job_type "report") in the sweep's group: its table, interactive charts
+    (metric per swept axis beside the reference rows, quality against document non-zeros with the Pareto
+    front, the significance of each point against zero-shot) and the report files as an artifact.
 
     Does nothing and returns False when the jobs did not log to W&B (config.logger.name) or wandb is not
-    installed. project and group default to the jobs' logger.project and logger.group / sweep.wandb_group.
+    installed. project and group default to the jobs' logger.project and their group (see tracking).
     """
     if not report.sweep.logged_to_wandb:
         return False
@@ -62,20 +66,87 @@ def log_report_to_wandb(report: Report, project: str | None = None, group: str |
         import wandb
     except ImportError:
         return False
-    settings = report.sweep.settings
-    wandb.init(
+    sweep, settings = report.sweep, report.sweep.settings
+    run = wandb.init(
         project=project or settings.get("logger.project") or DEFAULT_WANDB_PROJECT,
-        group=group or report.sweep.wandb_group,
+        group=group or sweep.wandb_group or settings.get("sweep.name") or sweep.directory.name,
         job_type="report",
-        name=f"report-{settings.get('sweep.name') or report.sweep.directory.name}",
-        dir=str(report.sweep.directory),
-        mode=wandb_mode(os.environ.get("WANDB_MODE")),
-        config={"sweep_dir": str(report.sweep.directory), "swept": report.sweep.swept, "fixed": report.sweep.fixed},
+        name=f"report-{settings.get('sweep.name') or sweep.directory.name}",
+        notes=settings.get("sweep.question"),
+        dir=str(sweep.directory),
+        mode=wandb_mode(settings.get("logger.mode")),
+        config={"sweep_dir": str(sweep.directory), "swept": sweep.swept, "fixed": sweep.fixed, "metric": sweep.metric},
     )
     wandb.log({
-        "sweep/results": wandb.Table(dataframe=wandb_ready(report.sweep.frame)),
-        "sweep/points": wandb.Table(dataframe=wandb_ready(report.sweep.points.drop(columns=JOBS))),
+        "sweep/results": wandb.Table(dataframe=wandb_ready(sweep.frame)),
+        "sweep/points": wandb.Table(dataframe=wandb_ready(sweep.points.drop(columns=JOBS))),
+        **wandb_charts(sweep),
         **{f"sweep/{path.stem}": wandb.Image(str(path)) for path in report.plot_paths},
     })
+    artifact = wandb.Artifact(f"report-{run.id}", type="report", metadata={"sweep_dir": str(sweep.directory)})
+    for path in report.paths:
+        artifact.add_file(str(path))
+    run.log_artifact(artifact)
     wandb.finish()
     return True
+
+
+# --- native W&B charts: interactive in the W&B UI, built from the same points as the PNG plots -------------
+
+def wandb_charts(sweep: Sweep) -> dict:
+    import wandb
+
+    quality = f"{AVERAGE}/{sweep.metric}"
+    charts = {f"charts/{sweep.metric}_vs_{axis}": axis_chart(sweep, axis, quality) for axis in sweep.grid_keys}
+    charts.update(pareto_charts(sweep, quality))
+    diff = f"{VS_ZERO_SHOT}.diff"
+    completed = sweep.completed_points
+    if diff in completed and completed[diff].notna().any():
+        rows = [[label, value, bool(significant)] for label, value, significant in
+                zip(sweep.grid_labels(completed), completed[diff], completed.get(f"{VS_ZERO_SHOT}.significant", False))
+                if as_number(value) is not None]
+        table = wandb.Table(columns=["point", f"{sweep.metric} - zero-shot", "significant"], data=rows)
+        charts["charts/vs_zero_shot"] = wandb.plot.bar(table, "point", f"{sweep.metric} - zero-shot",
+                                                       title=f"{sweep.metric} gain over zero-shot (paired t-test)")
+    return charts
+
+
+def axis_chart(sweep: Sweep, axis: str, quality: str):
+    """The study metric against one swept axis: a line per row (trained, BM25, zero-shot) on a numeric axis,
+    bars on a categorical one."""
+    import wandb
+
+    completed = sweep.completed_points
+    values = [(value, score) for value, score in zip(completed[axis], completed[quality]) if as_number(score) is not None]
+    references = {name: as_number(row.get(quality)) for name, row in sweep.references.iterrows()} if quality in sweep.references else {}
+    if all(as_number(value) is not None for value, _ in values):
+        rows = [[float(value), float(score), "trained"] for value, score in values]
+        rows += [[float(value), score, name] for name, score in references.items() if score is not None for value, _ in values]
+        table = wandb.Table(columns=[axis, quality, "row"], data=sorted(rows, key=lambda row: (row[2], row[0])))
+        return wandb.plot.line(table, axis, quality, stroke="row", title=f"{quality} vs {axis}")
+    rows = [[f"{axis}={display_value(value)}", float(score)] for value, score in values]
+    rows += [[name, score] for name, score in references.items() if score is not None]
+    return wandb.plot.bar(wandb.Table(columns=[axis, quality], data=rows), axis, quality, title=f"{quality} vs {axis}")
+
+
+def pareto_charts(sweep: Sweep, quality: str) -> dict:
+    """Quality against document non-zeros per point, and the Pareto front through them (more quality, fewer non-zeros)."""
+    import wandb
+
+    cost = f"{AVERAGE}/doc_nnz_mean"
+    completed = sweep.completed_points
+    if cost not in completed or quality not in completed:
+        return {}
+    labels = sweep.grid_labels(completed)
+    costs, qualities = [as_number(v) for v in completed[cost]], [as_number(v) for v in completed[quality]]
+    rows = [[label, c, q] for label, c, q in zip(labels, costs, qualities) if c is not None and q is not None]
+    if not rows:
+        return {}
+    columns = ["point", cost, quality]
+    front = [[labels[i], costs[i], qualities[i]] for i in pareto_front(qualities, costs)]
+    return {
+        "charts/quality_vs_doc_nnz": wandb.plot.scatter(wandb.Table(columns=columns, data=rows), cost, quality,
+                                                        title=f"{quality} vs document non-zeros"),
+        "charts/pareto_front": wandb.plot.line(wandb.Table(columns=columns, data=front), cost, quality,
+                                               title=f"Pareto front: {quality} vs document non-zeros"),
+    }

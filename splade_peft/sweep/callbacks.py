@@ -1,7 +1,8 @@
-"""Hydra callback around a whole sweep: prepare its folder, and at the end gather its jobs' results
-into one table and a few plots."""
+"""Hydra callback around a whole sweep: prepare its folder, and at the end gather its jobs' results into
+one table and a few plots, print the table, and exit non-zero when a job failed."""
 
 import logging
+import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -16,13 +17,39 @@ class SweepBookkeeping(Callback):
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from splade_peft.sweep.build import build_report, log_report_to_wandb
-
         sweep_dir = Path(config.hydra.sweep.dir)
+        unfinished = unfinished_jobs(sweep_dir)
+        report_study(sweep_dir, config)
+        if unfinished:
+            print(f"splade_peft: {len(unfinished)} job(s) of the sweep did not complete: {', '.join(unfinished)} "
+                  f"(each folder's error.log says why; rerun with sweep.rerun_failed=true)", file=sys.stderr)
+            # SystemExit passes through Hydra's callback guard (it catches Exception): the exit status.
+            sys.exit(1)
+
+
+def unfinished_jobs(sweep_dir: Path) -> list[str]:
+    """Job folders whose results.json does not say completed (failed, unreadable, or never written)."""
+    from splade_peft.results import COMPLETED, RESULTS_FILE, JobResult
+    from splade_peft.sweep.load import is_job_folder
+
+    unfinished = []
+    for folder in sorted(p for p in sweep_dir.iterdir() if is_job_folder(p)):
         try:
-            report = build_report(sweep_dir)
-            print(f"\nsweep report: {sweep_dir / 'report.md'}")
-            if config.logger.name == "wandb":
-                log_report_to_wandb(report, config.logger.project, config.logger.group)
-        except Exception as error:  # the jobs' results are already on disk; a report failure must not hide them
-            log.error("could not build the sweep report for %s: %s -- run `python -m splade_peft.report %s`", sweep_dir, error, sweep_dir)
+            status = JobResult.from_json(folder / RESULTS_FILE).status
+        except (OSError, ValueError):
+            status = "unreadable"
+        if status != COMPLETED:
+            unfinished.append(folder.name)
+    return unfinished
+
+
+def report_study(sweep_dir: Path, config: DictConfig) -> None:
+    from splade_peft.sweep.build import build_report, log_report_to_wandb
+
+    try:
+        report = build_report(sweep_dir)
+        print(f"\n{report.table}\n\nsweep report: {sweep_dir / 'report.md'}")
+        if config.logger.name == "wandb":
+            log_report_to_wandb(report, config.logger.project, config.logger.group)
+    except Exception as error:  # the jobs' results are already on disk; a report failure must not hide them
+        log.error("could not build the sweep report for %s: %s -- run `python -m splade_peft.report %s`", sweep_dir, error, sweep_dir)

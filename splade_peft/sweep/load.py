@@ -35,7 +35,8 @@ COST_COLUMNS = (
     "memory.peak_rss_mb",
 )
 # The settings a report needs from the jobs' configs (stored unresolved, so read through OmegaConf).
-SETTINGS = ("sweep.name", "sweep.question", "sweep.metric", "sweep.wandb_group", "logger.name", "logger.project", "logger.group")
+SETTINGS = ("sweep.name", "sweep.question", "sweep.metric", "sweep.wandb_group", "logger.name", "logger.project", "logger.group",
+            "logger.mode")
 
 
 @dataclass

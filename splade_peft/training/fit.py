@@ -16,6 +16,7 @@ from splade_peft.errors import ConfigError
 from splade_peft.memory import peak_memory_mb, reset_peak_memory, resident_peak_mb
 from splade_peft.model.adapters import adapter_callbacks, saved_weights_bytes
 from splade_peft.model.variants import SparseEncoder
+from splade_peft.progress import interactive
 from splade_peft.records import fingerprint
 from splade_peft.training.dataset import training_loader, training_set
 from splade_peft.training.distributed import is_rank_zero
@@ -45,7 +46,7 @@ def fit(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictConf
     checkpoints = checkpoint_callbacks(cfg, folder)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer), logger=lightning_logger, default_root_dir=run_dir,
-        plugins=[StagedCheckpointIO()], enable_model_summary=False, enable_progress_bar=False,
+        plugins=[StagedCheckpointIO()], enable_model_summary=False, enable_progress_bar=interactive(),
         # EpochShuffle shards the training set itself (it must know its position to resume), and every
         # process validates on the whole validation split.
         use_distributed_sampler=False,

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from tests.helpers import REPO, lora_cfg, sparse_vectors, train_steps
-from splade_peft.errors import DataError
+from splade_peft.errors import DataError, SpladePeftError
 from splade_peft.export import export
 from splade_peft.model.adapters import save_adapter, wrap_with_adapter
 from splade_peft.model.backbones import load_backbone
@@ -62,3 +62,63 @@ def test_qlora_exports_dequantised(base_folder, tokenizer, tmp_path):
 def test_a_folder_without_an_adapter_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match=r"splade_peft.json: not found.*lora=frozen"):
         export(tmp_path, tmp_path / "out")
+
+
+# --- every encoder variant, loaded back by sentence-transformers' SparseEncoder ---------------------------------
+
+TEXTS = ["the cat sat on the mat", "sun moon star over the green tree", "blue car on the road"]
+
+
+def trained_encoder(name: str, base_folder, tokenizer, run_dir, **encoder_overrides):
+    """encoder=<name> with LoRA adapters (and query table) moved away from their initial values, saved as a
+    job saves it: <run_dir>/adapter and the job's config in <run_dir>/.hydra/config.yaml."""
+    from tests.helpers import composed
+    from splade_peft.model.variants import build_encoder
+
+    config = composed(f"encoder={name}", *(f"encoder.{key}={value}" for key, value in encoder_overrides.items()))
+    torch.manual_seed(0)
+    encoder = build_encoder(config.encoder, AutoModelForMaskedLM.from_pretrained(base_folder), tokenizer,
+                            {"d1": "the cat sat", "d2": "sun moon"}, 16, adapt=lambda lm: wrap_with_adapter(lm, lora_cfg()))
+    with torch.no_grad():
+        for parameter_name, parameter in encoder.named_parameters():
+            if "lora_B" in parameter_name or parameter_name == "query_encoder.weights":
+                parameter.add_(torch.randn_like(parameter) * 0.5)
+    encoder.save(run_dir / "adapter")
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"encoder": config.encoder, "model": {"doc_max_length": 16, "query_max_length": 16}}),
+                   run_dir / ".hydra" / "config.yaml")
+    return encoder.eval()
+
+
+def encoded(encoder, tokenizer, side: str, max_length: int) -> torch.Tensor:
+    batch = tokenizer(TEXTS, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    with torch.no_grad():
+        encode = encoder.encode_queries if side == "queries" else encoder.encode_documents
+        return encode(batch["input_ids"], batch["attention_mask"])
+
+
+@pytest.mark.parametrize("name", ["splade", "splade_separate", "inference_free"])
+def test_every_sparse_variant_loads_in_sentence_transformers_with_the_same_vectors(name, base_folder, tokenizer, tmp_path):
+    from sentence_transformers import SparseEncoder
+
+    encoder = trained_encoder(name, base_folder, tokenizer, tmp_path / "run")
+    export(tmp_path / "run", tmp_path / "exported")
+
+    loaded = SparseEncoder(str(tmp_path / "exported"), device="cpu")
+    queries = loaded.encode_query(TEXTS, convert_to_tensor=True).to_dense()
+    documents = loaded.encode_document(TEXTS, convert_to_tensor=True).to_dense()
+    assert torch.allclose(queries, encoded(encoder, tokenizer, "queries", 16), atol=1e-4)
+    assert torch.allclose(documents, encoded(encoder, tokenizer, "documents", 16), atol=1e-4)
+    if name == "splade":  # its root is still a plain masked-LM folder
+        assert AutoModelForMaskedLM.from_pretrained(tmp_path / "exported").config.vocab_size == len(tokenizer)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"sparsifiers.documents.method": "top_k", "sparsifiers.documents.k": 4}, r"sparsifiers\.documents=top_k"),
+    ({"pooling": "sum", "sparsifiers.queries.method": "soft_threshold"}, r"sparsifiers\.queries=soft_threshold"),
+])
+def test_an_encoder_sentence_transformers_cannot_reproduce_is_refused(overrides, message, base_folder, tokenizer, tmp_path):
+    trained_encoder("splade", base_folder, tokenizer, tmp_path / "run", **overrides)
+    with pytest.raises(SpladePeftError, match=message):
+        export(tmp_path / "run", tmp_path / "exported")
+    assert not (tmp_path / "exported").exists()

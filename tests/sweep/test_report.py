@@ -3,8 +3,6 @@
 import json
 import subprocess
 import sys
-import types
-from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -280,29 +278,7 @@ def test_cli_rejects_a_missing_folder(tmp_path, capsys):
     assert exit_info.value.code == 2 and "is not a folder" in capsys.readouterr().err
 
 
-def test_wandb_run_logs_the_table_and_plots_in_the_sweep_group(report, tmp_path, monkeypatch):
-    """W&B itself is faked: a real offline run costs seconds and writes only a binary file to inspect."""
-    calls = {}
-    fake = types.SimpleNamespace(
-        init=lambda **kwargs: calls.setdefault("init", kwargs),
-        log=lambda payload: calls.setdefault("log", payload),
-        finish=lambda: calls.setdefault("finish", True),
-        Table=lambda dataframe: ("table", dataframe),
-        Image=lambda path: ("image", path),
-    )
-    monkeypatch.setitem(sys.modules, "wandb", fake)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    # The jobs' configs decide (logger.name, and the group through ${sweep.name}); the plots are the fixture's.
-    wandb_report = replace(report, sweep=load_sweep(make_sweep(tmp_path / "sweep", logger="wandb")))
-    assert log_report_to_wandb(wandb_report) is True
-    init = calls["init"]
-    assert (init["job_type"], init["group"], init["mode"]) == ("report", "rank_x_negatives", "offline")
-    assert init["dir"] == str(tmp_path / "sweep")
-    kind, table = calls["log"]["sweep/results"]
-    assert kind == "table" and len(table) == 6
-    assert calls["log"]["sweep/plot_quality_vs_cost"] == ("image", str(report.sweep.directory / "plot_quality_vs_cost.png"))
-    assert calls["finish"]
+# The report's W&B run itself (a real offline run, read back) is tested in tests/cli/test_tracking.py.
 
 
 def test_wandb_is_skipped_when_the_jobs_did_not_log_to_it(report):
