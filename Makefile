@@ -1,6 +1,7 @@
 # `make run`: install, fetch the offline checkpoints, run the main job on its defaults.
 # `make test`: install, fetch the offline checkpoints, run the whole test suite.
 # `make bench`: measure encoding, training, indexing and search; writes bench/results.json and bench/summary.md.
+# `make wandb-sync`: upload the offline W&B runs under outputs/ (after `wandb login`).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv

@@ -31,11 +31,11 @@ PER_QUERY_FILE = "per_query.json"
 def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True)
+    saved = saved_encoder(cfg)  # model.adapter: a job's adapter folder to evaluate
     with stage("data"):
         eval_collections = load_eval_collections(cfg)
         train_collection = load_data(cfg.data, cfg.data.train_split, cfg) if needs_training_split(cfg) else None
     results = {"data": describe_data(train_collection, eval_collections)}
-    saved = saved_encoder(cfg)  # model.adapter: a job's adapter folder to evaluate
     masked_lm, tokenizer = load_backbone(
         backbone_config(cfg), cfg.paths.cache, cfg.lora.quantization, cfg.trainer.precision,
         on_gpu=job_device(cfg.trainer).type == "cuda",

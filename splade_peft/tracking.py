@@ -1,8 +1,8 @@
 """Experiment tracking: W&B (offline without an API key), CSV, or nothing; one place that ends every run.
 
 A W&B run per job: named after its experiment and overrides, grouped by study (or multirun), tagged and
-annotated from the config, resumed (same id) when the job runs again in its folder, with the swept values
-as top-level config keys (W&B's parallel-coordinates panel reads them), the results as summary metrics,
+annotated from the config, resumed (same id) when the job runs again in its folder, with its overrides as
+config["sweep_axes"] (the columns W&B's parallel-coordinates panel offers), the results as summary metrics,
 and the adapter, run files and per-query values as artifacts.
 """
 
@@ -23,7 +23,7 @@ LOGGERS = ("wandb", "csv", "none")
 OWN_KEYS = ("name", "run_name", "mode", "tags")
 RUN_ID_FILE = "wandb_run_id"
 # Effectiveness metrics: higher is better, so their W&B summary is the best value seen.
-MAXIMISED = ("ndcg", "mrr", "recall", "map", "precision", "p@", "r@", "success")
+MAXIMISED = ("ndcg", "mrr", "recall", "map", "precision", "success")
 
 
 def wandb_mode(configured: str | None) -> str:
@@ -63,7 +63,7 @@ class RunIdentity:
     job_type: str = "train"
     tags: list[str] = field(default_factory=list)
     notes: str | None = None
-    axes: dict = field(default_factory=dict)  # swept key -> value, logged as top-level config keys
+    axes: dict = field(default_factory=dict)  # the job's overrides, {key: value}: config["sweep_axes"]
 
 
 def run_id(run_dir: Path) -> str:
@@ -100,7 +100,7 @@ class ExperimentTracker:
         if self.kind == "wandb":
             wandb_logger = WandbLogger(
                 save_dir=str(self.run_dir), mode=wandb_mode(logger_cfg.get("mode")), id=run_id(self.run_dir),
-                resume="allow", config={**config, **identity.axes, "sweep_axes": identity.axes},
+                resume="allow", config={**config, "sweep_axes": identity.axes},
                 **wandb_arguments(logger_cfg, identity),
             )
             wandb_logger.experiment  # starts the run now: a job that fails early still has one

@@ -102,8 +102,8 @@ def wandb_charts(sweep: Sweep) -> dict:
     diff = f"{VS_ZERO_SHOT}.diff"
     completed = sweep.completed_points
     if diff in completed and completed[diff].notna().any():
-        rows = [[label, value, bool(significant)] for label, value, significant in
-                zip(sweep.grid_labels(completed), completed[diff], completed.get(f"{VS_ZERO_SHOT}.significant", False))
+        significant = completed.get(f"{VS_ZERO_SHOT}.significant", pd.Series(False, index=completed.index))
+        rows = [[label, value, bool(flag)] for label, value, flag in zip(sweep.grid_labels(completed), completed[diff], significant)
                 if as_number(value) is not None]
         table = wandb.Table(columns=["point", f"{sweep.metric} - zero-shot", "significant"], data=rows)
         charts["charts/vs_zero_shot"] = wandb.plot.bar(table, "point", f"{sweep.metric} - zero-shot",
