@@ -7,6 +7,9 @@ into a folder that sentence-transformers' `SparseEncoder(out_dir)` loads and tha
 - encoder=inference_free: the learned query table (relu'd, special tokens zeroed, as it scores) as a
   SparseStaticEmbedding for queries, the merged LM with SpladePooling for documents.
 
+sentence-transformers keeps one maximum length per LM: encoder=splade's queries are cut at the documents'
+length (model.doc_max_length), not model.query_max_length; the Router variants keep both.
+
 Sparsifiers other than `none`, decoder backbones made bidirectional and the dense/csr families have no
 sentence-transformers counterpart that scores the same: the export refuses them rather than write a model
 that would. A QLoRA adapter is merged into the dequantised base: the export is full precision.

@@ -3,6 +3,7 @@ one table and a few plots, print the table, and exit non-zero when a job failed.
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -15,10 +16,11 @@ class SweepBookkeeping(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         # Before the sweeper starts: an Optuna study is stored in SQLite inside the sweep folder.
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        unfinished = unfinished_jobs(sweep_dir)
+        unfinished = unfinished_jobs(sweep_dir, getattr(self, "started", 0.0))
         report_study(sweep_dir, config)
         if unfinished:
             print(f"splade_peft: {len(unfinished)} job(s) of the sweep did not complete: {', '.join(unfinished)} "
@@ -27,13 +29,21 @@ class SweepBookkeeping(Callback):
             sys.exit(1)
 
 
-def unfinished_jobs(sweep_dir: Path) -> list[str]:
-    """Job folders whose results.json does not say completed (failed, unreadable, or never written)."""
+def launched_since(folder: Path, started: float) -> bool:
+    """Hydra writes a job's .hydra/overrides.yaml as it launches it (a job skipped as already done included);
+    a folder of an earlier grid in the same sweep folder was written before this multirun started."""
+    overrides = folder / ".hydra" / "overrides.yaml"
+    return not overrides.exists() or overrides.stat().st_mtime >= started - 1.0
+
+
+def unfinished_jobs(sweep_dir: Path, started: float = 0.0) -> list[str]:
+    """The job folders this multirun launched whose results.json does not say completed (failed,
+    unreadable, or never written)."""
     from splade_peft.results import COMPLETED, RESULTS_FILE, JobResult
     from splade_peft.sweep.load import is_job_folder
 
     unfinished = []
-    for folder in sorted(p for p in sweep_dir.iterdir() if is_job_folder(p)):
+    for folder in sorted(p for p in sweep_dir.iterdir() if is_job_folder(p) and launched_since(p, started)):
         try:
             status = JobResult.from_json(folder / RESULTS_FILE).status
         except (OSError, ValueError):

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -12,6 +13,7 @@ from omegaconf import OmegaConf
 
 from tests.helpers import CONF, REPO, wandb_offline_records, wandb_records_of
 from splade_peft.config import job_folder_name, sweep_folder
+from splade_peft.sweep.callbacks import unfinished_jobs
 
 
 def hydra_sweep_dir(*overrides: str) -> str:
@@ -36,6 +38,19 @@ def test_a_study_runs_on_the_experiment_its_file_names():
         smoke = compose("config", overrides=["+sweep=losses_x_negatives", "experiment=smoke"], return_hydra_config=True)
     assert (study.hydra.runtime.choices.experiment, study.data.name) == ("scifact_local", "scifact")
     assert smoke.hydra.runtime.choices.experiment == "smoke"  # SWEEP_SCALE=smoke still wins
+
+
+def test_only_the_jobs_this_multirun_launched_count_as_its_failures(tmp_path):
+    for name, age_s in (("lora.r=0", 3600), ("lora.r=-1", 0), ("lora.r=2", 0)):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(f"- {name}\n")
+        status = "completed" if name == "lora.r=2" else "failed"
+        (tmp_path / name / "results.json").write_text(json.dumps({"status": status}))
+        written = time.time() - age_s
+        os.utime(tmp_path / name / ".hydra" / "overrides.yaml", (written, written))
+    # lora.r=0 failed in an earlier multirun of this folder that this one did not relaunch
+    assert unfinished_jobs(tmp_path, started=time.time() - 60) == ["lora.r=-1"]
+    assert unfinished_jobs(tmp_path) == ["lora.r=-1", "lora.r=0"]
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +98,10 @@ def test_each_job_is_a_wandb_run_of_the_multirun_group_with_its_axes(parallel_sw
     assert (run.display_name, run.run_group, run.job_type) == ("smoke:lora.r=4", "sweep", "train")
     config = {update.key: json.loads(update.value_json) for update in run.config.update}
     assert config["sweep_axes"] == {"lora.r": 4}
+
+
+@pytest.mark.slow
+def test_the_multirun_adds_a_report_run_to_the_same_group(parallel_sweep):
+    _, sweep_dir = parallel_sweep
+    [run] = wandb_records_of(wandb_offline_records(sweep_dir), "run")  # sweep_dir/wandb: the report's own
+    assert (run.job_type, run.run_group) == ("report", "sweep")
