@@ -70,7 +70,11 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     summaries = {name: summary for name, (_, summary) in evaluations.items()}
     results["metrics"] = {name: s["metrics"] for name, s in summaries.items()}
     results["metrics"]["average"] = macro_average({name: s["metrics"] for name, s in summaries.items()})
-    results["sparsity"] = {name: s["sparsity"] for name, s in summaries.items()}
+    results["sparsity"] = {name: s["sparsity"] for name, s in summaries.items() if "sparsity" in s}
+    # Dense encoders: family, embedding dimension and index size in place of non-zeros.
+    representations = {name: s["representation"] for name, s in summaries.items() if "representation" in s}
+    if representations:
+        results["representation"] = representations
     results["timing"] = {"train_s": training["train_s"], **sum_timings(s["timing"] for s in summaries.values())}
     results["training"] = training
     run_files = {"trained": {name: folder / RUN_FILE for name, (folder, _) in evaluations.items()},

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from splade_peft.data.collection import Collection
 from splade_peft.device import on_job_device
+from splade_peft.evaluation.dense_retrieval import evaluate_dense_encoder
 from splade_peft.evaluation.metrics import evaluate
 from splade_peft.evaluation.sparsity import SparsityCounter, sparsity_report
 from splade_peft.index.encode import encode_texts
@@ -81,12 +82,17 @@ def evaluation_inputs(cfg: DictConfig, collection: Collection, model_fingerprint
 
 def evaluate_in_store(store: StageStore, name: str, encoder, tokenizer, collection: Collection, cfg: DictConfig,
                       model_fingerprint: str) -> tuple[Path, dict]:
-    """evaluate_encoder as stage `name` of `store`: (its folder, holding RUN_FILE, and its summary)."""
+    """The encoder's evaluation (sparse: evaluate_encoder; dense: evaluate_dense_encoder) as stage `name` of
+    `store`: (its folder, holding RUN_FILE, and its summary)."""
     inputs = evaluation_inputs(cfg, collection, model_fingerprint)
+    if getattr(encoder, "is_sparse", True):
+        evaluate_stage = partial(evaluate_encoder, encoder, tokenizer, collection, cfg,
+                                 encoding_folder=store.root / ".encoding" / name)
+    else:
+        evaluate_stage = partial(evaluate_dense_encoder, encoder, tokenizer, collection, cfg)
     # On the job's device: Lightning's teardown leaves a trained encoder on the CPU.
     with on_job_device(encoder, cfg.trainer):
-        return store.run(name, inputs, partial(evaluate_encoder, encoder, tokenizer, collection, cfg,
-                                               encoding_folder=store.root / ".encoding" / name))
+        return store.run(name, inputs, evaluate_stage)
 
 
 def evaluate_trained(encoder, tokenizer, collections: dict[str, Collection], cfg: DictConfig, run_dir: Path,
