@@ -16,7 +16,6 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -43,7 +42,7 @@ class EncodeSettings:
 class ShardJob:
     """One shard's work, picklable: for a spawned process or a submitit job."""
 
-    encoder: nn.Module | Path  # the module itself, or a torch.save'd module (submitit: one file for all jobs)
+    encoder: nn.Module
     tokenizer: object
     texts: dict[str, str]
     settings: EncodeSettings
@@ -131,25 +130,23 @@ def launch_processes(jobs: list[ShardJob], processes: int) -> None:
 
 
 def launch_submitit(jobs: list[ShardJob], index_cfg: DictConfig, folder: Path) -> None:
-    """One submitit job per pending shard; the encoder is saved once and loaded by each job."""
+    """One submitit job per pending shard. submitit pickles each job with its encoder: a copy per pending
+    shard on the shared disk, traded for never unpickling a file outside submitit's own job folders."""
     import submitit
 
     parameters = {key: value for key, value in OmegaConf.to_container(index_cfg.submitit).items() if value is not None}
     executor = submitit.AutoExecutor(folder=folder / "submitit", cluster=parameters.pop("cluster", None))
     executor.update_parameters(**parameters)
-    encoder_file = folder / "encoder.pt"
-    torch.save(jobs[0].encoder, encoder_file)
     # A job runs on a machine of its own: its device is that machine's first GPU, or its CPU.
     device = "cuda" if jobs[0].device.startswith("cuda") else "cpu"
-    moved = [replace(job, encoder=encoder_file, device=device) for job in jobs]
+    moved = [replace(job, device=device) for job in jobs]
     for submitted in executor.map_array(encode_shard, moved):
         submitted.result()  # waits; raises the job's exception with its log
 
 
 def encode_shard(job: ShardJob) -> dict:
     """Encode one shard into vectors/<name>.jsonl (as a stage: nothing half-written is ever trusted); its summary."""
-    encoder = loaded_encoder(job.encoder) if isinstance(job.encoder, Path) else job.encoder
-    encoder = encoder.to(job.device)
+    encoder = job.encoder.to(job.device)
     counter = SparsityCounter()
 
     def produce(staging: Path) -> dict:
@@ -171,8 +168,3 @@ def counter_added(counter: SparsityCounter, impacts: dict[str, int]) -> dict[str
     counter.add(impacts)
     return impacts
 
-
-@cache
-def loaded_encoder(path: Path) -> nn.Module:
-    # Our own file, written by launch_submitit: a whole module, so not loadable with weights_only.
-    return torch.load(path, weights_only=False)
