@@ -150,4 +150,5 @@ def report(record: dict, results_path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with splade_peft.config.config_errors_in_one_line():
+        main()

@@ -6,10 +6,9 @@ from collections.abc import Iterator
 
 from torch.utils.data import ConcatDataset, Sampler
 
-from splade_peft.records import stable_seed
+from splade_peft.data.config import MIXTURE_SAMPLINGS
 from splade_peft.errors import ConfigError
-
-MIXTURE_SAMPLINGS = ("round_robin", "proportional")
+from splade_peft.records import stable_seed
 
 
 class Mixture(ConcatDataset):

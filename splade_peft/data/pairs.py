@@ -8,14 +8,12 @@ import torch
 from torch.utils.data import Dataset
 
 from splade_peft.data.collection import Collection
+from splade_peft.data.config import SAMPLINGS
 from splade_peft.data.teachers import Scores
 from splade_peft.errors import ConfigError, DataError
 from splade_peft.records import stable_seed
 
 log = logging.getLogger(__name__)
-
-NEGATIVE_SOURCES = ("bm25", "random", "file")
-SAMPLINGS = ("uniform", "teacher_rank")
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from splade_peft.data.config import ENSEMBLE_RULES, MISSING_POLICIES
 from splade_peft.errors import ConfigError, DataError
 from splade_peft.records import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 Scores = dict[str, dict[str, float]]
-ENSEMBLE_RULES = ("aligned", "zscore_mean", "mean")
-MISSING_POLICIES = ("error", "skip")
 FORMATS = "a .json[.gz], .parquet, mined FlagEmbedding .jsonl[.gz] or (with data.teacher.allow_pickle=true) .pkl[.gz] file"
 
 

@@ -15,6 +15,7 @@ from peft import AdaLoraConfig, IA3Config, LoHaConfig, LoKrConfig, LoraConfig, P
 from torch import nn
 
 from splade_peft.errors import ConfigError
+from splade_peft.model.config import ADAPTER_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +51,6 @@ HEAD_MODULES = {
     "mistral": ([], ["lm_head"]),
 }
 
-PEFT_METHODS = ("lora", "adalora", "ia3", "vera", "loha", "lokr")
-ADAPTER_METHODS = PEFT_METHODS + ("full", "frozen")
-LORA_INITS = ("gaussian", "pissa", "olora")
-QUANTIZATIONS = ("4bit", "8bit")
-HEAD_TRAINING = ("frozen", "transform", "full")
-# The lora.* keys each method reads; any other key must keep its lora.yaml default (config.validate).
-SHARED_PEFT_KEYS = {"target_modules", "layers", "train_head"}
-METHOD_KEYS = {
-    "lora": SHARED_PEFT_KEYS | {"r", "alpha", "dropout", "use_rslora", "use_dora", "bias", "init", "quantization"},
-    "adalora": SHARED_PEFT_KEYS | {"r", "target_r", "alpha", "dropout", "bias"},
-    "ia3": SHARED_PEFT_KEYS,
-    "vera": SHARED_PEFT_KEYS | {"r", "dropout", "bias"},
-    "loha": SHARED_PEFT_KEYS | {"r", "alpha", "dropout"},
-    "lokr": SHARED_PEFT_KEYS | {"r", "alpha", "dropout"},
-    "full": set(),
-    "frozen": set(),
-}
 METADATA_FILE = "splade_peft.json"
 
 

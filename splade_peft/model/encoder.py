@@ -8,9 +8,8 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from splade_peft.errors import ConfigError
+from splade_peft.model.config import POOLINGS
 from splade_peft.model.projection import MaskedMaxProjection
-
-POOLINGS = ("max", "sum")
 
 
 class SpladeEncoder(nn.Module):

@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from splade_peft.errors import ConfigError
-
-SPARSIFIER_METHODS = ("none", "top_k", "threshold", "soft_threshold", "mean_threshold")
+from splade_peft.model.config import SPARSIFIER_METHODS
 
 
 class TopK(nn.Module):

@@ -19,6 +19,7 @@ from torch import nn
 
 from splade_peft.errors import ConfigError
 from splade_peft.model.adapters import save_adapter
+from splade_peft.model.config import EMBEDDING_FAMILIES, ENCODER_VARIANTS
 from splade_peft.model.csr import build_csr_encoder
 from splade_peft.model.decoders import make_bidirectional
 from splade_peft.model.dense import build_dense_encoder
@@ -27,10 +28,6 @@ from splade_peft.model.query_table import QueryWeightTable, idf_weights
 from splade_peft.model.sides import EncoderSide
 from splade_peft.model.sparsifiers import build_sparsifier
 
-SPARSE_VARIANTS = ("splade", "splade_separate", "inference_free")
-# Families on the LM's hidden states rather than its vocabulary (model/dense.py, model/csr.py).
-EMBEDDING_FAMILIES = ("dense", "csr")
-ENCODER_VARIANTS = SPARSE_VARIANTS + EMBEDDING_FAMILIES
 # What SparseEncoder.save writes besides the LM adapter(s): the query table and learned sparsifier values.
 OWN_PARAMETERS_FILE = "encoder_parameters.safetensors"
 QUERY_LM_FOLDER = "query_encoder"

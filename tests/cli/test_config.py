@@ -1,14 +1,10 @@
 """Every option of every config group composes; bad values fail before any model is loaded."""
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-import splade_peft.config  # noqa: F401  (resolvers)
-from splade_peft.config import validate
+from splade_peft.config import composition_error, validate
 from tests.helpers import CONF, REPO, composed
 from splade_peft.errors import ConfigError
 
@@ -27,6 +23,8 @@ def test_every_group_option_composes(group, option):
         overrides.append("data.path=/some/beir/folder")
     if option == "hub" and group == "data":
         overrides.append("data.hub_id=BeIR/scifact")
+    if (group, option) in (("encoder", "dense"), ("index", "faiss")):  # the dense encoder and its index go together
+        overrides.append("index=faiss" if group == "encoder" else "encoder=dense")
     cfg = composed(*overrides)
     if group not in ("experiment", "sweep", "hparams_search"):
         assert group in cfg
@@ -55,9 +53,12 @@ def test_defaults_are_rslora_and_valid():
     assert cfg.lora.use_rslora and cfg.model.name == "splade-2l" and cfg.data.source == "embedded"
 
 
-def test_unknown_key_is_rejected_at_composition():
+def test_unknown_key_or_wrong_type_is_rejected_at_composition():
     with pytest.raises(ConfigCompositionException, match="lora.rank"):
         composed("lora.rank=4")
+    with pytest.raises(ConfigCompositionException) as raised:
+        composed("lora.r=four")
+    assert str(composition_error(raised.value)) == "config key 'lora.r': 'four' has the wrong type -- use an integer"
 
 
 def test_unknown_option_lists_the_available_ones():
@@ -68,8 +69,7 @@ def test_unknown_option_lists_the_available_ones():
 @pytest.mark.parametrize(
     "override,key",
     [("lora.r=0", "lora.r"), ("lora.dropout=1.0", "lora.dropout"), ("index.quantization=0", "index.quantization"),
-     ("data.negatives=-1", "data.negatives"), ("data.negatives_source=dense", "data.negatives_source"),
-     ("lora.r=four", "lora.r")],
+     ("data.negatives=-1", "data.negatives"), ("data.negatives_source=dense", "data.negatives_source")],
 )
 def test_out_of_range_values_name_the_key_and_the_allowed_range(override, key):
     with pytest.raises(ConfigError, match=f"config key '{key}'.*use "):

@@ -1,0 +1,98 @@
+"""The `loss=`, `optim=` and `trainer=` groups' keys and the root `training:` keys (conf/loss, conf/optim,
+conf/trainer, conf/config.yaml)."""
+
+import inspect
+import typing
+from dataclasses import dataclass, fields
+from functools import cache
+from typing import Any, Optional, Union
+
+from splade_peft.errors import ConfigError
+from splade_peft.settings import Number, Section, library_argument, section, setting
+
+IN_BATCH = (True, False, "local", "global")
+FLOPS_NORMALIZATIONS = ("batch", "unbiased")  # splade_peft.training.regularizers.flops
+
+
+@dataclass
+class LossWeights(Section):
+    """loss.weights: the ranking loss is their weighted sum."""
+
+    contrastive: Number = setting(at_least=0)
+    margin_mse: Number = setting(at_least=0)
+    kl: Number = setting(at_least=0)
+
+    @classmethod
+    def distillation(cls) -> tuple[str, ...]:
+        """The losses that need teacher scores."""
+        return ("margin_mse", "kl")
+
+
+@dataclass
+class LossConfig(Section):
+    name: str = setting()
+    weights: LossWeights = section(LossWeights)
+    in_batch: Union[bool, str] = setting(one_of=IN_BATCH, says="true (= local), false, local or global")
+    temperature: Number = setting(above=0)
+    teacher_temperature: Optional[Number] = setting(above=0, note="null: loss.temperature")
+    lambda_d: Number = setting(at_least=0)
+    lambda_q: Number = setting(at_least=0)
+    flops_normalization: str = setting(one_of=FLOPS_NORMALIZATIONS)
+    warmup_steps: Optional[int] = setting(at_least=0, note="null: loss.warmup_fraction of the run")
+    warmup_fraction: Number = setting(at_least=0, at_most=1)
+
+    def check(self, path: str, root) -> None:
+        weights = {f.name: getattr(self.weights, f.name) for f in fields(self.weights)}
+        if not any(weights.values()):
+            raise ConfigError("loss.weights", "every ranking loss has weight 0", "give at least one loss a weight > 0")
+        distilling = [name for name in LossWeights.distillation() if weights[name]]
+        if distilling and not root.data.has_teacher:
+            raise ConfigError(f"loss.weights.{distilling[0]}", "distillation needs teacher scores and none are set",
+                              "set data.teacher.scorers=[splade] (or [bm25]) or data.teacher.files=[...], or use loss=contrastive")
+
+
+@dataclass
+class OptimConfig(Section):
+    lr: Number = setting(above=0)
+    weight_decay: Number = setting(at_least=0)
+    warmup_steps: int = setting(at_least=0)
+    query_table_lr: Number = setting(above=0)
+
+
+@dataclass
+class TrainerConfig(Section):
+    """Lightning Trainer arguments, passed through as they are: the keys below are typed here (the ones every
+    trainer file sets); any other must be an argument of lightning.Trainer, of a type its signature takes."""
+
+    open = True
+
+    accelerator: str = setting()
+    devices: Any = setting()
+    precision: Union[int, str] = setting()
+    max_steps: int = setting(allows=lambda v: v == -1 or v >= 1, says="an integer >= 1 (-1: until max_epochs)")
+    accumulate_grad_batches: int = setting(at_least=1)
+    gradient_clip_val: Optional[Number] = setting(at_least=0)
+    log_every_n_steps: int = setting(at_least=1)
+
+    def check_extra(self, path: str, extra: dict) -> None:
+        for key, value in extra.items():
+            library_argument("lightning.Trainer", f"{path}.{key}", value, trainer_annotations())
+
+
+@cache
+def trainer_annotations() -> dict[str, Any]:
+    """lightning.Trainer's arguments and their annotations (imported here: lightning is slow to import)."""
+    import lightning
+
+    hints = typing.get_type_hints(lightning.Trainer.__init__)
+    return {name: hints.get(name, Any) for name in inspect.signature(lightning.Trainer.__init__).parameters if name != "self"}
+
+
+@dataclass
+class TrainingConfig(Section):
+    """The root `training:` keys: checkpoints, the non-finite guard, selection on the validation metric."""
+
+    checkpoint_every_n_steps: int = setting(at_least=1)
+    max_nonfinite_batches: int = setting(at_least=0)
+    keep_best: bool = setting()
+    early_stopping_patience: int = setting(at_least=0, note="0: off")
