@@ -14,11 +14,11 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
+from splade_peft.config import LOGGERS
 from splade_peft.errors import ConfigError
 from splade_peft.results import JobResult
 
 log = logging.getLogger(__name__)
-LOGGERS = ("wandb", "csv", "none")
 # logger.* keys this module reads itself; every other key of logger=wandb goes to WandbLogger / wandb.init.
 OWN_KEYS = ("name", "run_name", "mode", "tags")
 RUN_ID_FILE = "wandb_run_id"

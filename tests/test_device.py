@@ -2,7 +2,6 @@
 encoder afterwards (Lightning's teardown leaves a trained module on the CPU)."""
 
 import lightning as L
-import pytest
 import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
@@ -15,7 +14,6 @@ from splade_peft.data.pairs import TrainingCollator
 from splade_peft.device import inference_precision, job_device
 from splade_peft.model.adapters import wrap_with_adapter
 from splade_peft.model.encoder import SpladeEncoder
-from splade_peft.records import StageStore
 from splade_peft.training.module import SpladeModule
 
 CUDA = torch.cuda.is_available()

@@ -13,12 +13,10 @@ one offset array, not its parsed contents; a line is parsed when an item is aske
 import gzip
 import json
 import logging
-import mmap
 import random
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 from torch.utils.data import Dataset
 
 from splade_peft.data.collection import Collection

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from splade_peft.data.collection import Collection
+from splade_peft.data.config import UNKNOWN_ID_POLICIES
 from splade_peft.data.embedded import COLLECTION_NAME, build_embedded_collection, embedded_folder
 from splade_peft.data.msmarco import load_msmarco_folder
 from splade_peft.data.subsample import subsample
@@ -22,7 +23,6 @@ from splade_peft.errors import ConfigError, DataError, SpladePeftError
 log = logging.getLogger(__name__)
 
 SOURCES = ("beir", "embedded", "hub", "msmarco")
-UNKNOWN_ID_POLICIES = ("error", "drop")
 QRELS_HEADER = ["query-id", "corpus-id", "score"]
 BEIR_LAYOUT = (
     "data.path must be a BEIR folder: corpus.jsonl (_id, title, text), queries.<split>.jsonl or queries.jsonl "

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from splade_peft.data.config import ENSEMBLE_RULES, MISSING_POLICIES
+from splade_peft.data.config import ENSEMBLE_RULES
 from splade_peft.errors import ConfigError, DataError
 from splade_peft.records import write_json_atomic
 

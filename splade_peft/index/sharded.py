@@ -27,7 +27,6 @@ from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import quantize, write_vector_collection
 from splade_peft.records import StageStore, mapping_fingerprint, remove
 
-SHARD_LAUNCHERS = ("local", "submitit")
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from torch import nn
 
 from splade_peft.errors import ConfigError
 from splade_peft.model.adapters import save_adapter
+from splade_peft.model.config import DENSE_POOLINGS
 from splade_peft.model.encoder import vocabulary_projection_skipped
 from splade_peft.model.sides import EncoderSide
 
-DENSE_POOLINGS = ("eos", "mean", "last")
 
 
 class DenseEncoder(nn.Module):

@@ -17,10 +17,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from splade_peft.results import AVERAGE, COMPLETED, RESULTS_FILE, JobResult, as_number, mapping, read_per_query
+from splade_peft.results import AVERAGE, COMPLETED, RESULTS_FILE, JobResult, mapping, read_per_query
 from splade_peft.sweep.points import SEED_KEY, grid_keys, point_frame
 from splade_peft.sweep.significance import add_comparisons
-from splade_peft.sweep.values import display_value, grid_sort_key, is_missing, natural_key, short_names
+from splade_peft.sweep.values import display_value, grid_sort_key, natural_key, short_names
 
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 MULTIRUN_FILE = "multirun.yaml"

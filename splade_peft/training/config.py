@@ -73,6 +73,7 @@ class TrainerConfig(Section):
     accumulate_grad_batches: int = setting(at_least=1)
     gradient_clip_val: Optional[Number] = setting(at_least=0)
     log_every_n_steps: int = setting(at_least=1)
+    compile: bool = setting()  # the project's own key, not Lightning's: torch.compile on each encoder backbone
 
     def check_extra(self, path: str, extra: dict) -> None:
         for key, value in extra.items():

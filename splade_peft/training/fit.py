@@ -15,6 +15,7 @@ from splade_peft.data.sources import load_data
 from splade_peft.errors import ConfigError
 from splade_peft.memory import peak_memory_mb, reset_peak_memory, resident_peak_mb
 from splade_peft.model.adapters import adapter_callbacks, saved_weights_bytes
+from splade_peft.model.encoder import compiled
 from splade_peft.model.variants import SparseEncoder
 from splade_peft.progress import interactive
 from splade_peft.records import fingerprint
@@ -45,7 +46,7 @@ def fit(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictConf
     folder = run_dir / "checkpoints"
     checkpoints = checkpoint_callbacks(cfg, folder)
     trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer), logger=lightning_logger, default_root_dir=run_dir,
+        **lightning_arguments(cfg.trainer), logger=lightning_logger, default_root_dir=run_dir,
         plugins=[StagedCheckpointIO()], enable_model_summary=False, enable_progress_bar=interactive(),
         # EpochShuffle shards the training set itself (it must know its position to resume), and every
         # process validates on the whole validation split.
@@ -59,6 +60,7 @@ def fit(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictConf
     # Lightning keeps the train/eval modes it finds, and the zero-shot pass left the backbone in eval
     # mode: without this, adapter dropout would silently be off.
     encoder.train()
+    compile_backbones(encoder, cfg.trainer)
     peak_before = reset_peak_memory()
     started = time.perf_counter()
     trainer.fit(module, loader, validation.dataloader() if validation else None,
@@ -133,3 +135,17 @@ def retrieval_validation(cfg: DictConfig, tokenizer) -> RetrievalValidation | No
         load_data(spec, cfg.eval.validation_split, cfg), tokenizer, cfg.model.query_max_length, cfg.model.doc_max_length,
         cfg.index.quantization, cfg.eval.k, cfg.index.tokens_per_batch, cfg.index.max_batch_size,
     )
+
+
+def lightning_arguments(trainer_cfg: DictConfig) -> dict:
+    """trainer.* as lightning.Trainer takes it: every key but the project's own `compile`."""
+    arguments = OmegaConf.to_container(trainer_cfg)
+    arguments.pop("compile", None)
+    return arguments
+
+
+def compile_backbones(encoder, trainer_cfg: DictConfig) -> None:
+    """trainer.compile=true: torch.compile every backbone the encoder trains (in place; state dict names kept)."""
+    if trainer_cfg.get("compile"):
+        for side in encoder.language_model_encoders():
+            compiled(side)

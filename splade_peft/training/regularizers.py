@@ -7,9 +7,9 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as distributed_autograd
 
 from splade_peft.errors import ConfigError
+from splade_peft.training.config import FLOPS_NORMALIZATIONS
 
 
-FLOPS_NORMALIZATIONS = ("batch", "unbiased")
 
 
 def flops(weights: torch.Tensor, normalization: str = "batch") -> torch.Tensor:

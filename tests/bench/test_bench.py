@@ -11,7 +11,7 @@ from tests.helpers import WORDS, word_tokenizer
 from splade_peft.bench.encoding import compare, naive_vectors, project_vectors
 from splade_peft.bench.indexing import replicated_corpus
 from splade_peft.bench.search import agreement, bench_search
-from splade_peft.index.impact import build_impact_index, quantize, write_vector_collection
+from splade_peft.index.impact import build_impact_index, write_vector_collection
 from splade_peft.model.projection import MaskedMaxProjection
 
 TEXTS = ["the cat sat on the mat", "dog", "blue car on the long road ran past the green tree and the red house",

@@ -5,7 +5,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from splade_peft.config import composition_error, validate
-from tests.helpers import CONF, REPO, composed
+from tests.helpers import CONF, composed
 from splade_peft.errors import ConfigError
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "paths"))

@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -79,7 +78,8 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
     (collection / "qrels").mkdir(parents=True)
     (collection / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "fine"}\n{"_id": "d2", "text": \n')
     (collection / "queries.jsonl").write_text('{"_id": "q1", "text": "query"}\n')
-    (collection / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    for split in ("train", "test"):  # the evaluation split loads first: both exist, so the corpus is what fails
+        (collection / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     completed = run_cli(tmp_path / "run", "experiment=smoke", "data=beir", f"data.path={collection}")
     message = one_line_error(completed)
     assert "corpus.jsonl" in message and "line 2" in message

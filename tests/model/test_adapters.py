@@ -6,27 +6,21 @@ import re
 import subprocess
 import sys
 
-import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
 from peft import PeftModel
-from torch.utils.data import DataLoader
 from transformers import (
-    AutoModelForMaskedLM, BertConfig, GPT2Config, BertForMaskedLM, BertTokenizerFast, LlamaConfig, LlamaForCausalLM,
-    ModernBertConfig, ModernBertForMaskedLM,
+    AutoModelForMaskedLM, GPT2Config, LlamaConfig, LlamaForCausalLM, ModernBertConfig, ModernBertForMaskedLM,
 )
 
-from tests.helpers import ITEMS, LOSS, OPTIM, REPO, STEPS, composed, lora_cfg, sparse_vectors, train_steps, word_tokenizer
+from tests.helpers import REPO, STEPS, composed, lora_cfg, sparse_vectors, train_steps
 from splade_peft.config import validate
-from splade_peft.data.pairs import TrainingCollator
 from splade_peft.errors import ConfigError
 from splade_peft.model.adapters import (
-    adapter_callbacks, count_parameters, matched_module_names, save_adapter, target_modules_for, wrap_with_adapter,
+    count_parameters, matched_module_names, save_adapter, target_modules_for, wrap_with_adapter,
 )
 from splade_peft.model.backbones import load_backbone
-from splade_peft.model.encoder import SpladeEncoder
-from splade_peft.training.module import SpladeModule
 
 # lora= option -> (overrides of lora.yaml as its conf file states them, parameters that must train)
 ADAPTERS = {

@@ -1,7 +1,6 @@
 """CSR: a top-k sparse autoencoder over dense embeddings, trained with reconstruction + ranking, indexed by latent."""
 
 import lightning as L
-import pytest
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file

@@ -10,7 +10,7 @@ from splade_peft.data.collection import Collection
 from splade_peft.evaluation.dense_retrieval import RUN_FILE, evaluate_dense_encoder
 from splade_peft.model.decoders import random_llama
 from splade_peft.model.variants import build_encoder
-from splade_peft.search.dense import DOCID_FILE, INDEX_FILE, dense_search, write_dense_index
+from splade_peft.search.dense import INDEX_FILE, dense_search, write_dense_index
 from splade_peft.search.runs import read_trec_run
 
 

@@ -70,7 +70,7 @@ def test_collection_rejects_unquantised_weights_and_whitespace_terms(tmp_path):
         write_vector_collection([("d", {"a": 0.5})], tmp_path / "c", shards=1)
     with pytest.raises(IndexingError, match="whitespace"):
         write_vector_collection([("d", {"a b": 3})], tmp_path / "c", shards=1)
-    assert not (tmp_path / "c").exists() and not (tmp_path / "c.tmp").exists()
+    assert not list(tmp_path.iterdir())  # neither the collection nor its staging folder
 
 
 def test_impact_build_counts_documents_and_cleans_up(impact_index, impact_corpus):

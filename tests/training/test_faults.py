@@ -11,7 +11,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from transformers import BertConfig, BertForMaskedLM
 
@@ -99,7 +98,7 @@ def test_a_stage_that_dies_mid_write_is_never_trusted_and_is_redone(tmp_path):
         return {"documents": 1}
 
     folder, summary = store.run("index", {"corpus": "abc"}, complete)
-    assert summary == {"documents": 1} and not folder.with_name("index.partial").exists()
+    assert summary == {"documents": 1} and [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == ["index"]
     assert store.run("index", {"corpus": "abc"}, disk_full)[1] == summary  # complete: reused, not redone
     _, changed = store.run("index", {"corpus": "xyz"}, lambda f: {"documents": 2})
     assert changed == {"documents": 2}  # inputs changed: redone
@@ -170,7 +169,8 @@ def test_faulty_jobs_fail_with_their_cause_and_the_sweep_goes_on(tmp_path):
     assert results[2]["error"].startswith("out of memory")
     assert results[3]["error"].startswith("disk full writing")
     eval_dir = job[3] / "eval"
-    assert not [p for p in eval_dir.iterdir() if not p.name.endswith(".partial")]  # nothing half-done trusted
+    # nothing half-done trusted: only hidden staging folders (and their locks), never a stage folder
+    assert all(p.name.startswith(".") for p in eval_dir.iterdir())
 
     again = run_sweep(tmp_path, "3", "sweep.rerun_failed=true", disk_full=False)
     assert again.returncode == 0, again.stderr[-3000:]

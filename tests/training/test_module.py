@@ -4,7 +4,7 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
-from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+from transformers import BertConfig, BertForMaskedLM
 
 from tests.helpers import LORA, LOSS, OPTIM, tiny_tokenizer
 from splade_peft.model.adapters import count_parameters, wrap_with_adapter

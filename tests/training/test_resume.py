@@ -3,7 +3,6 @@ run ends (the same metrics, the same adapter weights up to float32 rounding)."""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
