@@ -35,3 +35,11 @@ def base_folder(tmp_path_factory, tokenizer):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def own_wandb_service(monkeypatch):
+    """Every job a test starts runs as a user's would, with a W&B service of its own: a test that used W&B in
+    this process leaves WANDB_SERVICE set, and a job inheriting it shares that service's run registry (a
+    resumed job's run id would read as "in use" by the run its killed predecessor left there)."""
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
