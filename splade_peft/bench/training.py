@@ -22,7 +22,7 @@ from splade_peft.model.adapters import wrap_with_adapter
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.training.losses import contrastive_loss
 from splade_peft.training.module import SpladeModule
-from splade_peft.training.regularizers import flops, l1, quadratic_warmup
+from splade_peft.training.regularizers import flops, l1, quadratic_warmup, warmup_steps
 
 
 class StepClock(Callback):
@@ -55,14 +55,15 @@ def plain_step_times(encoder: SpladeEncoder, batches: list[dict], loss_cfg, opti
     parameters = [p for p in encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, optim_cfg.warmup_steps, len(batches))
+    warmup = warmup_steps(loss_cfg, len(batches))
     stamps = []
     for step, batch in enumerate(batches):
         with autocast:
             queries = encoder(**{k: v.to(device) for k, v in batch["queries"].items()})
             documents = encoder(**{k: v.to(device) for k, v in batch["documents"].items()})
             loss = (contrastive_loss(queries, documents, batch["docs_per_query"], loss_cfg.in_batch, loss_cfg.temperature)
-                    + quadratic_warmup(step, loss_cfg.lambda_d, loss_cfg.warmup_steps) * flops(documents)
-                    + quadratic_warmup(step, loss_cfg.lambda_q, loss_cfg.warmup_steps) * l1(queries))
+                    + quadratic_warmup(step, loss_cfg.lambda_d, warmup) * flops(documents, loss_cfg.flops_normalization)
+                    + quadratic_warmup(step, loss_cfg.lambda_q, warmup) * l1(queries))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
