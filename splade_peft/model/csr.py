@@ -7,7 +7,6 @@ ranking loss on the sparse codes (and the FLOPS/L1 regularisers, which apply to 
 backbone may stay frozen (lora=frozen trains the autoencoder alone, as in the CSR paper) or carry an adapter.
 """
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 
 from splade_peft.errors import ConfigError
 from splade_peft.model.dense import DenseEncoder, build_dense_encoder
-from splade_peft.model.sides import EncoderSide
+from splade_peft.model.sides import EncoderSide, parameters_fingerprint
 
 AUTOENCODER_FILE = "sparse_autoencoder.safetensors"
 # A fixed initialisation: the zero-shot reference row is then the very autoencoder that training starts from.
@@ -93,10 +92,7 @@ class CsrEncoder(nn.Module):
         return {f"autoencoder.{name}": p for name, p in self.autoencoder.named_parameters()}
 
     def own_parameters_fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for name, parameter in sorted(self.own_parameters().items()):
-            digest.update(name.encode() + parameter.detach().cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return parameters_fingerprint(self.own_parameters())
 
     def parameter_groups(self, optim_cfg) -> list[dict]:
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]

@@ -9,7 +9,6 @@ Every variant applies its own sparsifier to each side's vectors (see sparsifiers
 """
 
 import copy
-import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from splade_peft.model.decoders import make_bidirectional
 from splade_peft.model.dense import build_dense_encoder
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.model.query_table import QueryWeightTable, idf_weights
-from splade_peft.model.sides import EncoderSide
+from splade_peft.model.sides import EncoderSide, parameters_fingerprint
 from splade_peft.model.sparsifiers import build_sparsifier
 
 # What SparseEncoder.save writes besides the LM adapter(s): the query table and learned sparsifier values.
@@ -79,10 +78,7 @@ class SparseEncoder(nn.Module):
         return [e for i, e in enumerate(sides) if isinstance(e, SpladeEncoder) and e not in sides[:i]]
 
     def own_parameters_fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for name, parameter in sorted(self.own_parameters().items()):
-            digest.update(name.encode() + parameter.detach().cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return parameters_fingerprint(self.own_parameters())
 
     def parameter_groups(self, optim_cfg) -> list[dict]:
         """The query table trains at optim.query_table_lr, without weight decay; everything else at optim.lr."""
