@@ -10,7 +10,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from splade_peft.data.collection import Collection
 from splade_peft.device import on_job_device
-from splade_peft.evaluation.dense_retrieval import evaluate_dense_encoder
 from splade_peft.evaluation.metrics import evaluate
 from splade_peft.evaluation.sparsity import SparsityCounter, sparsity_report
 from splade_peft.index.encode import encode_texts
@@ -89,6 +88,9 @@ def evaluate_in_store(store: StageStore, name: str, encoder, tokenizer, collecti
         evaluate_stage = partial(evaluate_encoder, encoder, tokenizer, collection, cfg,
                                  encoding_folder=store.root / ".encoding" / name)
     else:
+        # Imported here: Faiss is loaded for dense jobs only (on import it probes and reports CPU variants).
+        from splade_peft.evaluation.dense_retrieval import evaluate_dense_encoder
+
         evaluate_stage = partial(evaluate_dense_encoder, encoder, tokenizer, collection, cfg)
     # On the job's device: Lightning's teardown leaves a trained encoder on the CPU.
     with on_job_device(encoder, cfg.trainer):
