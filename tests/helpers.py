@@ -132,6 +132,7 @@ def read_wandb_file(path: Path) -> list:
     then 32 KiB blocks of chunks (checksum, little-endian length, type: 1 full, 2 first, 3 middle, 4 last)."""
     import struct
 
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
     block, records = 32768, []
@@ -142,11 +143,16 @@ def read_wandb_file(path: Path) -> list:
         if left < 7 or (length, kind) == (0, 0):  # block trailer or padding
             position += left
             continue
+        if position + 7 + length > len(data):  # the writer is still flushing this chunk: read it next time
+            break
         chunks += data[position + 7: position + 7 + length]
         position += 7 + length
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
-            record.ParseFromString(chunks)
+            try:
+                record.ParseFromString(chunks)
+            except DecodeError:  # a chunk the writer has sized but not yet filled
+                break
             records.append(record)
             chunks = b""
     return records
