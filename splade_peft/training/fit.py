@@ -21,7 +21,7 @@ from splade_peft.progress import interactive
 from splade_peft.records import fingerprint
 from splade_peft.training.dataset import training_loader, training_set
 from splade_peft.training.distributed import is_rank_zero
-from splade_peft.training.module import SpladeModule
+from splade_peft.training.module import SpladeModule, ValidatedSpladeModule
 from splade_peft.training.resume import BEST_NAME, ResumeState, StagedCheckpointIO, resume_path
 from splade_peft.training.validation import RetrievalValidation
 
@@ -42,7 +42,8 @@ def fit(encoder: SparseEncoder, tokenizer, collection: Collection, cfg: DictConf
     dataset = training_set(collection, cfg)
     loader, sampler = training_loader(dataset, tokenizer, cfg)
     validation = retrieval_validation(cfg, tokenizer)
-    module = SpladeModule(encoder, cfg.loss, cfg.optim, cfg.training.max_nonfinite_batches, validation)
+    module = (ValidatedSpladeModule(encoder, cfg.loss, cfg.optim, cfg.training.max_nonfinite_batches, validation)
+              if validation else SpladeModule(encoder, cfg.loss, cfg.optim, cfg.training.max_nonfinite_batches))
     folder = run_dir / "checkpoints"
     checkpoints = checkpoint_callbacks(cfg, folder)
     trainer = L.Trainer(

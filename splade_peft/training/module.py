@@ -21,13 +21,11 @@ GLOBAL_NEGATIVES = "global"
 
 
 class SpladeModule(L.LightningModule):
-    def __init__(self, encoder: SparseEncoder, loss_cfg, optim_cfg, max_nonfinite_batches: int = 0,
-                 validation: RetrievalValidation | None = None):
+    def __init__(self, encoder: SparseEncoder, loss_cfg, optim_cfg, max_nonfinite_batches: int = 0):
         super().__init__()
         self.encoder = as_sparse_encoder(encoder)
         self.loss_cfg, self.optim_cfg = loss_cfg, optim_cfg
         self.max_nonfinite_batches, self.nonfinite_batches = max_nonfinite_batches, 0
-        self.validation = validation
         self.loss_is_finite = torch.tensor(True)
 
     def skip_nonfinite(self, what: str) -> None:
@@ -116,6 +114,24 @@ class SpladeModule(L.LightningModule):
         self.log("train/loss_step", loss, prog_bar=True, batch_size=queries.shape[0], logger=False)
         return loss
 
+    def configure_optimizers(self):
+        groups = self.encoder.parameter_groups(self.optim_cfg)
+        optimizer = torch.optim.AdamW(groups, lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay)
+        # One factor for every group: the query table keeps its ratio to the encoder's rate throughout.
+        schedule = get_linear_schedule_with_warmup(
+            optimizer, self.optim_cfg.warmup_steps, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": "train/lr"}}
+
+
+class ValidatedSpladeModule(SpladeModule):
+    """SpladeModule with retrieval validation; a separate class because Lightning warns on every job whose
+    module defines validation_step without a validation loader."""
+
+    def __init__(self, encoder: SparseEncoder, loss_cfg, optim_cfg, max_nonfinite_batches: int,
+                 validation: RetrievalValidation):
+        super().__init__(encoder, loss_cfg, optim_cfg, max_nonfinite_batches)
+        self.validation = validation
+
     def on_validation_epoch_start(self) -> None:
         self.validation.start()
 
@@ -129,11 +145,3 @@ class SpladeModule(L.LightningModule):
         # Every process searched the whole validation split: the values agree, and checkpoint selection
         # and early stopping decide alike everywhere.
         self.log_dict({f"val/{name}": value for name, value in self.validation.metrics().items()})
-
-    def configure_optimizers(self):
-        groups = self.encoder.parameter_groups(self.optim_cfg)
-        optimizer = torch.optim.AdamW(groups, lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay)
-        # One factor for every group: the query table keeps its ratio to the encoder's rate throughout.
-        schedule = get_linear_schedule_with_warmup(
-            optimizer, self.optim_cfg.warmup_steps, int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": "train/lr"}}

@@ -19,7 +19,7 @@ from splade_peft.errors import ConfigError
 from splade_peft.model.adapters import wrap_with_adapter
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.training.fit import checkpoint_callbacks, load_best, monitoring_callbacks, validation_schedule
-from splade_peft.training.module import SpladeModule
+from splade_peft.training.module import SpladeModule, ValidatedSpladeModule
 from splade_peft.training.resume import ResumeState, StagedCheckpointIO
 from splade_peft.training.validation import RetrievalValidation
 
@@ -33,6 +33,17 @@ CFG = OmegaConf.create({
 
 def validation() -> RetrievalValidation:
     return RetrievalValidation(COLLECTION, tiny_tokenizer(), query_max_length=8, doc_max_length=16, quantization=100, k=10)
+
+
+def test_a_job_without_validation_has_no_validation_step():
+    """Lightning warns 'validation_step but no val_dataloader' on every job whose module defines one."""
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    backbone = BertForMaskedLM(BertConfig(vocab_size=len(tiny_tokenizer()), hidden_size=16, num_hidden_layers=1,
+                                          num_attention_heads=2, intermediate_size=32))
+    encoder = SpladeEncoder(backbone)
+    assert not is_overridden("validation_step", SpladeModule(encoder, LOSS, OPTIM))
+    assert is_overridden("validation_step", ValidatedSpladeModule(encoder, LOSS, OPTIM, 0, validation()))
 
 
 def test_validation_every_n_steps_logs_metrics_and_keeps_the_best_checkpoint(tmp_path):
@@ -49,7 +60,7 @@ def test_validation_every_n_steps_logs_metrics_and_keeps_the_best_checkpoint(tmp
                         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
                         log_every_n_steps=1, **validation_schedule(CFG))
     checks = validation()
-    module = SpladeModule(encoder, LOSS, OPTIM, validation=checks)
+    module = ValidatedSpladeModule(encoder, LOSS, OPTIM, 0, checks)
     encoder.train()
     trainer.fit(module, DataLoader(items, batch_size=2, collate_fn=TrainingCollator(tokenizer, 8, 16)), checks.dataloader())
 
