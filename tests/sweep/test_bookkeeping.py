@@ -27,6 +27,16 @@ def test_a_study_on_another_experiment_gets_its_own_folder():
     assert sweep_folder("out", None, "2026-01-01_00-00-00", "smoke") == "out/multirun/2026-01-01_00-00-00"
 
 
+def test_where_files_go_names_neither_the_job_folder_nor_an_axis():
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        hydra_cfg = compose("config", return_hydra_config=True).hydra
+    overrides = OverridesParser.create().parse_overrides(["lora.r=4", "paths.cache=/c", "paths.outputs=/o"])
+    assert get_overrides_dirname(overrides, list(hydra_cfg.job.config.override_dirname.exclude_keys), ",", "=") == "lora.r=4"
+
+
 def test_a_slash_in_an_override_value_stays_in_one_job_folder():
     assert job_folder_name("data.path=/data/beir/scifact,lora.r=4") == "data.path=%2Fdata%2Fbeir%2Fscifact,lora.r=4"
     assert job_folder_name("eval.k=50%") == "eval.k=50%25"  # escaping stays reversible
