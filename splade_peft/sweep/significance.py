@@ -9,6 +9,9 @@ The test is a paired t-test (scipy.stats.ttest_rel) over those weighted per-quer
 comparisons (against zero-shot, against the best row) is Bonferroni-corrected for the number of rows it
 compares: p-values are multiplied by that number and the intervals widened to match, so a 95% interval
 that holds 0 is exactly an "n.s." difference.
+
+With several evaluation datasets, each row is also compared with zero-shot on each dataset alone
+(`vs_zero_shot@<dataset>`, one family per dataset): a gain in domain must not hide a loss out of domain.
 """
 
 from __future__ import annotations
@@ -119,6 +122,23 @@ def family(found: dict, anchor, prefix: str) -> dict:
     return {key: result.columns(prefix) for key, result in results.items() if result is not None}
 
 
+def dataset_prefix(dataset: str) -> str:
+    return f"{VS_ZERO_SHOT}@{dataset}"
+
+
+def per_dataset_families(found: dict) -> dict:
+    """Every row against zero-shot on each dataset alone, when there is more than one dataset."""
+    datasets = sorted({dataset for values in found.values() for dataset in values})
+    if len(datasets) < 2:
+        return {}
+    columns: dict = {}
+    for dataset in datasets:
+        alone = {key: {dataset: values[dataset]} for key, values in found.items() if dataset in values}
+        for key, values in family(alone, ZERO_SHOT, dataset_prefix(dataset)).items():
+            columns.setdefault(key, {}).update(values)
+    return columns
+
+
 def add_comparisons(frame: pd.DataFrame, points: pd.DataFrame, references: pd.DataFrame,
                     per_query_by_job: Mapping[str, Mapping], metric: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The comparison columns (`vs_zero_shot.diff`, `vs_best.p_adjusted`, ...) on the points, the
@@ -128,10 +148,12 @@ def add_comparisons(frame: pd.DataFrame, points: pd.DataFrame, references: pd.Da
     for prefix, anchor in ((VS_ZERO_SHOT, ZERO_SHOT), (VS_BEST, best_point(points, found, metric))):
         for key, values in family(found, anchor, prefix).items():
             columns.setdefault(key, {}).update(values)
+    for key, values in per_dataset_families(found).items():
+        columns.setdefault(key, {}).update(values)
     if not columns:
         return frame, points, references
     points = points.join(pd.DataFrame.from_dict({k: v for k, v in columns.items() if not isinstance(k, str)}, orient="index"))
-    compared = [column for column in points.columns if column.startswith((f"{VS_ZERO_SHOT}.", f"{VS_BEST}."))]
+    compared = [column for column in points.columns if column.startswith((VS_ZERO_SHOT, f"{VS_BEST}."))]
     point_of_job = {job: point for point, jobs in points[JOBS].items() for job in jobs}
     frame = pd.concat([frame, points.loc[frame["job"].map(point_of_job), compared].set_axis(frame.index)], axis=1)
     labelled = pd.DataFrame.from_dict({k: v for k, v in columns.items() if isinstance(k, str)}, orient="index")

@@ -25,7 +25,8 @@ def zero_shot(dataset: str) -> dict[str, float]:
 
 def trained(dataset: str, r: int, seed: int) -> dict[str, float]:
     rng = np.random.default_rng(seed * 100 + r)
-    return {q: v + EFFECT[r] + float(rng.choice([-0.05, 0.05])) for q, v in zero_shot(dataset).items()}
+    effect = EFFECT[r][dataset] if isinstance(EFFECT[r], dict) else EFFECT[r]
+    return {q: v + effect + float(rng.choice([-0.05, 0.05])) for q, v in zero_shot(dataset).items()}
 
 
 def means(per_dataset: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -57,8 +58,8 @@ def report(tmp_path_factory):
     return build_report(sweep_dir)
 
 
-def significance_rows(markdown: str) -> dict[str, list[str]]:
-    section = markdown.split("## Significance", 1)[1]
+def significance_rows(markdown: str, section: str = "## Significance") -> dict[str, list[str]]:
+    section = markdown.split(section, 1)[1].split("###", 1)[0]
     lines = [line for line in section.splitlines() if line.startswith("| ")][2:]
     return {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split(" | ")] for line in lines)}
 
@@ -103,6 +104,24 @@ def test_the_best_column_marks_rows_tied_with_the_best(tmp_path):
     table = report.markdown.split("## Significance")[0]
     assert table.count("**") // 2 >= 2  # both r=4 and r=16 are bold in the study column
     assert "n.s." in significance_rows(report.markdown)["r=4"][5]
+
+
+def test_a_loss_out_of_domain_shows_beside_the_gain_in_domain(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    EFFECT[8] = {"scifact": 0.1, "nfcorpus": -0.1}  # the macro average hides both
+    try:
+        for seed in SEEDS:
+            for r in (1, 8):
+                write_seeded_job(sweep_dir, r, seed)
+        report = build_report(sweep_dir)
+    finally:
+        del EFFECT[8]
+    assert "n.s." in significance_rows(report.markdown)["r=8"][3]
+    row = significance_rows(report.markdown, "### Per dataset")["r=8"]
+    headers = [h.strip() for h in report.markdown.split("### Per dataset")[1].split("\n| ")[1].split(" | ")]
+    scifact, nfcorpus = row[headers.index("scifact nDCG@10") + 1], row[headers.index("nfcorpus nDCG@10") + 1]
+    assert difference(scifact) == pytest.approx(0.1, abs=0.01) and "n.s." not in scifact
+    assert difference(nfcorpus) == pytest.approx(-0.1, abs=0.01) and "n.s." not in nfcorpus
 
 
 def test_comparisons_reach_the_csv_for_every_job_of_a_point(report):
