@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from splade_peft.data.collection import Collection
 from splade_peft.device import on_job_device
 from splade_peft.evaluation.metrics import evaluate
-from splade_peft.evaluation.sparsity import SparsityCounter, sparsity_report
+from splade_peft.index.sparsity import SparsityCounter, sparsity_report
 from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import build_impact_index, quantize, write_vector_collection
 from splade_peft.index.sharded import encode_corpus_sharded

@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from splade_peft.evaluation.sparsity import SparsityCounter
+from splade_peft.index.sparsity import SparsityCounter
 from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import quantize, write_vector_collection
 from splade_peft.records import StageStore, mapping_fingerprint, remove

@@ -6,7 +6,7 @@ import pytest
 from ir_measures import RR, nDCG
 
 from splade_peft.evaluation.metrics import evaluate, macro_average, per_query
-from splade_peft.evaluation.sparsity import SparsityCounter, sparsity_report
+from splade_peft.index.sparsity import SparsityCounter, sparsity_report
 
 
 def ranked(*doc_ids: str) -> list[tuple[str, float]]:

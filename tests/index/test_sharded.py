@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import BertConfig, BertForMaskedLM
 
-from splade_peft.evaluation.sparsity import SparsityCounter
+from splade_peft.index.sparsity import SparsityCounter
 from splade_peft.index import sharded
 from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import build_impact_index, quantize, write_vector_collection
