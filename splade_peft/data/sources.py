@@ -383,14 +383,20 @@ def hashed_tuples(rows: Iterable[tuple], digest: Digest) -> Iterator[tuple[int, 
         yield row_number, row
 
 
+# The slice a spec asks for (max_queries, max_documents) is part of the dataset, not of the training
+# randomness: one draw for every seed, so `-m seed=1,2,3` evaluates each seed on the same queries and the
+# sweep report can pair them.
+SLICE_SEED = 0
+
+
 def load_data(spec, split: str, cfg) -> Collection:
     """One split of a dataset spec (data.*, an eval.datasets or data.mixture.datasets entry), subsampled as
-    the spec asks (max_queries, max_documents) with the job's seed."""
+    the spec asks (max_queries, max_documents), the same slice whatever the job's seed."""
     collection = load_collection(
         spec.source, split, path=spec.get("path"), name=spec.get("name"), hub_id=spec.get("hub_id"),
         cache_dir=cfg.paths.cache, unknown_ids=spec.get("unknown_ids", "error"),
     )
-    return subsample(collection, spec.get("max_queries"), spec.get("max_documents"), cfg.seed)
+    return subsample(collection, spec.get("max_queries"), spec.get("max_documents"), SLICE_SEED)
 
 
 def load_eval_collections(cfg) -> dict[str, Collection]:

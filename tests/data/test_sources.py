@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from splade_peft.data.sources import load_collection
+from splade_peft.data.sources import load_collection, load_data
 from splade_peft.data.embedded import build_embedded_collection, embedded_folder, split_of
 from splade_peft.errors import ConfigError, DataError, SpladePeftError
 
@@ -46,6 +46,16 @@ def with_line(lines: list[str], number: int, content: str | bytes) -> list[str |
 
 
 # --- BEIR folders: what loads ---------------------------------------------------------------------------------
+
+
+def test_a_sliced_collection_is_the_same_slice_for_every_seed(tmp_path):
+    """Seeds of one grid point must be evaluated on the same queries for the report to pair them."""
+    from omegaconf import OmegaConf
+
+    spec = OmegaConf.create({"source": "beir", "path": str(write_beir(tmp_path / "tiny")), "max_queries": 1})
+    slices = [load_data(spec, "test", OmegaConf.create({"seed": seed, "paths": {"cache": str(tmp_path)}}))
+              for seed in range(1, 9)]
+    assert all(len(s.queries) == 1 for s in slices) and all(s == slices[0] for s in slices)
 
 
 def test_beir_collection_joins_titles_keeps_empty_documents_and_only_judged_queries(tmp_path):
