@@ -4,11 +4,16 @@ reads (`index`: the Faiss index, `docid`: one document id per line, in index ord
 Search runs on every GPU Faiss sees when the installed build has GPU support (faiss-gpu), else on the CPU.
 """
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import faiss
-import numpy as np
+# faiss's loader logs, at INFO, every CPU-specific build it fails to find before it loads the generic one:
+# two tracebacks' worth of noise in every dense job's log.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
 
 from splade_peft.records import staged
 
