@@ -122,6 +122,22 @@ def test_training_changes_only_the_adapter_without_sparsity_regularisers(tokeniz
     assert encoder.language_model_encoders()[0].masked_lm is encoder.masked_lm and encoder.own_parameters() == {}
 
 
+def test_qlora_trains_a_dense_decoder_on_a_4bit_base(tokenizer, tmp_path):
+    """RepLLaMA's recipe: LoRA over a 4-bit NF4 decoder, normalised embeddings; loss finite, only LoRA moves."""
+    from splade_peft.model.backbones import load_backbone
+
+    tiny_llama(tokenizer).save_pretrained(tmp_path / "llama")
+    tokenizer.save_pretrained(tmp_path / "llama")
+    llama, _ = load_backbone(OmegaConf.create({"name_or_path": str(tmp_path / "llama"), "random_init": None}), tmp_path, "4bit")
+    assert llama.model.layers[0].self_attn.q_proj.weight.dtype == torch.uint8  # packed NF4
+    encoder = build_encoder(dense_cfg(), llama, tokenizer, {}, 16,
+                            adapt=lambda lm: wrap_with_adapter(lm, OmegaConf.merge(LORA, {"quantization": "4bit"})))
+    before = {name: p.detach().clone() for name, p in encoder.named_parameters()}
+    module = fit(encoder, tokenizer)
+    changed = {name for name, p in encoder.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all("lora_" in name for name in changed) and module.nonfinite_batches == 0
+
+
 def exploding_llama(tokenizer):
     """Hidden states of norm ~1e18: an exaggerated LLM (their norms run into the hundreds), so that
     unnormalised scores overflow float32 the way the research notes' RepLLaMA run overflowed to NaN."""
