@@ -7,6 +7,7 @@ status instead of an exception.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,11 +177,26 @@ def read_job(folder: Path) -> Job:
     return Job(folder.name, result.status, result.error, overrides, result, per_query)
 
 
+ZERO_SHOT_PREFIX = "zero_shot."  # a job's own zero-shot columns, when the grid changes the zero-shot model
+
+
+def own_zero_shots(jobs: list[Job]) -> list[dict[str, float]]:
+    return [job.result.references["zero_shot"].flat() for job in jobs
+            if job.status == COMPLETED and "zero_shot" in job.result.references]
+
+
+def zero_shot_varies(jobs: list[Job]) -> bool:
+    """Whether the grid changes the zero-shot model itself (pooling, attention mask, backbone, ...), so that
+    no single zero-shot row stands for every job."""
+    return len({json.dumps(row, sort_keys=True) for row in own_zero_shots(jobs)}) > 1
+
+
 def reference_frame(jobs: list[Job]) -> pd.DataFrame:
-    """BM25 and zero-shot rows from the first completed job that has them: every job of a sweep shares
-    the same cached reference runs."""
+    """BM25 and zero-shot rows from the first completed job that has them: the jobs of a sweep share the
+    cached reference runs -- except the zero-shot row when the grid changes it (each row then shows its own)."""
     references = next((job.result.references for job in jobs if job.status == COMPLETED and job.result.references), {})
-    rows = {label: references[system].flat() for system, label in REFERENCE_LABELS.items() if system in references}
+    shown = {system: label for system, label in REFERENCE_LABELS.items() if system != "zero_shot" or not zero_shot_varies(jobs)}
+    rows = {label: references[system].flat() for system, label in shown.items() if system in references}
     rows = {label: row for label, row in rows.items() if row}
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -204,9 +220,16 @@ def column_rank(column: str, datasets: list[str]) -> tuple:
     return (2, 0, len(COST_COLUMNS), column)
 
 
+def own_zero_shot_columns(job: Job) -> dict[str, float]:
+    zero_shot = job.result.references.get("zero_shot") if job.result else None
+    return {f"{ZERO_SHOT_PREFIX}{column}": value for column, value in (zero_shot.flat() if zero_shot else {}).items()}
+
+
 def job_frame(jobs: list[Job], keys: list[str], datasets: list[str]) -> pd.DataFrame:
+    varies = zero_shot_varies(jobs)
     records = [
-        {"job": job.name, "status": job.status, "error": job.error, **(job.overrides or {}), **(job.result.flat() if job.result else {})}
+        {"job": job.name, "status": job.status, "error": job.error, **(job.overrides or {}), **(job.result.flat() if job.result else {}),
+         **(own_zero_shot_columns(job) if varies else {})}
         for job in jobs
     ]
     leading = ["job", "status", "error", *keys]

@@ -10,6 +10,10 @@ comparisons (against zero-shot, against the best row) is Bonferroni-corrected fo
 compares: p-values are multiplied by that number and the intervals widened to match, so a 95% interval
 that holds 0 is exactly an "n.s." difference.
 
+Each row is compared with its own zero-shot: the zero-shot row of its jobs, which is the shared zero-shot
+row unless the grid changes the zero-shot model itself (pooling, attention mask, backbone): then there is no
+shared zero-shot row, and BM25 is compared with none.
+
 With several evaluation datasets, each row is also compared with zero-shot on each dataset alone
 (`vs_zero_shot@<dataset>`, one family per dataset): a gain in domain must not hide a loss out of domain.
 """
@@ -91,18 +95,36 @@ def row_values(per_query: Mapping, row: str, metric: str) -> ByQuery:
     return {dataset: by_metric[metric] for dataset, by_metric in per_query.get(row, {}).items() if by_metric.get(metric)}
 
 
-def candidates(points: pd.DataFrame, per_query_by_job: Mapping[str, Mapping], metric: str) -> dict:
-    """Per-query values of every row that has them: reference labels and point indices as keys."""
+def point_rows(points: pd.DataFrame, per_query_by_job: Mapping[str, Mapping], metric: str, row: str) -> dict:
+    """One per_query.json row ("trained", "zero_shot") of every completed point, seed-averaged."""
+    found = {}
+    for index, point in points[points["status"] == COMPLETED].iterrows():
+        runs = [row_values(per_query_by_job.get(job, {}), row, metric) for job in point[JOBS]]
+        if runs and all(runs):
+            found[index] = seed_mean(runs)
+    return found
+
+
+def same_values(row: ByQuery, other: ByQuery) -> bool:
+    """Equal up to float rounding (a seed average of equal values need not be bit-equal)."""
+    return row.keys() == other.keys() and all(
+        row[d].keys() == other[d].keys() and all(math.isclose(row[d][q], other[d][q], abs_tol=1e-9) for q in row[d])
+        for d in row)
+
+
+def candidates(points: pd.DataFrame, per_query_by_job: Mapping[str, Mapping], metric: str) -> tuple[dict, dict]:
+    """Per-query values of every row that has them (reference labels and point indices as keys), and each
+    point's own zero-shot values; no shared zero-shot row when the points' zero-shots differ."""
     found = {}
     for system, label in SYSTEMS.items():
         values = next((v for per_query in per_query_by_job.values() if (v := row_values(per_query, system, metric))), {})
         if values:
             found[label] = values
-    for index, point in points[points["status"] == COMPLETED].iterrows():
-        runs = [row_values(per_query_by_job.get(job, {}), "trained", metric) for job in point[JOBS]]
-        if runs and all(runs):
-            found[index] = seed_mean(runs)
-    return found
+    found.update(point_rows(points, per_query_by_job, metric, "trained"))
+    own_zero_shot = point_rows(points, per_query_by_job, metric, "zero_shot")
+    if not all(same_values(values, found.get(ZERO_SHOT, {})) for values in own_zero_shot.values()):
+        found.pop(ZERO_SHOT, None)
+    return found, own_zero_shot
 
 
 def best_point(points: pd.DataFrame, found: dict, metric: str):
@@ -113,28 +135,39 @@ def best_point(points: pd.DataFrame, found: dict, metric: str):
     return max(scored)[1] if scored else None
 
 
-def family(found: dict, anchor, prefix: str) -> dict:
-    """Every row against one anchor row, corrected for the number of rows compared."""
-    if anchor is None or anchor not in found:
-        return {}
-    others = [key for key in found if key != anchor]
-    results = {key: compare(found[key], found[anchor], len(others)) for key in others}
+def family(found: dict, anchors: Mapping, prefix: str) -> dict:
+    """Every row that has an anchor against it, corrected for the number of rows compared."""
+    compared = {key: anchor for key, anchor in anchors.items() if key in found and anchor}
+    results = {key: compare(found[key], anchor, len(compared)) for key, anchor in compared.items()}
     return {key: result.columns(prefix) for key, result in results.items() if result is not None}
+
+
+def zero_shot_anchors(found: dict, own_zero_shot: dict) -> dict:
+    """Each point's own zero-shot; BM25 against the shared zero-shot row, when there is one."""
+    shared = found.get(ZERO_SHOT)
+    return {key: own_zero_shot.get(key, shared) for key in found if key != ZERO_SHOT}
+
+
+def best_anchors(found: dict, best) -> dict:
+    return {key: found[best] for key in found if key != best} if best in found else {}
 
 
 def dataset_prefix(dataset: str) -> str:
     return f"{VS_ZERO_SHOT}@{dataset}"
 
 
-def per_dataset_families(found: dict) -> dict:
-    """Every row against zero-shot on each dataset alone, when there is more than one dataset."""
+def per_dataset_families(found: dict, anchors: dict) -> dict:
+    """Every row against its zero-shot on each dataset alone, when there is more than one dataset."""
     datasets = sorted({dataset for values in found.values() for dataset in values})
     if len(datasets) < 2:
         return {}
     columns: dict = {}
     for dataset in datasets:
-        alone = {key: {dataset: values[dataset]} for key, values in found.items() if dataset in values}
-        for key, values in family(alone, ZERO_SHOT, dataset_prefix(dataset)).items():
+        def alone(values: ByQuery | None) -> ByQuery:
+            return {dataset: values[dataset]} if values and dataset in values else {}
+
+        one = {key: alone(values) for key, values in found.items()}
+        for key, values in family(one, {key: alone(anchor) for key, anchor in anchors.items()}, dataset_prefix(dataset)).items():
             columns.setdefault(key, {}).update(values)
     return columns
 
@@ -143,12 +176,13 @@ def add_comparisons(frame: pd.DataFrame, points: pd.DataFrame, references: pd.Da
                     per_query_by_job: Mapping[str, Mapping], metric: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The comparison columns (`vs_zero_shot.diff`, `vs_best.p_adjusted`, ...) on the points, the
     reference rows and each job's row (its point's comparison); nothing when no job kept per-query values."""
-    found = candidates(points, per_query_by_job, metric)
+    found, own_zero_shot = candidates(points, per_query_by_job, metric)
+    to_zero_shot = zero_shot_anchors(found, own_zero_shot)
     columns: dict = {}
-    for prefix, anchor in ((VS_ZERO_SHOT, ZERO_SHOT), (VS_BEST, best_point(points, found, metric))):
-        for key, values in family(found, anchor, prefix).items():
+    for prefix, anchors in ((VS_ZERO_SHOT, to_zero_shot), (VS_BEST, best_anchors(found, best_point(points, found, metric)))):
+        for key, values in family(found, anchors, prefix).items():
             columns.setdefault(key, {}).update(values)
-    for key, values in per_dataset_families(found).items():
+    for key, values in per_dataset_families(found, to_zero_shot).items():
         columns.setdefault(key, {}).update(values)
     if not columns:
         return frame, points, references

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from splade_peft.results import AVERAGE, COMPLETED, as_number
-from splade_peft.sweep.load import METRIC_LABELS, Sweep
+from splade_peft.sweep.load import METRIC_LABELS, ZERO_SHOT_PREFIX, Sweep
 from splade_peft.sweep.points import SEEDS, std_column
 from splade_peft.sweep.significance import ALPHA, VS_BEST, VS_ZERO_SHOT, ZERO_SHOT, dataset_prefix
 from splade_peft.sweep.values import display_value
@@ -56,6 +56,9 @@ def table_columns(sweep: Sweep) -> list[Column]:
     ]
     if len(sweep.datasets) > 1:
         columns.append(Column(f"avg {METRIC_LABELS[sweep.metric]}", f"{AVERAGE}/{sweep.metric}", metric_cell, True))
+    # A grid that changes the zero-shot model shows each row's own zero-shot (there is no shared row then).
+    columns += [Column(f"{dataset} zero-shot {METRIC_LABELS[sweep.metric]}", f"{ZERO_SHOT_PREFIX}{dataset}/{sweep.metric}", metric_cell, False)
+                for dataset in sweep.datasets if f"{ZERO_SHOT_PREFIX}{dataset}/{sweep.metric}" in sweep.points]
     return columns + [
         Column("doc nnz", f"{AVERAGE}/doc_nnz_mean", one_decimal_cell, False),
         Column("trainable params", "params.trainable", count_cell, False),

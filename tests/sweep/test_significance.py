@@ -124,6 +124,28 @@ def test_a_loss_out_of_domain_shows_beside_the_gain_in_domain(tmp_path):
     assert difference(nfcorpus) == pytest.approx(-0.1, abs=0.01) and "n.s." not in nfcorpus
 
 
+def test_a_grid_that_changes_the_zero_shot_model_compares_each_row_with_its_own(tmp_path):
+    """Pooling or attention changes the untrained model too: a shared zero-shot row would credit the
+    training with the pooling's effect."""
+    sweep_dir = tmp_path / "sweep"
+    for seed in SEEDS:
+        write_seeded_job(sweep_dir, 1, seed)
+        write_seeded_job(sweep_dir, 4, seed)
+    for folder in sweep_dir.glob("*lora.r=4"):  # r=4's zero-shot is its trained row less 0.01 on every query
+        per_query = json.loads((folder / "per_query.json").read_text())
+        per_query["zero_shot"] = {d: {m: {q: v - 0.01 for q, v in by_q.items()} for m, by_q in by_m.items()}
+                                  for d, by_m in per_query["trained"].items()}
+        (folder / "per_query.json").write_text(json.dumps(per_query))
+        results = json.loads((folder / "results.json").read_text())
+        results["references"]["zero_shot"] = {d: {"metrics": {"ndcg@10": v["ndcg@10"] - 0.01}} for d, v in results["metrics"].items() if d != "average"}
+        (folder / "results.json").write_text(json.dumps(results))
+    report = build_report(sweep_dir)
+    rows = significance_rows(report.markdown)
+    assert "zero-shot (reference)" not in rows and rows["BM25 (reference)"][3] == "-"
+    assert difference(rows["r=4"][3]) == pytest.approx(0.01, abs=1e-6)  # not the 0.15 over r=1's zero-shot
+    assert "scifact zero-shot nDCG@10" in report.markdown.split("## Significance")[0]
+
+
 def test_comparisons_reach_the_csv_for_every_job_of_a_point(report):
     frame = pd.read_csv(report.csv_path)
     noise = frame[frame["lora.r"] == 1]
