@@ -91,31 +91,27 @@ def test_an_effect_is_significant_and_noise_is_not(report):
     assert difference(bm25[3]) == pytest.approx(-0.1) and "n.s." not in bm25[3]
 
 
-def test_the_best_column_marks_rows_tied_with_the_best(tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    EFFECT[16] = 0.152  # indistinguishable from r=4
+def report_with(sweep_dir: Path, ranks: tuple[int, ...], r: int, effect):
+    """The report of a sweep over `ranks` x SEEDS where rank `r` has the given effect."""
+    EFFECT[r] = effect
     try:
         for seed in SEEDS:
-            for r in (4, 16):
-                write_seeded_job(sweep_dir, r, seed)
-        report = build_report(sweep_dir)
+            for rank in ranks:
+                write_seeded_job(sweep_dir, rank, seed)
+        return build_report(sweep_dir)
     finally:
-        del EFFECT[16]
+        del EFFECT[r]
+
+
+def test_the_best_column_marks_rows_tied_with_the_best(tmp_path):
+    report = report_with(tmp_path / "sweep", (4, 16), 16, 0.152)  # r=16 indistinguishable from r=4
     table = report.markdown.split("## Significance")[0]
     assert table.count("**") // 2 >= 2  # both r=4 and r=16 are bold in the study column
     assert "n.s." in significance_rows(report.markdown)["r=4"][5]
 
 
 def test_a_loss_out_of_domain_shows_beside_the_gain_in_domain(tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    EFFECT[8] = {"scifact": 0.1, "nfcorpus": -0.1}  # the macro average hides both
-    try:
-        for seed in SEEDS:
-            for r in (1, 8):
-                write_seeded_job(sweep_dir, r, seed)
-        report = build_report(sweep_dir)
-    finally:
-        del EFFECT[8]
+    report = report_with(tmp_path / "sweep", (1, 8), 8, {"scifact": 0.1, "nfcorpus": -0.1})  # the average hides both
     assert "n.s." in significance_rows(report.markdown)["r=8"][3]
     row = significance_rows(report.markdown, "### Per dataset")["r=8"]
     headers = [h.strip() for h in report.markdown.split("### Per dataset")[1].split("\n| ")[1].split(" | ")]
