@@ -191,11 +191,11 @@ def zero_shot_varies(jobs: list[Job]) -> bool:
     return len({json.dumps(row, sort_keys=True) for row in own_zero_shots(jobs)}) > 1
 
 
-def reference_frame(jobs: list[Job]) -> pd.DataFrame:
+def reference_frame(jobs: list[Job], zero_shot_shared: bool) -> pd.DataFrame:
     """BM25 and zero-shot rows from the first completed job that has them: the jobs of a sweep share the
     cached reference runs -- except the zero-shot row when the grid changes it (each row then shows its own)."""
     references = next((job.result.references for job in jobs if job.status == COMPLETED and job.result.references), {})
-    shown = {system: label for system, label in REFERENCE_LABELS.items() if system != "zero_shot" or not zero_shot_varies(jobs)}
+    shown = {system: label for system, label in REFERENCE_LABELS.items() if system != "zero_shot" or zero_shot_shared}
     rows = {label: references[system].flat() for system, label in shown.items() if system in references}
     rows = {label: row for label, row in rows.items() if row}
     return pd.DataFrame.from_dict(rows, orient="index")
@@ -225,11 +225,10 @@ def own_zero_shot_columns(job: Job) -> dict[str, float]:
     return {f"{ZERO_SHOT_PREFIX}{column}": value for column, value in (zero_shot.flat() if zero_shot else {}).items()}
 
 
-def job_frame(jobs: list[Job], keys: list[str], datasets: list[str]) -> pd.DataFrame:
-    varies = zero_shot_varies(jobs)
+def job_frame(jobs: list[Job], keys: list[str], datasets: list[str], zero_shot_shared: bool) -> pd.DataFrame:
     records = [
         {"job": job.name, "status": job.status, "error": job.error, **(job.overrides or {}), **(job.result.flat() if job.result else {}),
-         **(own_zero_shot_columns(job) if varies else {})}
+         **({} if zero_shot_shared else own_zero_shot_columns(job))}
         for job in jobs
     ]
     leading = ["job", "status", "error", *keys]
@@ -285,14 +284,15 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     fixed = {key: value for overrides in known for key, value in overrides.items() if key not in swept}
     # sort is stable: jobs at the same grid point stay in folder order
     jobs.sort(key=lambda job: [grid_sort_key((job.overrides or {}).get(key)) for key in swept])
-    references = reference_frame(jobs)
+    zero_shot_shared = not zero_shot_varies(jobs)
+    references = reference_frame(jobs, zero_shot_shared)
     datasets = evaluation_datasets(jobs, references)
     configs = [job.result.config for job in jobs if job.result] + [multirun]
     settings = read_settings(configs)
-    frame = job_frame(jobs, swept + list(fixed), datasets)
+    frame = job_frame(jobs, swept + list(fixed), datasets, zero_shot_shared)
     points = point_frame(frame, swept, list(fixed))
     frame, points, references = add_comparisons(
-        frame, points, references, {job.name: job.per_query for job in jobs}, study_metric(settings),
+        frame, points, references, {job.name: job.per_query for job in jobs}, study_metric(settings), zero_shot_shared,
     )
     return Sweep(
         directory=directory,

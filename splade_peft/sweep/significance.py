@@ -105,14 +105,8 @@ def point_rows(points: pd.DataFrame, per_query_by_job: Mapping[str, Mapping], me
     return found
 
 
-def same_values(row: ByQuery, other: ByQuery) -> bool:
-    """Equal up to float rounding (a seed average of equal values need not be bit-equal)."""
-    return row.keys() == other.keys() and all(
-        row[d].keys() == other[d].keys() and all(math.isclose(row[d][q], other[d][q], abs_tol=1e-9) for q in row[d])
-        for d in row)
-
-
-def candidates(points: pd.DataFrame, per_query_by_job: Mapping[str, Mapping], metric: str) -> tuple[dict, dict]:
+def candidates(points: pd.DataFrame, per_query_by_job: Mapping[str, Mapping], metric: str,
+               zero_shot_shared: bool) -> tuple[dict, dict]:
     """Per-query values of every row that has them (reference labels and point indices as keys), and each
     point's own zero-shot values; no shared zero-shot row when the points' zero-shots differ."""
     found = {}
@@ -122,7 +116,7 @@ def candidates(points: pd.DataFrame, per_query_by_job: Mapping[str, Mapping], me
             found[label] = values
     found.update(point_rows(points, per_query_by_job, metric, "trained"))
     own_zero_shot = point_rows(points, per_query_by_job, metric, "zero_shot")
-    if not all(same_values(values, found.get(ZERO_SHOT, {})) for values in own_zero_shot.values()):
+    if not zero_shot_shared:
         found.pop(ZERO_SHOT, None)
     return found, own_zero_shot
 
@@ -173,10 +167,11 @@ def per_dataset_families(found: dict, anchors: dict) -> dict:
 
 
 def add_comparisons(frame: pd.DataFrame, points: pd.DataFrame, references: pd.DataFrame,
-                    per_query_by_job: Mapping[str, Mapping], metric: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                    per_query_by_job: Mapping[str, Mapping], metric: str,
+                    zero_shot_shared: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The comparison columns (`vs_zero_shot.diff`, `vs_best.p_adjusted`, ...) on the points, the
     reference rows and each job's row (its point's comparison); nothing when no job kept per-query values."""
-    found, own_zero_shot = candidates(points, per_query_by_job, metric)
+    found, own_zero_shot = candidates(points, per_query_by_job, metric, zero_shot_shared)
     to_zero_shot = zero_shot_anchors(found, own_zero_shot)
     columns: dict = {}
     for prefix, anchors in ((VS_ZERO_SHOT, to_zero_shot), (VS_BEST, best_anchors(found, best_point(points, found, metric)))):
