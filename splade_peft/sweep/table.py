@@ -187,10 +187,19 @@ def p_cell(row: pd.Series, prefix: str) -> str:
     return "-" if p_value is None else f"{p_value:.3g}"
 
 
+def seeds_cell(row: pd.Series) -> str:
+    return display_value(row.get(SEEDS, "")) if SEEDS in row else ""
+
+
+def value_cell(row: pd.Series, column: str) -> str:
+    """One metric value as the study table shows it (mean ± std over seeds), unmarked."""
+    return measured_cells(row, [Column("", column, metric_cell, True)], {})[0]
+
+
 def significance_rows(sweep: Sweep) -> list[list[str]]:
     column = study_column(sweep)
     return [
-        [label, display_value(row.get(SEEDS, "")) if SEEDS in row else "", measured_cells(row, [Column("", column, metric_cell, True)], {})[0],
+        [label, seeds_cell(row), value_cell(row, column),
          comparison_cell(row, VS_ZERO_SHOT), p_cell(row, VS_ZERO_SHOT), comparison_cell(row, VS_BEST), p_cell(row, VS_BEST)]
         for label, row in compared_rows(sweep)
     ]
@@ -209,8 +218,8 @@ def per_dataset_table(sweep: Sweep) -> str:
     metric = METRIC_LABELS[sweep.metric]
     headers = ["row", SEEDS] + [header for d in datasets for header in (f"{d} {metric}", f"Δ vs {ZERO_SHOT} [95% CI]", "p")]
     rows = [
-        [label, display_value(row.get(SEEDS, "")) if SEEDS in row else ""]
-        + [cell for d in datasets for cell in (measured_cells(row, [Column("", f"{d}/{sweep.metric}", metric_cell, True)], {})[0],
+        [label, seeds_cell(row)]
+        + [cell for d in datasets for cell in (value_cell(row, f"{d}/{sweep.metric}"),
                                                comparison_cell(row, dataset_prefix(d)), p_cell(row, dataset_prefix(d)))]
         for label, row in compared_rows(sweep)
     ]
