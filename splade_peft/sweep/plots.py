@@ -1,5 +1,7 @@
 """Plots of a sweep: each quality metric against each swept axis, and quality against cost with its
-Pareto front. One point per grid point; repeated seeds draw their mean with a standard-deviation error bar.
+Pareto front, and (with several evaluation datasets) the gain over zero-shot on the first dataset against
+the gain on each other one: the in-domain / out-of-domain trade-off. One point per grid point; repeated
+seeds draw their mean with a standard-deviation error bar.
 
 Figures are built with matplotlib's object API (`Figure`, no pyplot): nothing touches a display or the
 global backend, saving a PNG goes through Agg, and a notebook can still show the returned figures.
@@ -21,6 +23,7 @@ from matplotlib.ticker import NullLocator
 from splade_peft.results import AVERAGE, as_number
 from splade_peft.sweep.load import METRIC_LABELS, Sweep
 from splade_peft.sweep.points import std_column
+from splade_peft.sweep.significance import dataset_prefix
 from splade_peft.sweep.values import display_value, grid_sort_key, is_missing
 
 PLOT_METRICS = ("ndcg@10", "mrr@10", "recall@1000")
@@ -31,6 +34,7 @@ COSTS = {
 }
 REFERENCE_STYLES = {"BM25": "--", "zero-shot": ":"}
 QUALITY_VS_COST = "plot_quality_vs_cost.png"
+TRADE_OFF = "plot_trade_off.png"
 DPI = 100
 
 
@@ -230,6 +234,55 @@ def quality_vs_cost_figure(sweep: Sweep) -> Figure:
     return figure
 
 
+# --- gain in one dataset against gain in another ------------------------------------------------------------
+
+def gains(frame: pd.DataFrame, dataset: str) -> tuple[list, list, list]:
+    """Each row's paired difference to its zero-shot on `dataset`, with the distances to its interval's ends."""
+    prefix = dataset_prefix(dataset)
+    diff, low, high = (numeric(frame, f"{prefix}.{field}") for field in ("diff", "ci_low", "ci_high"))
+    below = [d - lo if d is not None and lo is not None else 0.0 for d, lo in zip(diff, low)]
+    above = [hi - d if d is not None and hi is not None else 0.0 for d, hi in zip(diff, high)]
+    return diff, below, above
+
+
+def draw_trade_off_panel(ax: Axes, sweep: Sweep, first: str, other: str) -> None:
+    completed = sweep.completed_points
+    (x, x_below, x_above), (y, y_below, y_above) = gains(completed, first), gains(completed, other)
+    rows = [(i, label) for i, label in enumerate(sweep.grid_labels(completed)) if x[i] is not None and y[i] is not None]
+    for i, label in rows:
+        ax.errorbar(x[i], y[i], xerr=[[x_below[i]], [x_above[i]]], yerr=[[y_below[i]], [y_above[i]]], fmt="o",
+                    color="C0", capsize=3, zorder=3)
+        ax.annotate(label, (x[i], y[i]), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    if "BM25" in sweep.references.index:
+        (bx, _, _), (by, _, _) = gains(sweep.references.loc[["BM25"]], first), gains(sweep.references.loc[["BM25"]], other)
+        if bx[0] is not None and by[0] is not None:
+            ax.scatter(bx, by, marker="s", color="grey", zorder=3)
+            ax.annotate("BM25", (bx[0], by[0]), xytext=(4, -10), textcoords="offset points", fontsize=7, color="grey")
+    # The front keeps the rows no other beats on both datasets: the curve a recipe choice moves along.
+    front = pareto_front([x[i] for i, _ in rows], [-y[i] for i, _ in rows])
+    ax.plot([x[rows[j][0]] for j in front], [y[rows[j][0]] for j in front], color="C3", zorder=2)
+    ax.axhline(0, color="grey", linestyle=":", linewidth=1)
+    ax.axvline(0, color="grey", linestyle=":", linewidth=1)
+    metric = METRIC_LABELS[sweep.metric]
+    ax.set_xlabel(f"{first} {metric} - zero-shot")
+    ax.set_ylabel(f"{other} {metric} - zero-shot")
+    ax.grid(alpha=0.3)
+
+
+def trade_off_figure(sweep: Sweep) -> Figure | None:
+    """The gain over zero-shot on the first evaluation dataset (x) against each other dataset (y), with the
+    paired 95% intervals of the per-dataset significance table; None without per-dataset comparisons."""
+    first, others = sweep.datasets[0] if sweep.datasets else "", sweep.datasets[1:]
+    if not others or f"{dataset_prefix(first)}.diff" not in sweep.points:
+        return None
+    figure = Figure(figsize=(5.2 * len(others), 4.6), layout="constrained")
+    for ax, other in zip(figure.subplots(1, len(others), squeeze=False)[0], others):
+        draw_trade_off_panel(ax, sweep, first, other)
+    figure.suptitle(f"{METRIC_LABELS[sweep.metric]} gain over zero-shot, {first} against the other datasets\n"
+                    "95% intervals (Bonferroni); red line: rows no other beats on both", fontsize="medium")
+    return figure
+
+
 # --- all plots ----------------------------------------------------------------------------------------------
 
 def sweep_figures(sweep: Sweep) -> dict[str, Figure]:
@@ -239,6 +292,8 @@ def sweep_figures(sweep: Sweep) -> dict[str, Figure]:
         for metric in PLOT_METRICS for axis in sweep.grid_keys
     }
     figures[QUALITY_VS_COST] = quality_vs_cost_figure(sweep)
+    if (trade_off := trade_off_figure(sweep)) is not None:
+        figures[TRADE_OFF] = trade_off
     return figures
 
 

@@ -10,6 +10,7 @@ import yaml
 
 from splade_peft.results import write_per_query
 from splade_peft.sweep import build_report, load_sweep
+from splade_peft.sweep.plots import trade_off_figure
 from splade_peft.sweep.significance import compare
 
 DATASETS = {"scifact": 60, "nfcorpus": 40}  # queries per dataset
@@ -118,6 +119,16 @@ def test_a_loss_out_of_domain_shows_beside_the_gain_in_domain(tmp_path):
     scifact, nfcorpus = row[headers.index("scifact nDCG@10") + 1], row[headers.index("nfcorpus nDCG@10") + 1]
     assert difference(scifact) == pytest.approx(0.1, abs=0.01) and "n.s." not in scifact
     assert difference(nfcorpus) == pytest.approx(-0.1, abs=0.01) and "n.s." not in nfcorpus
+
+
+def test_the_trade_off_plot_draws_each_row_at_its_gain_on_each_dataset(tmp_path):
+    report = report_with(tmp_path / "sweep", (1, 8), 8, {"scifact": 0.1, "nfcorpus": -0.1})
+    assert "plot_trade_off.png" in {path.name for path in report.plot_paths}
+    (ax,) = trade_off_figure(report.sweep).axes
+    assert ax.get_xlabel().startswith("scifact") and ax.get_ylabel().startswith("nfcorpus")
+    drawn = [(float(line.get_xdata()[0]), float(line.get_ydata()[0])) for line in ax.lines if line.get_marker() == "o"]
+    assert any(x == pytest.approx(0.1, abs=0.01) and y == pytest.approx(-0.1, abs=0.01) for x, y in drawn)  # r=8
+    assert any(abs(x) < 0.02 and abs(y) < 0.02 for x, y in drawn)  # r=1: noise around zero-shot
 
 
 def test_a_grid_that_changes_the_zero_shot_model_compares_each_row_with_its_own(tmp_path):
