@@ -33,7 +33,7 @@ def test_where_files_go_names_neither_the_job_folder_nor_an_axis():
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         hydra_cfg = compose("config", return_hydra_config=True).hydra
-    overrides = OverridesParser.create().parse_overrides(["lora.r=4", "paths.cache=/c", "paths.outputs=/o"])
+    overrides = OverridesParser.create().parse_overrides(["lora.r=4", "paths.cache=/c", "paths.outputs=/o", "paths.shared_data=/s"])
     assert get_overrides_dirname(overrides, list(hydra_cfg.job.config.override_dirname.exclude_keys), ",", "=") == "lora.r=4"
 
 
