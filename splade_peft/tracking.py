@@ -103,6 +103,8 @@ class ExperimentTracker:
                 resume="allow", config={**config, "sweep_axes": identity.axes},
                 **wandb_arguments(logger_cfg, identity),
             )
+            # Lightning passes anonymous=None, which wandb now warns about ("has no effect") in every run.
+            getattr(wandb_logger, "_wandb_init", {}).pop("anonymous", None)
             wandb_logger.experiment  # starts the run now: a job that fails early still has one
             return wandb_logger
         if self.kind == "csv":

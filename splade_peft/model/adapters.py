@@ -7,6 +7,7 @@ LoHa, LoKr), or one of the two baselines: `full` (every weight trains) and `froz
 import json
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -18,6 +19,8 @@ from splade_peft.errors import ConfigError
 from splade_peft.model.config import ADAPTER_METHODS
 
 log = logging.getLogger(__name__)
+# peft reads `model.is_gradient_checkpointing`, which transformers deprecates: a FutureWarning per job, no effect.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 # Every linear layer of the transformer blocks, and nothing of the MLM head: a bare `dense` would also
 # match the head's transform (`cls.predictions.transform.dense`), which is a decision of its own (lora.train_head).

@@ -2,7 +2,9 @@
 resume state, validation with best-checkpoint selection and early stopping, learning-rate logging,
 adapter schedules), the fit, the saved adapter and what the fit cost."""
 
+import logging
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +26,18 @@ from splade_peft.training.distributed import is_rank_zero
 from splade_peft.training.module import SpladeModule, ValidatedSpladeModule
 from splade_peft.training.resume import BEST_NAME, ResumeState, StagedCheckpointIO, resume_path
 from splade_peft.training.validation import RetrievalValidation
+
+
+class DropLitLoggerTip(logging.Filter):
+    """Lightning advertises its cloud logger in every Trainer it builds: one line of noise per job log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(DropLitLoggerTip())
+# Lightning 2.x flattens batches with torch's LeafSpec, which newer torch deprecates: a warning per job, no effect.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 NOTHING_TRAINED = {"train_s": 0.0, "steps": 0, "training_pairs": 0, "adapter_bytes": 0, "memory": {}}
 

@@ -11,7 +11,6 @@ from tests.helpers import REPO, run_cli
 pytestmark = pytest.mark.slow
 
 
-
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     run_dir = tmp_path_factory.mktemp("smoke")
@@ -52,6 +51,13 @@ def test_smoke_run_prints_the_summary_table(smoke_run):
     completed, _ = smoke_run
     for row in ("BM25", "zero-shot", "trained"):
         assert row in completed.stdout
+
+
+def test_smoke_run_log_holds_no_known_library_noise(smoke_run):
+    """Lightning's logger advert and the deprecations libraries raise at each other drown a job's own lines."""
+    completed, _ = smoke_run
+    for noise in ("litlogger", "LeafSpec", "is_gradient_checkpointing", "anonymous setting"):
+        assert noise not in completed.stdout + completed.stderr, noise
 
 
 def one_line_error(completed: subprocess.CompletedProcess) -> str:
