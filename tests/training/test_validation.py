@@ -82,6 +82,25 @@ def test_validation_every_n_steps_logs_metrics_and_keeps_the_best_checkpoint(tmp
         torch.testing.assert_close(parameters[name].detach(), weight)
 
 
+def test_early_stopping_ends_the_fit_after_patience_validations_without_improvement(tmp_path):
+    """With a zero learning rate the validation metric never moves: the first validation (step 2) sets the best,
+    the second (step 4) does not beat it, and patience 1 stops the fit there instead of at max_steps."""
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer()
+    backbone = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                          num_attention_heads=2, intermediate_size=32))
+    encoder = SpladeEncoder(wrap_with_adapter(backbone, LORA))
+    cfg = OmegaConf.merge(CFG, {"training": {"keep_best": False, "early_stopping_patience": 1}})
+    trainer = L.Trainer(max_steps=20, accelerator="cpu", logger=False, callbacks=monitoring_callbacks(cfg, None),
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        use_distributed_sampler=False, **validation_schedule(cfg))
+    checks = validation()
+    items = [{"query": "cat sat", "documents": ["the cat sat on the mat", "blue car"]}] * 40
+    module = ValidatedSpladeModule(encoder, LOSS, OmegaConf.merge(OPTIM, {"lr": 0.0}), 0, checks)
+    trainer.fit(module, DataLoader(items, batch_size=2, collate_fn=TrainingCollator(tokenizer, 8, 16)), checks.dataloader())
+    assert trainer.global_step == 4 and trainer.should_stop
+
+
 def test_iterating_the_validation_split_draws_nothing_from_the_training_rng():
     # A resumed run restores the RNG as the checkpoint saved it, before that step's validation drew anything.
     before = torch.get_rng_state()
