@@ -68,10 +68,13 @@ class EpochShuffle(Sampler[int]):
 def rng_states() -> dict:
     # numpy's state as plain lists: checkpoints load with weights_only=True, which refuses numpy arrays.
     name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    return {
+    states = {
         "torch": torch.get_rng_state(), "python": random.getstate(),
         "numpy": [name, keys.tolist(), position, has_gauss, cached_gaussian],
     }
+    if torch.cuda.is_available():  # dropout on a GPU draws from the process's device generator, not torch's CPU one
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
 
 
 def restore_rng_states(states: dict) -> None:
@@ -79,6 +82,8 @@ def restore_rng_states(states: dict) -> None:
     random.setstate(states["python"])
     name, keys, position, has_gauss, cached_gaussian = states["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
 
 
 class ResumeState(L.Callback):

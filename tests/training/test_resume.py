@@ -62,3 +62,20 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
     assert reference_weights.keys() == resumed_weights.keys()
     for name, weight in reference_weights.items():
         torch.testing.assert_close(resumed_weights[name], weight, rtol=1e-5, atol=1e-9)
+
+
+def test_checkpoints_carry_the_gpu_generator_where_there_is_one(monkeypatch):
+    """On a GPU, dropout masks come from the device's generator: a resume that restored only the CPU ones would
+    draw different masks from the uninterrupted run. Proved with a stand-in device (this machine has none)."""
+    from splade_peft.training import resume
+
+    device_state = {"now": torch.tensor([7], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: device_state["now"].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state: device_state.update(now=state))
+    saved = resume.rng_states()
+    device_state["now"] = torch.tensor([9], dtype=torch.uint8)  # the run went on drawing
+    resume.restore_rng_states(saved)
+    assert torch.equal(device_state["now"], torch.tensor([7], dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "cuda" not in resume.rng_states()
