@@ -72,7 +72,7 @@ def rng_states() -> dict:
         "torch": torch.get_rng_state(), "python": random.getstate(),
         "numpy": [name, keys.tolist(), position, has_gauss, cached_gaussian],
     }
-    if torch.cuda.is_available():  # dropout on a GPU draws from the process's device generator, not torch's CPU one
+    if torch.cuda.is_initialized():  # dropout on a GPU draws from the process's device generator, not the CPU one
         states["cuda"] = torch.cuda.get_rng_state()
     return states
 

@@ -70,6 +70,7 @@ def test_checkpoints_carry_the_gpu_generator_where_there_is_one(monkeypatch):
     from splade_peft.training import resume
 
     device_state = {"now": torch.tensor([7], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: device_state["now"].clone())
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state: device_state.update(now=state))
@@ -77,5 +78,5 @@ def test_checkpoints_carry_the_gpu_generator_where_there_is_one(monkeypatch):
     device_state["now"] = torch.tensor([9], dtype=torch.uint8)  # the run went on drawing
     resume.restore_rng_states(saved)
     assert torch.equal(device_state["now"], torch.tensor([7], dtype=torch.uint8))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     assert "cuda" not in resume.rng_states()
