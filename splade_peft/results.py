@@ -1,5 +1,9 @@
-"""One job's result record: results.json read into one object and flattened one way, for the tracker, the
-run's summary table and the sweep report alike; and per_query.json, the per-query values behind its means.
+"""One job's result: results.json as one typed record, written by the job and read back by the tracker, the run's
+summary table and the sweep report alike; and per_query.json, the per-query values behind its means.
+
+results.json holds JobResult's fields in declaration order, a field that is None left out: a job writes it
+when it starts (status "running", the reproducibility fields), then once more when it ends ("completed" with
+the measured sections, or "failed" with the error).
 
 Flat column names (the sweep_results.csv columns): `<dataset>/<key>` for metrics and sparsity, with the
 macro average over datasets as dataset `average`; `params.<key>`, `timing.<key>`, `memory.<key>`.
@@ -14,20 +18,21 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from splade_peft.evaluation.metrics import macro_average
-from splade_peft.records import write_json_atomic
+from splade_peft.records import redact, write_json_atomic
 
 RESULTS_FILE = "results.json"
-COMPLETED = "completed"
 PER_QUERY_FILE = "per_query.json"
+RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+UNKNOWN = "unknown"  # read from a results.json that names no status
 AVERAGE = "average"
 REFERENCE_SYSTEMS = ("bm25", "zero_shot")
 ROWS = ("trained", *REFERENCE_SYSTEMS)
-SECTIONS = ("params", "timing", "memory")
+COST_SECTIONS = ("params", "timing", "memory")  # flattened as `<section>.<key>`
 
 PerQuery = dict[str, dict[str, float]]  # metric -> query id -> value
 
@@ -85,45 +90,91 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class JobResult:
-    status: str
-    error: str
-    overrides: list[str] | None
-    config: dict
-    datasets: list[str]  # evaluation datasets in the order the job evaluated them, without "average"
-    trained: Evaluation
-    references: dict[str, Evaluation]  # REFERENCE_SYSTEMS present in the record
-    sections: dict[str, dict[str, float]]  # SECTIONS: params, timing, memory
-    raw: dict  # the record as written, for fields no reader above needs
+    """results.json. Read back, a field holds what the file holds, or None where the file lacks it or holds
+    a value of the wrong kind: a sweep is reported from partial, hand-edited and older files too."""
+
+    status: str = RUNNING  # RUNNING, COMPLETED or FAILED as written; UNKNOWN read from a file without one
+    seed: int | None = None
+    config: dict | None = None  # the resolved job config, credentials redacted
+    versions: dict | None = None  # library versions and the commit
+    overrides: list[str] | None = None  # the command line's overrides
+    config_fingerprint: str | None = None  # what tells a rerun in the same folder that this is its result
+    data: dict | None = None  # {"train": ..., "eval": {dataset: fingerprint, split, sizes}}
+    references: dict | None = None  # {system: {dataset: {"metrics": ..., "sparsity": ...}}}, REFERENCE_SYSTEMS
+    params: dict | None = None  # parameter counts and the adapter's size
+    memory: dict | None = None  # peak memory, MB
+    metrics: dict | None = None  # the trained encoder's {dataset: {metric: value}}, with AVERAGE
+    sparsity: dict | None = None  # {dataset: {statistic: value}}
+    representation: dict | None = None  # dense encoders: {dataset: family, dimension, index size}
+    timing: dict | None = None  # seconds per stage
+    training: dict | None = None  # what fit() reports: steps, pairs, seconds, ...
+    error: str | None = None  # a failed job's one-line cause and fix
 
     @classmethod
-    def from_json(cls, source: str | Path | Mapping) -> JobResult:
-        """From a results.json path or its parsed payload; ValueError (JSON errors included) when the
-        file is not one JSON object, OSError when it cannot be read."""
-        payload = json.loads(Path(source).read_text()) if isinstance(source, (str, Path)) else source
+    def read(cls, path: str | Path) -> JobResult:
+        """From a job folder's results.json (or the .json path given); ValueError (JSON errors included) when
+        the file is not one JSON object, OSError when it cannot be read."""
+        return cls.from_payload(json.loads(job_file(path, RESULTS_FILE).read_text()))
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> JobResult:
         if not isinstance(payload, Mapping):
             raise ValueError(f"expected a JSON object, found {type(payload).__name__}")
-        metrics = mapping(payload.get("metrics"))
-        evaluated = list(mapping(mapping(payload.get("data")).get("eval"))) or list(metrics)
-        overrides = payload.get("overrides")
+        overrides, seed = payload.get("overrides"), payload.get("seed")
+        fingerprint, error = payload.get("config_fingerprint"), payload.get("error")
         return cls(
-            status=str(payload.get("status") or "unknown"),
-            error=str(payload.get("error") or ""),
+            status=str(payload.get("status") or UNKNOWN),
+            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
             overrides=[str(entry) for entry in overrides] if isinstance(overrides, list) else None,
-            config=mapping(payload.get("config")),
-            datasets=[str(name) for name in evaluated if name != AVERAGE],
-            trained=Evaluation(metrics, mapping(payload.get("sparsity"))),
-            references={system: reference(mapping(payload.get("references")).get(system)) for system in REFERENCE_SYSTEMS
-                        if mapping(mapping(payload.get("references")).get(system))},
-            sections={section: numbers(payload.get(section)) for section in SECTIONS},
-            raw=dict(payload),
+            config_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+            error=str(error) if error else None,
+            **{name: value for name in OBJECT_FIELDS if isinstance(value := payload.get(name), dict)},
         )
+
+    def to_payload(self) -> dict:
+        """results.json's content: the fields that are set, in declaration order."""
+        return {item.name: value for item in fields(self) if (value := getattr(self, item.name)) is not None}
+
+    def redacted(self) -> JobResult:
+        """The record with credentials hidden, as it is written and shown."""
+        return type(self)(**redact(self.to_payload()))
+
+    def write(self, folder: str | Path) -> Path:
+        """Write results.json, redacted, atomically into the job folder (or to the .json path given)."""
+        target = job_file(folder, RESULTS_FILE)
+        write_json_atomic(target, self.redacted().to_payload())
+        return target
+
+    @property
+    def datasets(self) -> list[str]:
+        """Evaluation datasets in the order the job evaluated them, without AVERAGE."""
+        evaluated = list(mapping(mapping(self.data).get("eval"))) or list(mapping(self.metrics))
+        return [str(name) for name in evaluated if name != AVERAGE]
+
+    @property
+    def trained(self) -> Evaluation:
+        return Evaluation(mapping(self.metrics), mapping(self.sparsity))
+
+    @property
+    def reference_rows(self) -> dict[str, Evaluation]:
+        """The REFERENCE_SYSTEMS the record has: BM25 and the zero-shot checkpoint on the same datasets."""
+        references = mapping(self.references)
+        return {system: reference(references[system]) for system in REFERENCE_SYSTEMS if mapping(references.get(system))}
+
+    def average(self, metric: str) -> float:
+        """The macro average of `metric` over the evaluation datasets (the sweep's objective); NaN when absent."""
+        return float(numbers(mapping(self.metrics).get(AVERAGE)).get(metric, math.nan))
 
     def flat(self) -> dict[str, float]:
         """The trained row's columns as sweep_results.csv names them."""
         row = self.trained.flat()
-        for section, values in self.sections.items():
-            row.update({f"{section}.{key}": value for key, value in values.items()})
+        for section in COST_SECTIONS:
+            row.update({f"{section}.{key}": value for key, value in numbers(getattr(self, section)).items()})
         return row
+
+
+# The fields that hold a JSON object: read back only when the file holds one there.
+OBJECT_FIELDS = tuple(name for name, kind in get_type_hints(JobResult).items() if kind == dict | None)
 
 
 def reference(per_dataset: Any) -> Evaluation:
@@ -134,13 +185,13 @@ def reference(per_dataset: Any) -> Evaluation:
     )
 
 
-# --- per_query.json -------------------------------------------------------------------------------------------
-
-def per_query_path(path: str | Path) -> Path:
-    """A job folder's per_query.json; a path ending in .json is taken as the file itself."""
+def job_file(path: str | Path, name: str) -> Path:
+    """A job folder's file `name`; a path ending in .json is taken as the file itself."""
     path = Path(path)
-    return path if path.suffix == ".json" else path / PER_QUERY_FILE
+    return path if path.suffix == ".json" else path / name
 
+
+# --- per_query.json -------------------------------------------------------------------------------------------
 
 def write_per_query(path: str | Path, rows: Mapping[str, Mapping[str, PerQuery]]) -> Path:
     """Write {row: {dataset: per_query(qrels, run)}} atomically into the job folder (or to the .json path given)."""
@@ -151,7 +202,7 @@ def write_per_query(path: str | Path, rows: Mapping[str, Mapping[str, PerQuery]]
         row: {dataset: {metric: dict(values) for metric, values in by_metric.items()} for dataset, by_metric in datasets.items()}
         for row, datasets in rows.items()
     }
-    target = per_query_path(path)
+    target = job_file(path, PER_QUERY_FILE)
     write_json_atomic(target, payload)
     return target
 
@@ -160,7 +211,7 @@ def read_per_query(folder: str | Path) -> dict[str, dict[str, PerQuery]]:
     """{row: {dataset: {metric: {query_id: value}}}}; empty when the job wrote none (older jobs, failures) or the
     file cannot be read: per-query values only add significance to a report, they never break it."""
     try:
-        payload = json.loads(per_query_path(folder).read_text())
+        payload = json.loads(job_file(folder, PER_QUERY_FILE).read_text())
     except (OSError, ValueError):
         return {}
     return {

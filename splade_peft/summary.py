@@ -12,11 +12,11 @@ def row(dataset: str, system: str, evaluation: Evaluation) -> list:
 
 
 def summary_rows(result: JobResult) -> list[list]:
-    rows = []
+    rows, references = [], result.reference_rows
     for dataset in result.datasets:
         for system, label in (("bm25", "BM25"), ("zero_shot", "zero-shot")):
-            if dataset in result.references.get(system, Evaluation()).metrics:
-                rows.append(row(dataset, label, result.references[system]))
+            if system in references and dataset in references[system].metrics:
+                rows.append(row(dataset, label, references[system]))
         if dataset in result.trained.metrics:
             rows.append(row(dataset, "trained", result.trained))
     return rows
@@ -30,8 +30,8 @@ def format_cell(value) -> str:
     return str(value)
 
 
-def format_table(record: dict) -> str:
-    cells = [SUMMARY_COLUMNS] + [[format_cell(v) for v in r] for r in summary_rows(JobResult.from_json(record))]
+def format_table(result: JobResult) -> str:
+    cells = [SUMMARY_COLUMNS] + [[format_cell(v) for v in r] for r in summary_rows(result)]
     widths = [max(len(line[i]) for line in cells) for i in range(len(SUMMARY_COLUMNS))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

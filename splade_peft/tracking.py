@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from splade_peft.config import LOGGERS
 from splade_peft.errors import ConfigError
-from splade_peft.results import JobResult
+from splade_peft.results import COMPLETED, PER_QUERY_FILE, RESULTS_FILE, JobResult
 
 log = logging.getLogger(__name__)
 # logger.* keys this module reads itself; every other key of logger=wandb goes to WandbLogger / wandb.init.
@@ -44,7 +44,7 @@ def logged_name(column: str) -> str:
 
 def logged_values(result: JobResult) -> dict[str, float]:
     values = {logged_name(column): value for column, value in result.flat().items()}
-    for system, evaluation in result.references.items():
+    for system, evaluation in result.reference_rows.items():
         values.update({f"reference/{system}/{column}": value for column, value in evaluation.flat().items()})
     return values
 
@@ -111,10 +111,9 @@ class ExperimentTracker:
             return CSVLogger(str(self.run_dir), name="csv")
         return False
 
-    def log_results(self, record: dict) -> None:
+    def log_results(self, result: JobResult) -> None:
         if not self.lightning_logger:
             return
-        result = JobResult.from_json(record)
         values = logged_values(result)
         if self.kind == "wandb":
             self.define_summaries(values)
@@ -145,11 +144,11 @@ class ExperimentTracker:
         if run is None:
             return
         adapter = self.run_dir / "adapter"
-        if status == "completed" and adapter.is_dir():
+        if status == COMPLETED and adapter.is_dir():
             artifact = wandb.Artifact(f"adapter-{run.id}", type="model", metadata={"run_dir": str(self.run_dir)})
             artifact.add_dir(str(adapter))
             run.log_artifact(artifact)
-        evaluation = [self.run_dir / "results.json", self.run_dir / "per_query.json",
+        evaluation = [self.run_dir / RESULTS_FILE, self.run_dir / PER_QUERY_FILE,
                       *sorted((self.run_dir / "eval").glob("*/run.trec"))]
         if any(path.exists() for path in evaluation):
             artifact = wandb.Artifact(f"evaluation-{run.id}", type="evaluation", metadata={"status": status})
@@ -164,6 +163,6 @@ class ExperimentTracker:
             if wandb.run is not None:
                 wandb.run.summary["status"] = status
                 self.log_artifacts(status)
-            wandb.finish(exit_code=0 if status == "completed" else 1)
+            wandb.finish(exit_code=0 if status == COMPLETED else 1)
         elif self.kind == "csv":
             self.lightning_logger.save()

@@ -39,15 +39,15 @@ def launched_since(folder: Path, started: float) -> bool:
 def unfinished_jobs(sweep_dir: Path, started: float = 0.0) -> list[str]:
     """The job folders this multirun launched whose results.json does not say completed (failed,
     unreadable, or never written)."""
-    from splade_peft.results import COMPLETED, RESULTS_FILE, JobResult
-    from splade_peft.sweep.load import is_job_folder
+    from splade_peft.results import COMPLETED, JobResult
+    from splade_peft.sweep.load import UNREADABLE, is_job_folder
 
     unfinished = []
     for folder in sorted(p for p in sweep_dir.iterdir() if is_job_folder(p) and launched_since(p, started)):
         try:
-            status = JobResult.from_json(folder / RESULTS_FILE).status
+            status = JobResult.read(folder).status
         except (OSError, ValueError):
-            status = "unreadable"
+            status = UNREADABLE
         if status != COMPLETED:
             unfinished.append(folder.name)
     return unfinished

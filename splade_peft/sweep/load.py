@@ -168,21 +168,21 @@ def read_job(folder: Path) -> Job:
     if not (folder / RESULTS_FILE).exists():
         return Job(folder.name, NOT_STARTED, overrides=overrides)
     try:
-        result = JobResult.from_json(folder / RESULTS_FILE)
+        result = JobResult.read(folder)
     except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return Job(folder.name, UNREADABLE, f"{type(error).__name__}: {error}", overrides)
     if overrides is None:
         overrides = parse_overrides(result.overrides)
     per_query = read_per_query(folder) if result.status == COMPLETED else {}
-    return Job(folder.name, result.status, result.error, overrides, result, per_query)
+    return Job(folder.name, result.status, result.error or "", overrides, result, per_query)
 
 
 ZERO_SHOT_PREFIX = "zero_shot."  # a job's own zero-shot columns, when the grid changes the zero-shot model
 
 
 def own_zero_shots(jobs: list[Job]) -> list[dict[str, float]]:
-    return [job.result.references["zero_shot"].flat() for job in jobs
-            if job.status == COMPLETED and "zero_shot" in job.result.references]
+    return [job.result.reference_rows["zero_shot"].flat() for job in jobs
+            if job.status == COMPLETED and "zero_shot" in job.result.reference_rows]
 
 
 def zero_shot_varies(jobs: list[Job]) -> bool:
@@ -194,7 +194,7 @@ def zero_shot_varies(jobs: list[Job]) -> bool:
 def reference_frame(jobs: list[Job], zero_shot_shared: bool) -> pd.DataFrame:
     """BM25 and zero-shot rows from the first completed job that has them: the jobs of a sweep share the
     cached reference runs -- except the zero-shot row when the grid changes it (each row then shows its own)."""
-    references = next((job.result.references for job in jobs if job.status == COMPLETED and job.result.references), {})
+    references = next((job.result.reference_rows for job in jobs if job.status == COMPLETED and job.result.reference_rows), {})
     shown = {system: label for system, label in REFERENCE_LABELS.items() if system != "zero_shot" or zero_shot_shared}
     rows = {label: references[system].flat() for system, label in shown.items() if system in references}
     rows = {label: row for label, row in rows.items() if row}
@@ -221,7 +221,7 @@ def column_rank(column: str, datasets: list[str]) -> tuple:
 
 
 def own_zero_shot_columns(job: Job) -> dict[str, float]:
-    zero_shot = job.result.references.get("zero_shot") if job.result else None
+    zero_shot = job.result.reference_rows.get("zero_shot") if job.result else None
     return {f"{ZERO_SHOT_PREFIX}{column}": value for column, value in (zero_shot.flat() if zero_shot else {}).items()}
 
 
@@ -287,7 +287,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     zero_shot_shared = not zero_shot_varies(jobs)
     references = reference_frame(jobs, zero_shot_shared)
     datasets = evaluation_datasets(jobs, references)
-    configs = [job.result.config for job in jobs if job.result] + [multirun]
+    configs = [job.result.config for job in jobs if job.result and job.result.config] + [multirun]
     settings = read_settings(configs)
     frame = job_frame(jobs, swept + list(fixed), datasets, zero_shot_shared)
     points = point_frame(frame, swept, list(fixed))

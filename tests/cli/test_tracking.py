@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from tests.helpers import composed, wandb_offline_records, wandb_records_of
+from splade_peft.results import PER_QUERY_FILE, JobResult
 from splade_peft.sweep.build import build_report, log_report_to_wandb
 from splade_peft.tracking import RUN_ID_FILE, ExperimentTracker, RunIdentity, wandb_arguments, wandb_mode
 
@@ -37,9 +38,9 @@ def finished_job(run_dir, record: dict, identity: RunIdentity = IDENTITY) -> Non
     (run_dir / "adapter" / "adapter_config.json").write_text("{}")
     (run_dir / "eval" / DATASET).mkdir(parents=True)
     (run_dir / "eval" / DATASET / "run.trec").write_text("q1 Q0 d1 1 1.0 x\n")
-    (run_dir / "results.json").write_text(json.dumps(record))
-    (run_dir / "per_query.json").write_text("{}")
-    tracker.log_results(record)
+    JobResult.from_payload(record).write(run_dir)
+    (run_dir / PER_QUERY_FILE).write_text("{}")
+    tracker.log_results(JobResult.read(run_dir))
     tracker.finish(record["status"])
 
 
