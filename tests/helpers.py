@@ -64,7 +64,12 @@ LORA = OmegaConf.create(
     {"method": "lora", "r": 4, "alpha": 4, "dropout": 0.0, "use_rslora": True, "use_dora": False, "bias": "none",
      "target_modules": None, "init": "gaussian", "quantization": None, "layers": None, "train_head": "frozen"}
 )
-LOSS = OmegaConf.create({"in_batch": True, "temperature": 1.0, "lambda_d": 1e-3, "lambda_q": 1e-3, "warmup_steps": 2})
+def loss_section(**changes):
+    """conf/loss/contrastive.yaml's `loss` section with `changes`: every key the training code reads."""
+    return OmegaConf.merge(OmegaConf.load(CONF / "loss" / "contrastive.yaml"), changes)
+
+
+LOSS = loss_section(lambda_d=1e-3, lambda_q=1e-3, warmup_steps=2)
 OPTIM = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 1})
 LORA_DEFAULTS = OmegaConf.load(CONF / "lora" / "lora.yaml")
 STEPS = 4

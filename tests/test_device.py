@@ -1,6 +1,8 @@
 """The job's device: where trainer.accelerator/devices put training, and where evaluation puts the
 encoder afterwards (Lightning's teardown leaves a trained module on the CPU)."""
 
+import dataclasses
+
 import lightning as L
 import torch
 from omegaconf import OmegaConf
@@ -11,6 +13,7 @@ import splade_peft.evaluation.retrieval as retrieval
 from tests.helpers import ITEMS, LORA, LOSS, OPTIM, tiny_tokenizer
 from splade_peft.data.collection import Collection
 from splade_peft.data.pairs import TrainingCollator
+from splade_peft.index.config import SEARCH_ENGINES
 from splade_peft.device import inference_precision, job_device
 from splade_peft.model.adapters import wrap_with_adapter
 from splade_peft.model.encoder import SpladeEncoder
@@ -46,11 +49,13 @@ def test_the_trained_encoder_is_evaluated_on_the_training_device(tmp_path, monke
         seen["autocast"] = torch.is_autocast_enabled("cuda")
         return {}
 
-    monkeypatch.setattr(retrieval, "evaluate_encoder", record_device)
-    cfg = OmegaConf.create({"trainer": TRAINER, "encoder": {"name": "splade"}, "model": {"query_max_length": 8, "doc_max_length": 16},
-                            "index": {"quantization": 100}, "eval": {"k": 10}})
+    lucene = SEARCH_ENGINES.get("lucene")
+    monkeypatch.setitem(SEARCH_ENGINES.variants, "lucene", dataclasses.replace(lucene, implementation=record_device))
+    settings = retrieval.EvaluationSettings(index=OmegaConf.create({"name": "lucene", "quantization": 100}), trainer=TRAINER,
+                                            encoder={"name": "splade"}, query_max_length=8, doc_max_length=16, k=10,
+                                            search_threads=1)
     collection = Collection("toy", "dev", {"d0": "cat"}, {"q0": "cat"}, {"q0": {"d0": 1}}, "toy")
-    retrieval.evaluate_trained(encoder, tokenizer, {"toy": collection}, cfg, tmp_path, "model")
+    retrieval.evaluate_trained(encoder, tokenizer, {"toy": collection}, settings, tmp_path, "model")
     assert seen["device"].type == job_device(TRAINER).type == trainer.strategy.root_device.type
     assert seen["autocast"] == CUDA  # bf16-mixed training, bf16 encoding
 

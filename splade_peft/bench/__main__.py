@@ -64,7 +64,7 @@ def main(argv: list[str]) -> None:
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     cfg = bench_config(args.overrides)
-    test = load_data(cfg.data, cfg.data.eval_split, cfg)
+    test = load_data(cfg.data, cfg.data.eval_split, cfg.paths.cache)
     masked_lm, tokenizer = load_backbone(cfg.model, cfg.paths.cache)
     results = {"command": "python -m splade_peft.bench " + shlex.join(argv), "machine": machine(),
                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",
@@ -101,7 +101,7 @@ def quantised(encoder, tokenizer, texts, max_length: int, factor: float) -> dict
 
 
 def training_batches(cfg, tokenizer, batch_size: int, steps: int) -> list[dict]:
-    train: Collection = load_data(cfg.data, cfg.data.train_split, cfg)
+    train: Collection = load_data(cfg.data, cfg.data.train_split, cfg.paths.cache)
     pairs = training_pairs(train, random_candidates(train, cfg.data.negatives_depth, cfg.seed), cfg.data.negatives)
     loader = DataLoader(TrainingSet(train, pairs, cfg.data.negatives, cfg.seed), batch_size=batch_size,
                         shuffle=True, generator=torch.Generator().manual_seed(cfg.seed), drop_last=True,

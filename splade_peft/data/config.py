@@ -4,7 +4,11 @@ from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from splade_peft.errors import ConfigError
+from splade_peft.registry import Registry
 from splade_peft.settings import Number, Section, entries, section, setting
+
+# `data.source` (and each dataset entry's `source`): loaders registered in splade_peft/data/sources.py.
+DATA_SOURCES = Registry("data source", "data.source", builtins="splade_peft.data.sources")
 
 UNKNOWN_ID_POLICIES = ("error", "drop")
 NEGATIVE_SOURCES = ("bm25", "random", "file", "st_hard_negatives")
@@ -28,6 +32,9 @@ class CollectionSpec(Section):
     unknown_ids: str = setting("error", one_of=UNKNOWN_ID_POLICIES)
     max_queries: Optional[int] = None
     max_documents: Optional[int] = None
+
+    def check(self, path: str, root) -> None:
+        DATA_SOURCES.get(self.source, key=f"{path}.source")
 
 
 @dataclass
@@ -84,6 +91,7 @@ class DataConfig(CollectionSpec):
         return bool(self.teacher.scorers or self.teacher.files)
 
     def check(self, path: str, root) -> None:
+        super().check(path, root)
         if self.source == "beir" and not self.path:
             raise ConfigError("data.path", "data.source=beir needs a folder", "set data.path=<BEIR folder>")
         if not self.training_file:

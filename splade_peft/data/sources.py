@@ -8,13 +8,13 @@ naming the file, line, field and the fix.
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from splade_peft.data.collection import Collection
-from splade_peft.data.config import UNKNOWN_ID_POLICIES
+from splade_peft.data.config import DATA_SOURCES
 from splade_peft.data.embedded import COLLECTION_NAME, build_embedded_collection, embedded_folder
 from splade_peft.data.msmarco import load_msmarco_folder
 from splade_peft.data.subsample import subsample
@@ -22,7 +22,6 @@ from splade_peft.errors import ConfigError, DataError, SpladePeftError
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("beir", "embedded", "hub", "msmarco")
 QRELS_HEADER = ["query-id", "corpus-id", "score"]
 BEIR_LAYOUT = (
     "data.path must be a BEIR folder: corpus.jsonl (_id, title, text), queries.<split>.jsonl or queries.jsonl "
@@ -67,6 +66,18 @@ class Digest(Protocol):
     def hexdigest(self) -> str: ...
 
 
+@dataclass(frozen=True)
+class SourceRequest:
+    """One split of a collection, as a dataset spec names it: what a registered data source loads."""
+
+    split: str
+    path: str | None
+    name: str | None
+    hub_id: str | None
+    cache_dir: Path
+    unknown_ids: str
+
+
 def load_collection(
     source: str,
     split: str,
@@ -77,20 +88,31 @@ def load_collection(
     cache_dir: str | Path = ".cache",
     unknown_ids: str = "error",
 ) -> Collection:
-    """Load one split of a collection; only the queries judged in that split are kept."""
-    if unknown_ids not in UNKNOWN_ID_POLICIES:
-        raise ConfigError("data.unknown_ids", f"unknown value {unknown_ids!r}",
-                          f"use one of: {', '.join(UNKNOWN_ID_POLICIES)}")
-    if source == "beir":
-        folder = required_folder(path)
-        return load_beir(folder, split, name or folder.resolve().name, unknown_ids)
-    if source == "embedded":
-        return load_embedded(split, Path(cache_dir), unknown_ids)
-    if source == "hub":
-        return load_hub(required_hub_id(hub_id), split, name, Path(cache_dir), unknown_ids)
-    if source == "msmarco":
-        return load_msmarco_folder(required_folder(path), split, name)
-    raise ConfigError("data.source", f"unknown source {source!r}", f"use one of: {', '.join(SOURCES)}")
+    """Load one split of a collection from the `source` registered under that name; only the queries judged in
+    that split are kept."""
+    loader = DATA_SOURCES.get(source)
+    return loader.implementation(SourceRequest(split, path, name, hub_id, Path(cache_dir), unknown_ids))
+
+
+@DATA_SOURCES.register("beir")
+def beir_source(request: SourceRequest) -> Collection:
+    folder = required_folder(request.path)
+    return load_beir(folder, request.split, request.name or folder.resolve().name, request.unknown_ids)
+
+
+@DATA_SOURCES.register("embedded")
+def embedded_source(request: SourceRequest) -> Collection:
+    return load_embedded(request.split, request.cache_dir, request.unknown_ids)
+
+
+@DATA_SOURCES.register("hub")
+def hub_source(request: SourceRequest) -> Collection:
+    return load_hub(required_hub_id(request.hub_id), request.split, request.name, request.cache_dir, request.unknown_ids)
+
+
+@DATA_SOURCES.register("msmarco")
+def msmarco_source(request: SourceRequest) -> Collection:
+    return load_msmarco_folder(required_folder(request.path), request.split, request.name)
 
 
 def assemble(name: str, split: str, parts: Parts, digest: Digest, unknown_ids: str) -> Collection:
@@ -389,20 +411,21 @@ def hashed_tuples(rows: Iterable[tuple], digest: Digest) -> Iterator[tuple[int, 
 SLICE_SEED = 0
 
 
-def load_data(spec, split: str, cfg) -> Collection:
+def load_data(spec, split: str, cache_dir: str | Path) -> Collection:
     """One split of a dataset spec (data.*, an eval.datasets or data.mixture.datasets entry), subsampled as
-    the spec asks (max_queries, max_documents), the same slice whatever the job's seed."""
+    the spec asks (max_queries, max_documents), the same slice whatever the job's seed; downloads and
+    parsed copies go under `cache_dir`."""
     collection = load_collection(
         spec.source, split, path=spec.get("path"), name=spec.get("name"), hub_id=spec.get("hub_id"),
-        cache_dir=cfg.paths.cache, unknown_ids=spec.get("unknown_ids", "error"),
+        cache_dir=cache_dir, unknown_ids=spec.get("unknown_ids", "error"),
     )
     return subsample(collection, spec.get("max_queries"), spec.get("max_documents"), SLICE_SEED)
 
 
-def load_eval_collections(cfg) -> dict[str, Collection]:
-    """eval.datasets' collections by name."""
+def load_eval_collections(specs: Mapping, cache_dir: str | Path) -> dict[str, Collection]:
+    """The collections of eval.datasets' specs, by name."""
     collections = {}
-    for spec in cfg.eval.datasets.values():
-        collection = load_data(spec, spec.split, cfg)
+    for spec in specs.values():
+        collection = load_data(spec, spec.split, cache_dir)
         collections[collection.name] = collection
     return collections

@@ -1,6 +1,6 @@
 """Evaluating a dense encoder on a collection: embed the corpus into a flat Faiss index (Pyserini's dense
-layout), embed and search the queries, score the run. The dense counterpart of evaluation/retrieval.py,
-which dispatches here for encoders that are not sparse; it reports the representation (family, dimension,
+layout), embed and search the queries, score the run: the `index=faiss` engine, the dense counterpart of
+evaluation/retrieval.py; it reports the representation (family, dimension,
 index size) where the sparse path reports non-zeros."""
 
 import time
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
 from splade_peft.data.collection import Collection
 from splade_peft.evaluation.metrics import evaluate
+from splade_peft.evaluation.retrieval import EvaluationSettings
+from splade_peft.index.config import SEARCH_ENGINES
 from splade_peft.index.encode import CHUNK, length_sorted_batches
-from splade_peft.search.dense import dense_search, write_dense_index
 from splade_peft.search.runs import write_trec_run
 
 RUN_FILE = "run.trec"
@@ -41,18 +41,22 @@ def embed_texts(side: torch.nn.Module, tokenizer, texts: Mapping[str, str], max_
     return ids, np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
 
-def evaluate_dense_encoder(encoder, tokenizer, collection: Collection, cfg: DictConfig, folder: Path) -> dict:
+@SEARCH_ENGINES.register("faiss", sparse=False)
+def evaluate_dense_encoder(encoder, tokenizer, collection: Collection, settings: EvaluationSettings, folder: Path) -> dict:
     """Embed the corpus into <folder>/index, search it with the embedded queries (k = eval.k), score the run."""
+    # Imported here: Faiss loads for dense jobs only (registering this engine must not load it).
+    from splade_peft.search.dense import dense_search, write_dense_index
+
     folder = Path(folder)
     started = time.perf_counter()
-    doc_ids, documents = embed_texts(encoder.side("documents"), tokenizer, collection.corpus, cfg.model.doc_max_length,
-                                     cfg.index.tokens_per_batch, cfg.index.max_batch_size)
+    doc_ids, documents = embed_texts(encoder.side("documents"), tokenizer, collection.corpus, settings.doc_max_length,
+                                     settings.index.tokens_per_batch, settings.index.max_batch_size)
     encoded = time.perf_counter()
     index_bytes = write_dense_index(doc_ids, documents, folder / "index")
     indexed = time.perf_counter()
-    query_ids, queries = embed_texts(encoder.side("queries"), tokenizer, collection.queries, cfg.model.query_max_length,
-                                     cfg.index.tokens_per_batch, cfg.index.max_batch_size)
-    run = dense_search(folder / "index", query_ids, queries, k=cfg.eval.k, threads=cfg.eval.search_threads)
+    query_ids, queries = embed_texts(encoder.side("queries"), tokenizer, collection.queries, settings.query_max_length,
+                                     settings.index.tokens_per_batch, settings.index.max_batch_size)
+    run = dense_search(folder / "index", query_ids, queries, k=settings.k, threads=settings.search_threads)
     write_trec_run(run, folder / RUN_FILE, "splade_peft")
     searched = time.perf_counter()
     return {

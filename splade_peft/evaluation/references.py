@@ -4,49 +4,50 @@ and checkpoint."""
 
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from splade_peft.data.collection import Collection
 from splade_peft.evaluation.metrics import evaluate
-from splade_peft.evaluation.retrieval import RUN_FILE, evaluate_in_store, evaluation_inputs
+from splade_peft.evaluation.retrieval import RUN_FILE, EvaluationSettings, evaluate_in_store, evaluation_inputs
 from splade_peft.model.variants import build_encoder
 from splade_peft.progress import stage
 from splade_peft.records import StageStore, fingerprint
 from splade_peft.search.bm25 import cached_bm25_run
 
 
-def bm25_reference(collection: Collection, cfg: DictConfig) -> tuple[Path, dict]:
+def bm25_reference(collection: Collection, cache_dir: str | Path, k: int, threads: int) -> tuple[Path, dict]:
     """(BM25's TREC run file, {"metrics": ...}) on `collection`."""
-    run, run_file = cached_bm25_run(collection, cfg.paths.cache, cfg.eval.k, cfg.eval.search_threads)
+    run, run_file = cached_bm25_run(collection, cache_dir, k, threads)
     return run_file, {"metrics": evaluate(collection.qrels, run, min_relevant_grade=collection.min_relevant_grade)}
 
 
-def zero_shot_reference(encoder, tokenizer, collection: Collection, cfg: DictConfig,
+def zero_shot_reference(encoder, tokenizer, collection: Collection, settings: EvaluationSettings, cache_dir: str | Path,
                         model_fingerprint: str) -> tuple[Path, dict]:
     """(the untrained encoder's TREC run file, its evaluation summary) on `collection`."""
-    store = StageStore(Path(cfg.paths.cache) / "zero_shot")
-    stage = fingerprint(evaluation_inputs(cfg, collection, model_fingerprint))
-    folder, summary = evaluate_in_store(store, stage, encoder, tokenizer, collection, cfg, model_fingerprint)
+    store = StageStore(Path(cache_dir) / "zero_shot")
+    name = fingerprint(evaluation_inputs(settings, collection, model_fingerprint))
+    folder, summary = evaluate_in_store(store, name, encoder, tokenizer, collection, settings, model_fingerprint)
     return folder / RUN_FILE, summary
 
 
 def reference_rows(masked_lm, tokenizer, collections: dict[str, Collection], idf_corpus: dict[str, str],
-                   cfg: DictConfig, model_fingerprint: str) -> dict[str, dict[str, tuple[Path, dict]]]:
-    """{"bm25": {dataset: (run file, summary)}, "zero_shot": {...}} as eval.bm25 / eval.zero_shot ask.
+                   settings: EvaluationSettings, cache_dir: str | Path, model_fingerprint: str, *, bm25: bool,
+                   zero_shot: bool) -> dict[str, dict[str, tuple[Path, dict]]]:
+    """{"bm25": {dataset: (run file, summary)}, "zero_shot": {...}}, each row where asked for (eval.bm25,
+    eval.zero_shot).
 
     The zero-shot row is the encoder variant as training starts from it: the loaded LM on both sides
     (splade_separate's two copies are still one), an inference-free query table at its IDF values over
     `idf_corpus`, the sparsifiers at their configured cut-offs.
     """
     references = {"bm25": {}, "zero_shot": {}}
-    base_encoder = build_encoder(cfg.encoder, masked_lm, tokenizer, idf_corpus, cfg.model.doc_max_length)
+    base_encoder = build_encoder(settings.encoder, masked_lm, tokenizer, idf_corpus, settings.doc_max_length)
     if base_encoder.own_parameters():
         model_fingerprint = f"{model_fingerprint}+encoder:{base_encoder.own_parameters_fingerprint()}"
     for name, collection in collections.items():
-        if cfg.eval.bm25:
+        if bm25:
             with stage(f"BM25 on {name}"):
-                references["bm25"][name] = bm25_reference(collection, cfg)
-        if cfg.eval.zero_shot:
+                references["bm25"][name] = bm25_reference(collection, cache_dir, settings.k, settings.search_threads)
+        if zero_shot:
             with stage(f"zero-shot on {name}"):
-                references["zero_shot"][name] = zero_shot_reference(base_encoder, tokenizer, collection, cfg, model_fingerprint)
+                references["zero_shot"][name] = zero_shot_reference(
+                    base_encoder, tokenizer, collection, settings, cache_dir, model_fingerprint)
     return references

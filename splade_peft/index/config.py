@@ -4,15 +4,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from splade_peft.errors import ConfigError
+from splade_peft.model.config import ENCODERS
+from splade_peft.registry import Registry
 from splade_peft.settings import Number, Section, free_mapping, setting
 
-INDEX_BACKENDS = ("lucene", "faiss")
+# `index.name`: how an encoder's vectors are indexed and searched, each registered next to its implementation
+# (evaluation/retrieval.py, evaluation/dense_retrieval.py); `sparse`: it takes vocabulary (impact) vectors.
+SEARCH_ENGINES = Registry("search engine", "index.name",
+                          builtins=("splade_peft.evaluation.retrieval", "splade_peft.evaluation.dense_retrieval"),
+                          sparse=True, sharded_encoding=False)
 SHARD_LAUNCHERS = ("local", "submitit")
 
 
 @dataclass
 class IndexConfig(Section):
-    name: str = setting(one_of=INDEX_BACKENDS)
+    name: str = setting()
     quantization: Number = setting(above=0)
     shards: int = setting(at_least=1)
     threads: int = setting(at_least=1)
@@ -24,9 +30,9 @@ class IndexConfig(Section):
     submitit: dict[str, Any] = free_mapping()
 
     def check(self, path: str, root) -> None:
-        # A dense encoder needs the Faiss index, every sparse one (CSR included) the Lucene impact index.
-        dense = root.encoder.name == "dense"
-        if dense != (self.name == "faiss"):
-            wanted = "faiss" if dense else "lucene"
+        sparse = ENCODERS.get(root.encoder.name).sparse
+        if SEARCH_ENGINES.get(self.name).sparse != sparse:
+            fitting = [engine.name for engine in SEARCH_ENGINES if engine.sparse == sparse]
             raise ConfigError("index.name", f"encoder={root.encoder.name} cannot use index={self.name}",
-                              f"use index={wanted} with encoder={root.encoder.name} (faiss: dense, lucene: sparse)")
+                              f"use index={' or index='.join(fitting)} with encoder={root.encoder.name} "
+                              f"({'sparse' if sparse else 'dense'} vectors)")

@@ -51,19 +51,18 @@ class ShardJob:
     device: str
 
 
-def encode_corpus_sharded(encoder: nn.Module, tokenizer, corpus: Mapping[str, str], cfg: DictConfig,
+def encode_corpus_sharded(encoder: nn.Module, tokenizer, corpus: Mapping[str, str], index_cfg, max_length: int,
                           folder: Path) -> tuple[int, SparsityCounter]:
     """Encode `corpus` with `encoder` (a module taking input_ids, attention_mask) into index.encode_shards
     vector shards under `folder`/vectors, reusing complete ones; (documents written, their sparsity counts)."""
     folder = Path(folder)
-    settings = EncodeSettings(cfg.model.doc_max_length, cfg.index.tokens_per_batch, cfg.index.max_batch_size,
-                              cfg.index.quantization)
-    jobs = shard_jobs(encoder, tokenizer, corpus, settings, folder, cfg.index.encode_shards)
+    settings = EncodeSettings(max_length, index_cfg.tokens_per_batch, index_cfg.max_batch_size, index_cfg.quantization)
+    jobs = shard_jobs(encoder, tokenizer, corpus, settings, folder, index_cfg.encode_shards)
     remove_other_shards(folder, {job.name for job in jobs})
     store = StageStore(folder / "stages")
     pending = [job for job in jobs if store.completed(job.name, job.inputs) is None]
     if pending:
-        launch(pending, cfg.index, folder)
+        launch(pending, index_cfg, folder)
     summaries = [store.completed(job.name, job.inputs) for job in jobs]
     counter = SparsityCounter()
     for summary in summaries:

@@ -98,57 +98,100 @@ def layer_selection(model: nn.Module, layers) -> dict:
     return {"layers_to_transform": list(layers), "layers_pattern": pattern}
 
 
-def peft_config(model: nn.Module, lora_cfg, targets: list[str], total_steps: int):
-    shared = {
+def targeting(model: nn.Module, lora_cfg, targets: list[str]) -> dict:
+    """The PeftConfig arguments every PEFT method shares: which modules it adapts and which it trains whole."""
+    return {
         "target_modules": targets, "modules_to_save": head_modules_to_save(model, lora_cfg.train_head),
         **layer_selection(model, lora_cfg.layers),
     }
-    method = lora_cfg.method
-    if method == "lora":
-        return LoraConfig(
-            r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout, use_rslora=lora_cfg.use_rslora,
-            use_dora=lora_cfg.use_dora, bias=lora_cfg.bias,
-            init_lora_weights=True if lora_cfg.init == "gaussian" else lora_cfg.init, **shared,
-        )
-    if method == "adalora":
-        # Rank budget: warm up for the first tenth of training, then prune from r to target_r, and keep the
-        # final allocation for the last fifth (fractions of AdaLoRA's paper, scaled to our step count).
-        return AdaLoraConfig(
-            init_r=lora_cfg.r, target_r=lora_cfg.target_r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
-            bias=lora_cfg.bias, total_step=total_steps, tinit=total_steps // 10, tfinal=total_steps // 5, **shared,
-        )
-    if method == "ia3":
-        feedforward = FEEDFORWARD_MODULES.get(model.config.model_type, [])
-        return IA3Config(feedforward_modules=[t for t in targets if t in feedforward], **shared)
-    if method == "vera":
-        return VeraConfig(r=lora_cfg.r, vera_dropout=lora_cfg.dropout, bias=lora_cfg.bias, **shared)
-    if method == "loha":
-        return LoHaConfig(r=lora_cfg.r, alpha=lora_cfg.alpha, module_dropout=lora_cfg.dropout, **shared)
+
+
+# Each PEFT method: (backbone, lora.* section, the shared targeting arguments, training steps) -> its PeftConfig.
+
+@ADAPTER_METHODS.register("lora", reads=("r", "alpha", "dropout", "use_rslora", "use_dora", "bias", "init", "quantization"))
+def lora(model: nn.Module, lora_cfg, shared: dict, total_steps: int) -> LoraConfig:
+    return LoraConfig(
+        r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout, use_rslora=lora_cfg.use_rslora,
+        use_dora=lora_cfg.use_dora, bias=lora_cfg.bias,
+        init_lora_weights=True if lora_cfg.init == "gaussian" else lora_cfg.init, **shared,
+    )
+
+
+@ADAPTER_METHODS.register("adalora", reads=("r", "alpha", "dropout", "bias", "target_r"))
+def adalora(model: nn.Module, lora_cfg, shared: dict, total_steps: int) -> AdaLoraConfig:
+    # Rank budget: warm up for the first tenth of training, then prune from r to target_r, and keep the
+    # final allocation for the last fifth (fractions of AdaLoRA's paper, scaled to our step count).
+    return AdaLoraConfig(
+        init_r=lora_cfg.r, target_r=lora_cfg.target_r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+        bias=lora_cfg.bias, total_step=total_steps, tinit=total_steps // 10, tfinal=total_steps // 5, **shared,
+    )
+
+
+@ADAPTER_METHODS.register("ia3")
+def ia3(model: nn.Module, lora_cfg, shared: dict, total_steps: int) -> IA3Config:
+    feedforward = FEEDFORWARD_MODULES.get(model.config.model_type, [])
+    return IA3Config(feedforward_modules=[t for t in shared["target_modules"] if t in feedforward], **shared)
+
+
+@ADAPTER_METHODS.register("vera", reads=("r", "dropout", "bias"))
+def vera(model: nn.Module, lora_cfg, shared: dict, total_steps: int) -> VeraConfig:
+    return VeraConfig(r=lora_cfg.r, vera_dropout=lora_cfg.dropout, bias=lora_cfg.bias, **shared)
+
+
+@ADAPTER_METHODS.register("loha", reads=("r", "alpha", "dropout"))
+def loha(model: nn.Module, lora_cfg, shared: dict, total_steps: int) -> LoHaConfig:
+    return LoHaConfig(r=lora_cfg.r, alpha=lora_cfg.alpha, module_dropout=lora_cfg.dropout, **shared)
+
+
+@ADAPTER_METHODS.register("lokr", reads=("r", "alpha", "dropout"))
+def lokr(model: nn.Module, lora_cfg, shared: dict, total_steps: int) -> LoKrConfig:
     return LoKrConfig(r=lora_cfg.r, alpha=lora_cfg.alpha, module_dropout=lora_cfg.dropout, **shared)
 
 
-def wrap_with_adapter(model: nn.Module, lora_cfg, total_steps: int = 1) -> nn.Module:
-    """The backbone with `lora.method` applied; `total_steps` schedules AdaLoRA's rank budget."""
-    if lora_cfg.method not in ADAPTER_METHODS:
-        raise ConfigError("lora.method", f"unknown method '{lora_cfg.method}'", f"use one of {', '.join(ADAPTER_METHODS)}")
-    model.adapter_metadata = {  # read back by save_adapter, for the export
-        "method": lora_cfg.method, "quantization": lora_cfg.get("quantization"), "base_model": model.name_or_path,
-        "train_head": lora_cfg.get("train_head", "frozen"),
-    }
-    if lora_cfg.method in ("full", "frozen"):
-        return model.requires_grad_(lora_cfg.method == "full")
+# The two baselines without PEFT: every weight trains, or none does.
+
+@ADAPTER_METHODS.register("full", peft=False)
+def full(model: nn.Module) -> nn.Module:
+    return model.requires_grad_(True)
+
+
+@ADAPTER_METHODS.register("frozen", peft=False)
+def frozen(model: nn.Module) -> nn.Module:
+    return model.requires_grad_(False)
+
+
+def check_targets(model: nn.Module, lora_cfg) -> None:
+    """The adapter's target modules exist in `model`: checked as soon as the backbone loads, before any
+    reference row is computed."""
+    if not ADAPTER_METHODS.get(lora_cfg.method).peft:
+        return
     targets = target_modules_for(model, lora_cfg.target_modules)
     if not matched_module_names(model, targets):
         raise ConfigError(
             "lora.target_modules", f"{targets} matches no module of {model.config.model_type}",
             "name linear layers of the backbone (see `print(model)`)",
         )
+    layer_selection(model, lora_cfg.layers)
+    head_modules_to_save(model, lora_cfg.train_head)
+
+
+def wrap_with_adapter(model: nn.Module, lora_cfg, total_steps: int = 1) -> nn.Module:
+    """The backbone with `lora.method` applied; `total_steps` schedules AdaLoRA's rank budget."""
+    method = ADAPTER_METHODS.get(lora_cfg.method)
+    model.adapter_metadata = {  # read back by save_adapter, for the export
+        "method": lora_cfg.method, "quantization": lora_cfg.get("quantization"), "base_model": model.name_or_path,
+        "train_head": lora_cfg.get("train_head", "frozen"),
+    }
+    if not method.peft:
+        return method.implementation(model)
+    check_targets(model, lora_cfg)
     if getattr(model, "is_quantized", False):
         from peft import prepare_model_for_kbit_training
 
         # Gradient checkpointing is a memory/speed trade of its own, not part of making k-bit weights trainable.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    adapted = get_peft_model(model, peft_config(model, lora_cfg, targets, total_steps))
+    targets = target_modules_for(model, lora_cfg.target_modules)
+    adapted = get_peft_model(model, method.implementation(model, lora_cfg, targeting(model, lora_cfg, targets), total_steps))
     if lora_cfg.method == "lora" and lora_cfg.init != "gaussian":
         keep_initial_adapter(adapted)
     return adapted

@@ -8,18 +8,12 @@ from typing import ClassVar, Optional
 from omegaconf import OmegaConf
 
 from splade_peft.errors import ConfigError
-from splade_peft.settings import RULE, Number, Section, section, setting
+from splade_peft.registry import Registry
+from splade_peft.settings import Number, Section, section, setting
 
 RANDOM_ARCHITECTURES = ("bert", "llama")
 POOLINGS = ("max", "sum")
 DENSE_POOLINGS = ("eos", "mean", "last")
-SPARSIFIER_METHODS = ("none", "top_k", "threshold", "soft_threshold", "mean_threshold")
-SPARSE_VARIANTS = ("splade", "splade_separate", "inference_free")
-# Families on the LM's hidden states rather than its vocabulary (model/dense.py, model/csr.py).
-EMBEDDING_FAMILIES = ("dense", "csr")
-ENCODER_VARIANTS = SPARSE_VARIANTS + EMBEDDING_FAMILIES
-PEFT_METHODS = ("lora", "adalora", "ia3", "vera", "loha", "lokr")
-ADAPTER_METHODS = PEFT_METHODS + ("full", "frozen")
 LORA_INITS = ("gaussian", "pissa", "olora")
 QUANTIZATIONS = ("4bit", "8bit")
 HEAD_TRAINING = ("frozen", "transform", "full")
@@ -54,18 +48,30 @@ class ModelConfig(Section):
     query_max_length: int = setting(at_least=2)
     doc_max_length: int = setting(at_least=2)
 
+    def check(self, path: str, root) -> None:
+        if self.adapter and root.lora.method != "frozen":
+            raise ConfigError("model.adapter", f"evaluates the saved {self.adapter} as it is, but lora.method="
+                              f"{root.lora.method} would train a new adapter on top", "add lora=frozen")
+
 
 # --- encoder= -----------------------------------------------------------------------------------------------------
+
+# `encoder.sparsifiers.<side>.method`: registered in splade_peft/model/sparsifiers.py, each built from its section.
+SPARSIFIERS = Registry("sparsifier", "encoder.sparsifiers.method", builtins="splade_peft.model.sparsifiers")
+
 
 @dataclass
 class SparsifierConfig(Section):
     """encoder.sparsifiers.documents / .queries."""
 
-    method: str = setting(one_of=SPARSIFIER_METHODS)
+    method: str = setting()
     k: int = setting(at_least=1)
     threshold: Number = setting(at_least=0)
     scale: Number = setting(at_least=0)
     learned: bool = setting()
+
+    def check(self, path: str, root) -> None:
+        SPARSIFIERS.get(self.method, key=f"{path}.method")
 
 
 @dataclass
@@ -77,9 +83,9 @@ class SparsifiersConfig(Section):
 @dataclass
 class EncoderConfig(Section):
     """The sparse encoders (encoder=splade, splade_separate, inference_free). The options of other families add
-    keys in a subclass below, which their YAML file names in its defaults list (`- /schema/encoder/dense`)."""
+    keys in a subclass below, which their YAML file names in its defaults list (`- /schema/encoder/dense`)
+    and their registration names (`schema=`)."""
 
-    names: ClassVar[tuple[str, ...]] = SPARSE_VARIANTS
     poolings: ClassVar[tuple[str, ...]] = POOLINGS
 
     name: str = setting()
@@ -88,11 +94,11 @@ class EncoderConfig(Section):
     sparsifiers: SparsifiersConfig = section(SparsifiersConfig)
 
     def check(self, path: str, root) -> None:
-        if self.name not in type(self).names:
-            fix = f"use one of {', '.join(type(self).names)}"
-            if self.name in ENCODER_VARIANTS:
-                fix += f", or the option encoder={self.name} (its keys differ)"
-            raise ConfigError("encoder.name", f"{self.name!r} is not allowed", fix)
+        schema = ENCODERS.get(self.name).schema
+        if schema is not type(self):
+            own = [variant.name for variant in ENCODERS if variant.schema is type(self)]
+            raise ConfigError("encoder.name", f"{self.name!r} is not allowed",
+                              f"use one of {', '.join(sorted(own))}, or the option encoder={self.name} (its keys differ)")
         if self.pooling not in type(self).poolings:
             raise ConfigError("encoder.pooling", f"{self.pooling!r} with encoder={self.name}",
                               f"use one of {', '.join(type(self).poolings)}")
@@ -106,7 +112,6 @@ class EncoderConfig(Section):
 class DenseEncoderConfig(EncoderConfig):
     """encoder=dense: one embedding per text from the LM's hidden states."""
 
-    names: ClassVar[tuple[str, ...]] = ("dense",)
     poolings: ClassVar[tuple[str, ...]] = DENSE_POOLINGS
 
     normalize: bool = setting()
@@ -129,12 +134,15 @@ class CsrConfig(Section):
     k: int = setting(at_least=1)
     reconstruction_weight: Number = setting(at_least=0)
 
+    def check(self, path: str, root) -> None:
+        if self.k > self.latent_dim:
+            raise ConfigError(f"{path}.k", f"{self.k} active latents of {self.latent_dim}",
+                              f"use an integer in 1..{path}.latent_dim")
+
 
 @dataclass
 class CsrEncoderConfig(DenseEncoderConfig):
     """encoder=csr: the dense encoder's embeddings through a sparse autoencoder."""
-
-    names: ClassVar[tuple[str, ...]] = ("csr",)
 
     csr: CsrConfig = section(CsrConfig)
 
@@ -142,44 +150,51 @@ class CsrEncoderConfig(DenseEncoderConfig):
 # The encoder options that add keys, by the name their YAML file gives (`- /schema/encoder/<name>`).
 ENCODER_SCHEMAS = {"dense": DenseEncoderConfig, "csr": CsrEncoderConfig}
 
+# `encoder.name`: each family registered next to its implementation (model/variants.py, dense.py, csr.py) with
+# the config dataclass its option is typed by (`schema=`, EncoderConfig unless it adds keys).
+ENCODERS = Registry("encoder family", "encoder.name", builtins="splade_peft.model.variants", schema=EncoderConfig,
+                    sparse=True)  # sparse: searched in a sparse index (index=lucene), else a dense one (faiss)
+
 
 # --- lora= ----------------------------------------------------------------------------------------------------------
 
-RANKED = ("lora", "adalora", "vera", "loha", "lokr")  # the methods with a rank
-SCALED = ("lora", "adalora", "loha", "lokr")           # ... and an alpha
+# `lora.method`: each method is a function registered next to its implementation (splade_peft/model/adapters.py),
+# with `reads`, the lora.* keys it uses; a PEFT method also reads TARGETING (which modules it adapts).
+ADAPTER_METHODS = Registry("adapter method", "lora.method", builtins="splade_peft.model.adapters", peft=True, reads=())
+TARGETING = ("target_modules", "layers", "train_head")
+
+
+def keys_read_by(method: str) -> list[str]:
+    """The lora.* keys `method` reads; a key it does not read must keep its lora.yaml value."""
+    variant = ADAPTER_METHODS.get(method)
+    return sorted({*variant.reads, *(TARGETING if variant.peft else ())})
 
 
 @dataclass
 class LoraConfig(Section):
-    """The adapter (conf/lora/*.yaml; every file starts from lora.yaml). `read_by` names the lora.method values
-    that read a key; a key the chosen method does not read must keep its lora.yaml value."""
+    """The adapter (conf/lora/*.yaml; every file starts from lora.yaml)."""
 
-    method: str = setting(one_of=ADAPTER_METHODS)
-    r: int = setting(at_least=1, read_by=RANKED)
-    alpha: Number = setting(above=0, read_by=SCALED)
-    dropout: Number = setting(at_least=0, below=1, read_by=RANKED)
-    use_rslora: bool = setting(read_by=("lora",))
-    use_dora: bool = setting(read_by=("lora",))
-    bias: str = setting(one_of=("none", "all", "lora_only"), read_by=("lora", "adalora", "vera"))
-    init: str = setting(one_of=LORA_INITS, read_by=("lora",))
-    quantization: Optional[str] = setting(one_of=QUANTIZATIONS, read_by=("lora",))
-    target_r: Optional[int] = setting(at_least=1, read_by=("adalora",))
-    target_modules: Optional[list[str]] = setting(read_by=PEFT_METHODS)
+    method: str = setting()
+    r: int = setting(at_least=1)
+    alpha: Number = setting(above=0)
+    dropout: Number = setting(at_least=0, below=1)
+    use_rslora: bool = setting()
+    use_dora: bool = setting()
+    bias: str = setting(one_of=("none", "all", "lora_only"))
+    init: str = setting(one_of=LORA_INITS)
+    quantization: Optional[str] = setting(one_of=QUANTIZATIONS)
+    target_r: Optional[int] = setting(at_least=1)
+    target_modules: Optional[list[str]] = setting()
     layers: Optional[list[int]] = setting(
-        at_least=0, allows=lambda v: len(v) > 0, read_by=PEFT_METHODS,
-        says="null or a non-empty list of block indices >= 0, e.g. lora.layers=[0,1]")
-    train_head: str = setting(one_of=HEAD_TRAINING, read_by=PEFT_METHODS)
-
-    @classmethod
-    def keys_read_by(cls, method: str) -> list[str]:
-        return sorted(f.name for f in fields(cls) if method in (f.metadata[RULE].read_by or ()))
+        at_least=0, allows=lambda v: len(v) > 0, says="null or a non-empty list of block indices >= 0, e.g. lora.layers=[0,1]")
+    train_head: str = setting(one_of=HEAD_TRAINING)
 
     def check(self, path: str, root) -> None:
         defaults = OmegaConf.load(LORA_DEFAULTS)
-        used = self.keys_read_by(self.method)
+        used = keys_read_by(self.method)
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.metadata[RULE].read_by is not None and f.name not in used and value != defaults[f.name]:
+            if f.name != "method" and f.name not in used and value != defaults[f.name]:
                 raise ConfigError(f"lora.{f.name}", f"lora.method={self.method} does not use it (set to {value!r})",
                                   f"leave it at {defaults[f.name]!r}; {self.method} reads "
                                   f"{', '.join(used) or 'no lora.* option'}")
@@ -189,4 +204,3 @@ class LoraConfig(Section):
                               "would not be saved", "use lora.train_head=frozen with lora.init=pissa|olora")
         if self.method == "adalora" and (self.target_r is None or self.target_r > self.r):
             raise ConfigError("lora.target_r", f"{self.target_r!r} with lora.r={self.r}", "use an integer in 1..lora.r")
-

@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from splade_peft.errors import ConfigError
 from splade_peft.model.dense import DenseEncoder, build_dense_encoder
 from splade_peft.model.sides import EncoderSide, parameters_fingerprint
 
@@ -109,9 +108,6 @@ class CsrEncoder(nn.Module):
 def build_csr_encoder(encoder_cfg, language_model: nn.Module, tokenizer) -> CsrEncoder:
     """`encoder=csr`: the dense encoder of the same config (pooling, prefixes, normalisation) under a top-k autoencoder."""
     csr = encoder_cfg.csr
-    if not 1 <= csr.k <= csr.latent_dim:
-        raise ConfigError("encoder.csr.k", f"{csr.k} active latents of {csr.latent_dim}",
-                          "use an integer in 1..encoder.csr.latent_dim")
     dense = build_dense_encoder(encoder_cfg, language_model, tokenizer)
     return CsrEncoder(dense, TopKAutoencoder(language_model.config.hidden_size, csr.latent_dim, csr.k),
                       csr.reconstruction_weight)

@@ -32,26 +32,23 @@ def is_exported(folder: Path) -> bool:
     return (folder / "config.json").exists() and not (folder / METADATA_FILE).exists()
 
 
-def check_saved(cfg: DictConfig) -> Path | None:
+def check_saved(adapter: str | None) -> Path | None:
     """The folder model.adapter names (None when unset), refused early when it cannot be evaluated."""
-    if not cfg.model.get("adapter"):
+    if not adapter:
         return None
-    folder = adapter_location(cfg.model.adapter)
-    if cfg.lora.method != "frozen":
-        raise ConfigError("model.adapter", f"evaluates the saved {folder} as it is, but lora.method={cfg.lora.method} "
-                          "would train a new adapter on top", "add lora=frozen")
+    folder = adapter_location(adapter)
     if not (folder / METADATA_FILE).exists() and not is_exported(folder):
         raise DataError(folder, "is neither a job's adapter folder (no splade_peft.json) nor an exported model folder "
                         "(no config.json)", fix="pass <run_dir>, <run_dir>/adapter or a `python -m splade_peft.export` folder")
     return folder
 
 
-def backbone_config(cfg: DictConfig) -> DictConfig:
-    """cfg.model, with an exported folder as the backbone when model.adapter names one."""
-    folder = check_saved(cfg)
+def backbone_config(model_cfg: DictConfig) -> DictConfig:
+    """The `model` section, with an exported folder as the backbone when model.adapter names one."""
+    folder = check_saved(model_cfg.adapter)
     if folder is None or not is_exported(folder):
-        return cfg.model
-    return OmegaConf.merge(cfg.model, {"name_or_path": str(folder), "random_init": None, "num_layers": None})
+        return model_cfg
+    return OmegaConf.merge(model_cfg, {"name_or_path": str(folder), "random_init": None, "num_layers": None})
 
 
 @dataclass
@@ -80,9 +77,9 @@ class SavedEncoder:
                 parameter.requires_grad_(False)
 
 
-def saved_encoder(cfg: DictConfig) -> SavedEncoder | None:
+def saved_encoder(adapter: str | None) -> SavedEncoder | None:
     """The adapter folder model.adapter names; None when unset or an exported folder (that is the backbone)."""
-    folder = check_saved(cfg)
+    folder = check_saved(adapter)
     return SavedEncoder(folder) if folder is not None and not is_exported(folder) else None
 
 

@@ -7,8 +7,7 @@ Each keeps the vectors non-negative and passes gradient to the weights it keeps;
 import torch
 from torch import nn
 
-from splade_peft.errors import ConfigError
-from splade_peft.model.config import SPARSIFIER_METHODS
+from splade_peft.model.config import SPARSIFIERS
 
 
 class TopK(nn.Module):
@@ -48,7 +47,7 @@ class SoftThreshold(nn.Module):
 
 
 class MeanThreshold(nn.Module):
-    """relu(w - lambda * mean(w)): keep the weights above a multiple of the vector's mean (research notes, 6).
+    """relu(w - lambda * mean(w)): keep the weights above a multiple of the vector's mean.
 
     The mean is taken over the vector's active (non-zero) terms rather than the whole vocabulary, so
     that lambda means the same thing whatever the vocabulary size (lambda = 1: keep the above-average
@@ -65,17 +64,31 @@ class MeanThreshold(nn.Module):
         return torch.relu(weights - self.scale.clamp(min=0) * mean)
 
 
+@SPARSIFIERS.register("none")
+def no_sparsifier(spec) -> nn.Module:
+    return nn.Identity()
+
+
+@SPARSIFIERS.register("top_k")
+def top_k(spec) -> nn.Module:
+    return TopK(spec.k)
+
+
+@SPARSIFIERS.register("threshold")
+def threshold(spec) -> nn.Module:
+    return HardThreshold(spec.threshold)
+
+
+@SPARSIFIERS.register("soft_threshold")
+def soft_threshold(spec) -> nn.Module:
+    return SoftThreshold(spec.threshold)
+
+
+@SPARSIFIERS.register("mean_threshold")
+def mean_threshold(spec) -> nn.Module:
+    return MeanThreshold(spec.scale, spec.learned)
+
+
 def build_sparsifier(spec, key: str) -> nn.Module:
     """The sparsifier that `spec` (an `encoder.sparsifiers.<side>` node, found at `key`) names."""
-    method = spec.method
-    if method == "none":
-        return nn.Identity()
-    if method == "top_k":
-        return TopK(spec.k)
-    if method == "threshold":
-        return HardThreshold(spec.threshold)
-    if method == "soft_threshold":
-        return SoftThreshold(spec.threshold)
-    if method == "mean_threshold":
-        return MeanThreshold(spec.scale, spec.learned)
-    raise ConfigError(f"{key}.method", f"unknown sparsifier '{method}'", f"use one of {', '.join(SPARSIFIER_METHODS)}")
+    return SPARSIFIERS.get(spec.method, key=f"{key}.method").implementation(spec)

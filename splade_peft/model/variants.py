@@ -10,15 +10,15 @@ Every variant applies its own sparsifier to each side's vectors (see sparsifiers
 
 import copy
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from splade_peft.errors import ConfigError
 from splade_peft.model.adapters import save_adapter
-from splade_peft.model.config import EMBEDDING_FAMILIES, ENCODER_VARIANTS
+from splade_peft.model.config import ENCODERS, CsrEncoderConfig, DenseEncoderConfig
 from splade_peft.model.csr import build_csr_encoder
 from splade_peft.model.decoders import make_bidirectional
 from splade_peft.model.dense import build_dense_encoder
@@ -57,7 +57,7 @@ class SparseEncoder(nn.Module):
 
     @property
     def regularise_queries(self) -> bool:
-        """A static query table has no query encoder to make sparse: its regulariser is 0 (research notes, 7)."""
+        """A static query table has no query encoder to make sparse: its regulariser is 0."""
         return not isinstance(self.query_encoder, QueryWeightTable)
 
     def side(self, name: str) -> nn.Module:
@@ -106,37 +106,69 @@ def as_sparse_encoder(encoder: nn.Module) -> nn.Module:
     return SparseEncoder(encoder, encoder) if isinstance(encoder, SpladeEncoder) else encoder
 
 
-def build_encoder(encoder_cfg, masked_lm: nn.Module, tokenizer, corpus: Mapping[str, str], doc_max_length: int,
-                  adapt: Callable[[nn.Module], nn.Module] | None = None) -> SparseEncoder:
-    """The `encoder.name` variant on `masked_lm`, each LM passed through `adapt` (None: untrained, as loaded).
+@dataclass(frozen=True)
+class EncoderParts:
+    """What an encoder family is built from, beside its `encoder` section."""
 
-    `corpus` is what the inference-free query table's IDF is computed over (the training corpus).
-    """
-    if encoder_cfg.name not in ENCODER_VARIANTS:
-        raise ConfigError("encoder.name", f"unknown encoder '{encoder_cfg.name}'", f"use one of {', '.join(ENCODER_VARIANTS)}")
+    masked_lm: nn.Module
+    tokenizer: object
+    adapt: Callable[[nn.Module], nn.Module] | None  # None: untrained, as loaded
+    idf_corpus: Mapping[str, str]  # the inference-free query table's IDF is computed over it (the training corpus)
+    doc_max_length: int
+
+    def adapted(self, lm: nn.Module) -> nn.Module:
+        return self.adapt(lm) if self.adapt else lm
+
+
+def build_encoder(encoder_cfg, masked_lm: nn.Module, tokenizer, corpus: Mapping[str, str], doc_max_length: int,
+                  adapt: Callable[[nn.Module], nn.Module] | None = None) -> nn.Module:
+    """The `encoder.name` family on `masked_lm`, each LM passed through `adapt` (None: untrained, as loaded)."""
+    family = ENCODERS.get(encoder_cfg.name)
     if encoder_cfg.bidirectional:
         make_bidirectional(masked_lm)
-    if encoder_cfg.name in EMBEDDING_FAMILIES:
-        if encoder_cfg.sparsifiers.documents.method != "none" or encoder_cfg.sparsifiers.queries.method != "none":
-            raise ConfigError("encoder.sparsifiers", f"encoder={encoder_cfg.name} does not use sparsifiers",
-                              "leave encoder.sparsifiers.*.method=none (csr's sparsity is encoder.csr.k)")
-        build = build_dense_encoder if encoder_cfg.name == "dense" else build_csr_encoder
-        return build(encoder_cfg, adapt(masked_lm) if adapt else masked_lm, tokenizer)
-    separate = encoder_cfg.name == "splade_separate" and adapt is not None
-    # Copied before adapting: PEFT injects its layers into the model it wraps. Untrained, both sides are
-    # the same LM, so one copy serves both.
-    query_lm = copy.deepcopy(masked_lm) if separate else None
-    adapt = adapt or (lambda lm: lm)
-    document_encoder = SpladeEncoder(adapt(masked_lm), encoder_cfg.pooling)
-    if separate:
-        query_encoder = SpladeEncoder(adapt(query_lm), encoder_cfg.pooling)
-    elif encoder_cfg.name == "inference_free":
-        initial = idf_weights(tokenizer, (corpus[doc_id] for doc_id in sorted(corpus)), doc_max_length)
-        query_encoder = QueryWeightTable(initial, tokenizer.all_special_ids)
-    else:
-        query_encoder = document_encoder
+    return family.implementation(encoder_cfg, EncoderParts(masked_lm, tokenizer, adapt, corpus, doc_max_length))
+
+
+def sparse_encoder(encoder_cfg, query_encoder: nn.Module, document_encoder: SpladeEncoder) -> SparseEncoder:
     return SparseEncoder(
         query_encoder, document_encoder,
         build_sparsifier(encoder_cfg.sparsifiers.queries, "encoder.sparsifiers.queries"),
         build_sparsifier(encoder_cfg.sparsifiers.documents, "encoder.sparsifiers.documents"),
     )
+
+
+@ENCODERS.register("splade")
+def splade(encoder_cfg, parts: EncoderParts) -> SparseEncoder:
+    """One adapted LM for both sides."""
+    shared = SpladeEncoder(parts.adapted(parts.masked_lm), encoder_cfg.pooling)
+    return sparse_encoder(encoder_cfg, shared, shared)
+
+
+@ENCODERS.register("splade_separate")
+def splade_separate(encoder_cfg, parts: EncoderParts) -> SparseEncoder:
+    """A query LM and a document LM, copies of the same backbone, each with its own adapter. Untrained, both
+    sides are the same LM, so one serves both."""
+    if parts.adapt is None:
+        return splade(encoder_cfg, parts)
+    query_lm = copy.deepcopy(parts.masked_lm)  # before adapting: PEFT injects its layers into the model it wraps
+    document_encoder = SpladeEncoder(parts.adapt(parts.masked_lm), encoder_cfg.pooling)
+    return sparse_encoder(encoder_cfg, SpladeEncoder(parts.adapt(query_lm), encoder_cfg.pooling), document_encoder)
+
+
+@ENCODERS.register("inference_free")
+def inference_free(encoder_cfg, parts: EncoderParts) -> SparseEncoder:
+    """Documents through the adapted LM, queries through a per-token table initialised from IDF."""
+    document_encoder = SpladeEncoder(parts.adapted(parts.masked_lm), encoder_cfg.pooling)
+    corpus = parts.idf_corpus
+    initial = idf_weights(parts.tokenizer, (corpus[doc_id] for doc_id in sorted(corpus)), parts.doc_max_length)
+    return sparse_encoder(encoder_cfg, QueryWeightTable(initial, parts.tokenizer.all_special_ids), document_encoder)
+
+
+@ENCODERS.register("dense", schema=DenseEncoderConfig, sparse=False)
+def dense(encoder_cfg, parts: EncoderParts) -> nn.Module:
+    return build_dense_encoder(encoder_cfg, parts.adapted(parts.masked_lm), parts.tokenizer)
+
+
+@ENCODERS.register("csr", schema=CsrEncoderConfig)
+def csr(encoder_cfg, parts: EncoderParts) -> nn.Module:
+    return build_csr_encoder(encoder_cfg, parts.adapted(parts.masked_lm), parts.tokenizer)

@@ -3,15 +3,19 @@
 `documents` always holds each query's group [positive, negatives...] back to back. The distillation
 losses compare the student's scores within each group with the teacher's scores of the same documents,
 given as a (queries, docs_per_query) tensor in the same order.
+
+Each loss `loss.weights` can name is registered below with RANKING_LOSSES: a function of the batch's
+RankingBatch and the `loss` section; `needs_teacher=True` for those that read teacher scores.
 """
+
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 
 from splade_peft.errors import ConfigError
-
-LOSSES = ("contrastive", "margin_mse", "kl")
-DISTILLATION_LOSSES = ("margin_mse", "kl")
+from splade_peft.training.config import RANKING_LOSSES
 
 
 def contrastive_loss(
@@ -68,34 +72,66 @@ def kl_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
     return F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
 
 
+@dataclass
+class RankingBatch:
+    """What a registered ranking loss may read of one training batch."""
+
+    queries: torch.Tensor
+    documents: torch.Tensor
+    docs_per_query: int
+    teacher: torch.Tensor | None = None
+    document_pool: tuple[torch.Tensor, int] | None = None  # (documents, where this batch starts): global negatives
+    false_negatives: torch.Tensor | None = None
+
+    @cached_property
+    def student(self) -> torch.Tensor:
+        """(queries, docs_per_query): the student's scores of each query's own group."""
+        return group_scores(self.queries, self.documents, self.docs_per_query)
+
+
+@RANKING_LOSSES.register("contrastive")
+def contrastive(batch: RankingBatch, loss_cfg) -> torch.Tensor:
+    if batch.document_pool is not None:
+        return pooled_contrastive_loss(batch.queries, *batch.document_pool, batch.docs_per_query, loss_cfg.temperature)
+    return contrastive_loss(batch.queries, batch.documents, batch.docs_per_query, loss_cfg.in_batch,
+                            loss_cfg.temperature, batch.false_negatives)
+
+
+@RANKING_LOSSES.register("margin_mse", needs_teacher=True)
+def margin_mse(batch: RankingBatch, loss_cfg) -> torch.Tensor:
+    return margin_mse_loss(batch.student, batch.teacher)
+
+
+@RANKING_LOSSES.register("kl", needs_teacher=True)
+def kl(batch: RankingBatch, loss_cfg) -> torch.Tensor:
+    return kl_loss(batch.student, batch.teacher, loss_cfg.temperature, loss_cfg.teacher_temperature)
+
+
 def ranking_loss(
     loss_cfg, queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int, teacher: torch.Tensor | None,
     document_pool: tuple[torch.Tensor, int] | None = None, false_negatives: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The weighted sum of the losses named in `loss.weights` (zero weights are skipped), and each term.
-    A loss config without `weights` (written before distillation existed) means contrastive alone.
-    `document_pool` (documents, where this batch's start) replaces the batch's documents as InfoNCE's candidates."""
-    weights = loss_cfg.get("weights") or {"contrastive": 1.0}
+    `document_pool` (documents, where this batch starts) replaces the batch's documents as InfoNCE's candidates."""
+    batch = RankingBatch(queries, documents, docs_per_query, teacher, document_pool, false_negatives)
+    weights = loss_cfg.weights
     terms = {}
     for name, weight in weights.items():
         if not weight:
             continue
-        if name == "contrastive":
-            terms[name] = (
-                pooled_contrastive_loss(queries, *document_pool, docs_per_query, loss_cfg.temperature)
-                if document_pool is not None
-                else contrastive_loss(queries, documents, docs_per_query, loss_cfg.in_batch, loss_cfg.temperature,
-                                      false_negatives)
-            )
-            continue
-        if teacher is None:
+        loss = RANKING_LOSSES.get(name, key=f"loss.weights.{name}")
+        if loss.needs_teacher and teacher is None:
             raise ConfigError(f"loss.weights.{name}", "needs teacher scores and the training data has none",
                               "set data.teacher.files or data.teacher.scorers, or give this loss weight 0")
-        student = group_scores(queries, documents, docs_per_query)
-        terms[name] = margin_mse_loss(student, teacher) if name == "margin_mse" else kl_loss(
-            student, teacher, loss_cfg.temperature, loss_cfg.get("teacher_temperature"))
+        terms[name] = loss.implementation(batch, loss_cfg)
     terms["total"] = sum(weights[name] * value for name, value in terms.items())
     return terms
+
+
+def needs_teacher_scores(weights) -> bool:
+    """Whether a loss given weight in `loss.weights` reads teacher scores."""
+    return any(weight and RANKING_LOSSES.get(name, key=f"loss.weights.{name}").needs_teacher
+               for name, weight in weights.items())
 
 
 def mean_margins(queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int,

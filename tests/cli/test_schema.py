@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from splade_peft.config import LOGGER_SCHEMAS, RootConfig, composition_error, validate
 from splade_peft.data.config import CollectionSpec
 from splade_peft.errors import ConfigError
-from splade_peft.model.config import ENCODER_SCHEMAS, LoraConfig
-from splade_peft.settings import RULE, Section
+from splade_peft.model.config import ADAPTER_METHODS, ENCODER_SCHEMAS, keys_read_by
+from splade_peft.settings import Section
 from tests.helpers import CONF, REPO, composed
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "paths", "sweep"))
@@ -132,11 +132,16 @@ def test_every_key_is_one_dataclass_field_whose_value_is_in_yaml(overrides):
             assert f.default in (dataclasses.MISSING, "???") or (owner, f.name) in optional_in_entries, (section, f.name)
 
 
-def test_each_lora_key_names_the_methods_that_read_it():
-    reads = {f.name: f.metadata[RULE].read_by for f in dataclasses.fields(LoraConfig)}
-    assert reads["method"] is None and set(reads["r"]) == {"lora", "adalora", "vera", "loha", "lokr"}
-    assert LoraConfig.keys_read_by("ia3") == ["layers", "target_modules", "train_head"]
-    assert LoraConfig.keys_read_by("full") == []
+def test_each_adapter_method_registers_the_lora_keys_it_reads():
+    assert {m for m in ADAPTER_METHODS.names() if "r" in keys_read_by(m)} == {"lora", "adalora", "vera", "loha", "lokr"}
+    assert keys_read_by("ia3") == ["layers", "target_modules", "train_head"]
+    assert keys_read_by("full") == []
+
+
+def test_an_unregistered_adapter_method_lists_the_registered_ones():
+    with pytest.raises(ConfigError, match="config key 'lora.method': 'fancy' is not a registered adapter method") as raised:
+        validate(composed("lora.method=fancy"))
+    assert "adalora, frozen, full, ia3" in str(raised.value)
 
 
 def test_composing_imports_no_deep_learning_library():

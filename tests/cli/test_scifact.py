@@ -13,7 +13,7 @@ from splade_peft.data.sources import load_collection
 from splade_peft.model.backbones import load_backbone
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.evaluation.references import bm25_reference, zero_shot_reference
-from splade_peft.pipeline import describe_model
+from splade_peft.pipeline import describe_model, evaluation_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -34,12 +34,13 @@ def scifact_test(scifact_cfg):
 def test_zero_shot_splade_reproduces_the_published_row(scifact_cfg, scifact_test):
     masked_lm, tokenizer = load_backbone(scifact_cfg.model, scifact_cfg.paths.cache)
     model_fingerprint = describe_model(scifact_cfg, masked_lm)
-    _, evaluation = zero_shot_reference(SpladeEncoder(masked_lm), tokenizer, scifact_test, scifact_cfg, model_fingerprint)
+    _, evaluation = zero_shot_reference(SpladeEncoder(masked_lm), tokenizer, scifact_test, evaluation_settings(scifact_cfg),
+                                        scifact_cfg.paths.cache, model_fingerprint)
     assert evaluation["metrics"]["ndcg@10"] == pytest.approx(0.644, abs=0.01)
     assert evaluation["metrics"]["recall@1000"] == pytest.approx(0.973, abs=0.01)
     assert 20 < evaluation["sparsity"]["doc_nnz_mean"] < 1000
 
 
 def test_bm25_reference_is_close_to_the_published_bm25(scifact_cfg, scifact_test):
-    metrics = bm25_reference(scifact_test, scifact_cfg)[1]["metrics"]
+    metrics = bm25_reference(scifact_test, scifact_cfg.paths.cache, scifact_cfg.eval.k, scifact_cfg.eval.search_threads)[1]["metrics"]
     assert metrics["ndcg@10"] == pytest.approx(0.676, abs=0.015)

@@ -53,7 +53,7 @@ def test_a_sliced_collection_is_the_same_slice_for_every_seed(tmp_path):
     from omegaconf import OmegaConf
 
     spec = OmegaConf.create({"source": "beir", "path": str(write_beir(tmp_path / "tiny")), "max_queries": 1})
-    slices = [load_data(spec, "test", OmegaConf.create({"seed": seed, "paths": {"cache": str(tmp_path)}}))
+    slices = [load_data(spec, "test", tmp_path)
               for seed in range(1, 9)]
     assert all(len(s.queries) == 1 for s in slices) and all(s == slices[0] for s in slices)
 
@@ -181,7 +181,6 @@ def test_split_without_judged_queries(tmp_path, qrels, unknown_ids):
 
 @pytest.mark.parametrize(("arguments", "key"), [
     ({"source": "csv"}, "data.source"),
-    ({"source": "beir", "unknown_ids": "ignore"}, "data.unknown_ids"),
     ({"source": "hub"}, "data.hub_id"),
 ])
 def test_bad_settings_are_config_errors(arguments, key):
@@ -190,8 +189,16 @@ def test_bad_settings_are_config_errors(arguments, key):
     assert raised.value.key == key
 
 
+def test_a_bad_unknown_ids_policy_is_refused_by_the_config():
+    from splade_peft.config import validate
+    from tests.helpers import composed
+
+    with pytest.raises(ConfigError, match="config key 'data.unknown_ids': 'ignore' is not allowed"):
+        validate(composed("data.unknown_ids=ignore"))
+
+
 def test_unknown_source_lists_the_sources():
-    with pytest.raises(ConfigError, match="use one of: beir, embedded, hub"):
+    with pytest.raises(ConfigError, match="use one of beir, embedded, hub"):
         load_collection("csv", "test")
 
 

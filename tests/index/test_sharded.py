@@ -19,11 +19,8 @@ from tests.helpers import WORDS
 
 
 def index_cfg(shards: int, processes: int = 1):
-    return OmegaConf.create({
-        "model": {"doc_max_length": 16},
-        "index": {"quantization": 100, "tokens_per_batch": 64, "max_batch_size": 4, "encode_shards": shards,
-                  "encode_processes": processes, "shard_launcher": "local", "submitit": {}},
-    })
+    return OmegaConf.create({"quantization": 100, "tokens_per_batch": 64, "max_batch_size": 4, "encode_shards": shards,
+                             "encode_processes": processes, "shard_launcher": "local", "submitit": {}})
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +47,7 @@ def test_two_processes_build_the_same_index_as_one_pass(tmp_path, documents_side
     vectors = ((doc_id, one_pass.add(impacts) or impacts) for doc_id, impacts in
                ((d, quantize(v, 100)) for d, v in encode_texts(documents_side, tokenizer, corpus, 16, 64, 4)))
     written = write_vector_collection(vectors, tmp_path / "one" / "vectors", shards=2)
-    documents, counter = sharded.encode_corpus_sharded(documents_side, tokenizer, corpus, index_cfg(3, processes=2),
+    documents, counter = sharded.encode_corpus_sharded(documents_side, tokenizer, corpus, index_cfg(3, processes=2), 16,
                                                        tmp_path / "sharded")
 
     assert documents == written == len(vector_records(tmp_path / "sharded" / "vectors"))
@@ -68,12 +65,12 @@ def test_complete_shards_are_kept_and_stale_ones_removed(tmp_path, documents_sid
     encoded = []
     monkeypatch.setattr(sharded, "encode_texts", lambda encoder, tokenizer, texts, *args: (
         encoded.append(len(texts)) or encode_texts(encoder, tokenizer, texts, *args)))
-    first = sharded.encode_corpus_sharded(documents_side, tokenizer, corpus, index_cfg(3), tmp_path)
+    first = sharded.encode_corpus_sharded(documents_side, tokenizer, corpus, index_cfg(3), 16, tmp_path)
     assert len(encoded) == 3
     (tmp_path / "stages" / "shard-00001" / "_complete.json").unlink()  # as if killed before its marker
-    again = sharded.encode_corpus_sharded(documents_side, tokenizer, corpus, index_cfg(3), tmp_path)
+    again = sharded.encode_corpus_sharded(documents_side, tokenizer, corpus, index_cfg(3), 16, tmp_path)
     assert len(encoded) == 4 and again[0] == first[0] and again[1].lengths == first[1].lengths
 
-    sharded.encode_corpus_sharded(documents_side, tokenizer, corpus, index_cfg(2), tmp_path)
+    sharded.encode_corpus_sharded(documents_side, tokenizer, corpus, index_cfg(2), 16, tmp_path)
     assert sorted(p.name for p in (tmp_path / "vectors").iterdir()) == ["shard-00000.jsonl", "shard-00001.jsonl"]
     assert set(vector_records(tmp_path / "vectors")) == set(corpus)

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from tests.helpers import composed
+from tests.helpers import composed, loss_section
 from splade_peft.data.pairs import TrainingCollator
 from splade_peft.index.encode import encode_texts
 from splade_peft.model.adapters import wrap_with_adapter
@@ -15,7 +15,7 @@ from splade_peft.model.decoders import random_llama
 from splade_peft.model.variants import build_encoder
 from splade_peft.training.module import SpladeModule
 
-LOSS = OmegaConf.create({"in_batch": True, "temperature": 1.0, "lambda_d": 1e-3, "lambda_q": 1e-3, "warmup_steps": 0})
+LOSS = loss_section(lambda_d=1e-3, lambda_q=1e-3, warmup_steps=0)
 OPTIM = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 1})
 ITEMS = [{"query": "cat sat", "documents": ["the cat sat on the mat", "blue car on road"]},
          {"query": "moon star", "documents": ["sun moon star", "green tree house"]}] * 4

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from tests.helpers import composed
+from tests.helpers import composed, loss_section
 from splade_peft.config import validate
 from splade_peft.data.pairs import TrainingCollator
 from splade_peft.errors import ConfigError, TrainingDivergedError
@@ -21,7 +21,7 @@ LORA = OmegaConf.create(
     {"method": "lora", "r": 4, "alpha": 4, "dropout": 0.0, "use_rslora": True, "use_dora": False, "bias": "none",
      "target_modules": None, "init": "gaussian", "quantization": None, "layers": None, "train_head": "frozen"}
 )
-LOSS = OmegaConf.create({"in_batch": True, "temperature": 1.0, "lambda_d": 1.0, "lambda_q": 1.0, "warmup_steps": 0})
+LOSS = loss_section(lambda_d=1.0, lambda_q=1.0, warmup_steps=0)
 OPTIM = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 1})
 ITEMS = [{"query": "cat sat", "documents": ["the cat sat on the mat", "blue car on road"]},
          {"query": "moon star", "documents": ["sun moon star", "green tree house"]}] * 4

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-from tests.helpers import REPO, word_tokenizer, composed
+from tests.helpers import REPO, word_tokenizer, composed, loss_section
 from splade_peft.config import validate
 from splade_peft.data.pairs import TrainingCollator
 from splade_peft.errors import ConfigError
@@ -29,7 +29,7 @@ LORA = OmegaConf.create(
     {"method": "lora", "r": 4, "alpha": 4, "dropout": 0.0, "use_rslora": True, "use_dora": False, "bias": "none",
      "target_modules": None, "init": "gaussian", "quantization": None, "layers": None, "train_head": "frozen"}
 )
-LOSS = OmegaConf.create({"in_batch": True, "temperature": 1.0, "lambda_d": 1e-3, "lambda_q": 1e-3, "warmup_steps": 2})
+LOSS = loss_section(lambda_d=1e-3, lambda_q=1e-3, warmup_steps=2)
 SPARSIFIER_MODULES = {"documents": "document_sparsifier", "queries": "query_sparsifier"}
 OPTIM = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.0, "warmup_steps": 1, "query_table_lr": 5e-1})
 

@@ -10,6 +10,7 @@ from splade_peft.data.collection import Collection
 from splade_peft.evaluation.dense_retrieval import RUN_FILE, evaluate_dense_encoder
 from splade_peft.model.decoders import random_llama
 from splade_peft.model.variants import build_encoder
+from splade_peft.pipeline import evaluation_settings
 from splade_peft.search.dense import INDEX_FILE, dense_search, write_dense_index
 from splade_peft.search.runs import read_trec_run
 
@@ -56,7 +57,7 @@ def test_dense_evaluation_writes_a_run_and_reports_the_representation(tmp_path, 
     encoder = build_encoder(cfg.encoder, random_llama(spec, tokenizer), tokenizer, {}, 16)
     corpus = {"d1": "the cat sat on the mat", "d2": "blue car on road", "d3": "sun moon star", "d4": "green tree"}
     collection = Collection("tiny", "test", corpus, {"q1": "cat mat", "q2": "moon"}, {"q1": {"d1": 1}, "q2": {"d3": 1}}, "f")
-    summary = evaluate_dense_encoder(encoder, tokenizer, collection, cfg, tmp_path)
+    summary = evaluate_dense_encoder(encoder, tokenizer, collection, evaluation_settings(cfg), tmp_path)
     assert summary["representation"] == {"family": "dense", "dim": 16,
                                          "index_bytes": (tmp_path / "index" / INDEX_FILE).stat().st_size}
     assert 0 <= summary["metrics"]["ndcg@10"] <= 1 and set(summary["timing"]) == {"encode_s", "index_s", "search_s"}

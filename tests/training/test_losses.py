@@ -19,7 +19,7 @@ TEACHER = torch.tensor([[3.0, 1.0, 1.0], [2.0, 0.0, 1.0]])
 
 
 def loss_cfg(**weights):
-    return OmegaConf.create({"weights": weights, "in_batch": True, "temperature": 1.0})
+    return OmegaConf.create({"weights": weights, "in_batch": True, "temperature": 1.0, "teacher_temperature": None})
 
 
 def test_group_scores_are_each_query_against_its_own_group():
