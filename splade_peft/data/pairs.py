@@ -8,7 +8,6 @@ import torch
 from torch.utils.data import Dataset
 
 from splade_peft.data.collection import Collection
-from splade_peft.data.config import SAMPLINGS
 from splade_peft.data.teachers import Scores
 from splade_peft.errors import ConfigError, DataError
 from splade_peft.records import stable_seed
@@ -105,8 +104,6 @@ class TrainingSet(Dataset):
 
     def __init__(self, collection: Collection, pairs: list[TrainingPair], negatives: int, seed: int,
                  teacher: Scores | None = None, sampling: str = "uniform"):
-        if sampling not in SAMPLINGS:
-            raise ConfigError("data.sampling", f"unknown sampling {sampling!r}", f"use one of {', '.join(SAMPLINGS)}")
         if sampling == "teacher_rank" and teacher is None:
             raise ConfigError("data.sampling", "teacher_rank needs teacher scores",
                               "set data.teacher.files or data.teacher.scorers, or use data.sampling=uniform")

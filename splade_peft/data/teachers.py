@@ -20,7 +20,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from splade_peft.data.config import ENSEMBLE_RULES
 from splade_peft.errors import ConfigError, DataError
 from splade_peft.records import write_json_atomic
 
@@ -228,8 +227,6 @@ def ensemble(teachers: list[Scores], rule: str = "aligned", weights: list[float]
     normalised per query first (unit spread: a student at SPLADE's scale then mostly learns to shrink its
     scores), under `mean` as they are. A pair some teacher lacks is left out (then handled by
     data.teacher.missing), never filled with a made-up score. A single teacher is returned as it is."""
-    if rule not in ENSEMBLE_RULES:
-        raise ConfigError("data.teacher.ensemble", f"unknown rule {rule!r}", f"use one of {', '.join(ENSEMBLE_RULES)}")
     weights = checked_weights(weights, len(teachers))
     if len(teachers) == 1:
         return teachers[0]

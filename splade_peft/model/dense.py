@@ -24,7 +24,6 @@ from torch import nn
 
 from splade_peft.errors import ConfigError
 from splade_peft.model.adapters import save_adapter
-from splade_peft.model.config import DENSE_POOLINGS
 from splade_peft.model.encoder import vocabulary_projection_skipped
 from splade_peft.model.sides import EncoderSide
 
@@ -41,8 +40,6 @@ class DenseEncoder(nn.Module):
                  query_prefix_ids: list[int] = (), document_prefix_ids: list[int] = (),
                  bos_token_id: int | None = None, normalize: bool = True, temperature: float = 1.0):
         super().__init__()
-        if pooling not in DENSE_POOLINGS:
-            raise ConfigError("encoder.pooling", f"'{pooling}' is not a dense pooling", f"use one of {', '.join(DENSE_POOLINGS)}")
         if pooling == "eos" and eos_token_id is None:
             raise ConfigError("encoder.pooling", "eos needs an EOS token and this backbone's tokenizer and config have none",
                               "use encoder.pooling=mean or encoder.pooling=last")

@@ -8,7 +8,6 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from splade_peft.errors import ConfigError
-from splade_peft.model.config import POOLINGS
 from splade_peft.model.projection import MaskedMaxProjection
 
 
@@ -17,8 +16,6 @@ class SpladeEncoder(nn.Module):
 
     def __init__(self, masked_lm: nn.Module, pooling: str = "max"):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ConfigError("encoder.pooling", f"unknown pooling '{pooling}'", f"use one of {', '.join(POOLINGS)}")
         if pooling == "max":
             refuse_unsupported_projection(masked_lm.get_output_embeddings())
         self.masked_lm = masked_lm

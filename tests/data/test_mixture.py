@@ -36,8 +36,11 @@ def test_drop_last_keeps_batches_full_and_len_agrees():
 
 
 def test_unknown_sampling_names_the_key():
+    from splade_peft.config import validate
+    from tests.helpers import composed
+
     with pytest.raises(ConfigError, match="data.mixture.sampling"):
-        SingleDatasetBatches(SIZES, 4, "random", 0)
+        validate(composed("data.mixture.sampling=random"))
 
 
 def test_mixture_forwards_the_epoch_to_its_members():

@@ -46,9 +46,12 @@ def test_padding_does_not_change_a_vector(tiny_encoder, pooling):
     assert (alone >= 0).all()
 
 
-def test_unknown_pooling_names_the_key(tiny_encoder):
+def test_unknown_pooling_names_the_key():
+    from splade_peft.config import validate
+    from tests.helpers import composed
+
     with pytest.raises(ConfigError, match="encoder.pooling"):
-        SpladeEncoder(tiny_encoder.masked_lm, pooling="mean")
+        validate(composed("encoder.pooling=mean"))
 
 
 def test_length_sorted_batches_cover_every_index_once_within_budget():
