@@ -97,3 +97,25 @@ class TrainingConfig(Section):
     max_nonfinite_batches: int = setting(at_least=0)
     keep_best: bool = setting()
     early_stopping_patience: int = setting(at_least=0, note="0: off")
+
+    def check(self, path: str, root) -> None:
+        if (self.keep_best or self.early_stopping_patience) and not root.eval.validate_every_n_steps:
+            raise ConfigError("eval.validate_every_n_steps", "is 0, and training.keep_best/early_stopping_patience "
+                              "need validation", "set eval.validate_every_n_steps >= 1")
+        # A mixture's batch order is not sharded across processes: every device would train on the same batches.
+        one_device = device_count(root.trainer.devices) == 1 and getattr(root.trainer, "num_nodes", 1) == 1
+        if root.data.mixture.datasets and not one_device:
+            raise ConfigError("data.mixture", "is not split across devices", "train a mixture with trainer.devices=1")
+
+
+def device_count(devices) -> int | None:
+    """How many devices trainer.devices asks for (a count, a list or a comma-separated string of indices);
+    None where Lightning decides at run time (auto, -1: every device there is)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    text = str(devices).strip()
+    if "," in text:
+        return len([index for index in text.split(",") if index.strip()])
+    if text.lstrip("-").isdigit() and int(text) != -1:
+        return int(text)
+    return None

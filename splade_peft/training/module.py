@@ -1,5 +1,6 @@
-"""The LightningModule: SPLADE encoder (+ adapter) trained with a ranking loss and sparsity regularisers,
-validated with retrieval metrics on a validation split when one is given."""
+"""The LightningModule: one training step of a SPLADE encoder (+ adapter), a ranking loss plus sparsity
+regularisers at the weights the RegularizerWarmup callback sets, and retrieval validation when there is a
+validation split."""
 
 import logging
 
@@ -11,9 +12,7 @@ from splade_peft.errors import TrainingDivergedError
 from splade_peft.model.variants import SparseEncoder, as_sparse_encoder
 from splade_peft.training.distributed import all_processes_agree, gather_documents
 from splade_peft.training.losses import mean_margins, ranking_loss
-from splade_peft.training.regularizers import (
-    flops, gradient_share, l1, nonzeros_per_vector, quadratic_warmup, warmup_steps,
-)
+from splade_peft.training.regularizers import flops, gradient_share, l1, nonzeros_per_vector
 from splade_peft.training.validation import RetrievalValidation
 
 log = logging.getLogger(__name__)
@@ -27,6 +26,8 @@ class SpladeModule(L.LightningModule):
         self.loss_cfg, self.optim_cfg = loss_cfg, optim_cfg
         self.max_nonfinite_batches, self.nonfinite_batches = max_nonfinite_batches, 0
         self.loss_is_finite = torch.tensor(True)
+        # The regularisers' weights at this step, set by the RegularizerWarmup callback (0: none without it).
+        self.lambda_d, self.lambda_q = 0.0, 0.0
 
     def skip_nonfinite(self, what: str) -> None:
         """Count a batch whose loss or gradient is NaN/inf; stop the job once more than allowed were skipped."""
@@ -78,14 +79,8 @@ class SpladeModule(L.LightningModule):
             false_negatives=batch.get("false_negatives"),
         )
         ranking = ranking_terms.pop("total")
-        warmup = warmup_steps(self.loss_cfg, self.trainer.estimated_stepping_batches)
-        lambda_d = quadratic_warmup(self.global_step, self.loss_cfg.lambda_d, warmup)
-        lambda_q = quadratic_warmup(self.global_step, self.loss_cfg.lambda_q, warmup)
-        if not self.encoder.regularise_queries:
-            lambda_q = 0.0
-        if not self.encoder.is_sparse:  # FLOPS and L1 make vectors sparse: meaningless on dense embeddings
-            lambda_d = lambda_q = 0.0
-        doc_flops, query_l1 = flops(documents, self.loss_cfg.get("flops_normalization", "batch")), l1(queries)
+        lambda_d, lambda_q = self.lambda_d, self.lambda_q
+        doc_flops, query_l1 = flops(documents, self.loss_cfg.flops_normalization), l1(queries)
         auxiliary = self.encoder.auxiliary_losses()  # CSR's reconstruction
         loss = ranking + lambda_d * doc_flops + lambda_q * query_l1 + sum(auxiliary.values())
         # A non-finite loss still goes through backward (DDP needs every process to), which makes the

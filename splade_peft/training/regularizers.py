@@ -1,15 +1,15 @@
-"""Sparsity regularisers and their warm-up schedule; kept apart from the ranking loss they are added to."""
+"""Sparsity regularisers and their warm-up schedule (RegularizerWarmup, a callback); kept apart from the
+ranking loss they are added to."""
 
 import math
 
+import lightning as L
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as distributed_autograd
 
 from splade_peft.errors import ConfigError
 from splade_peft.training.config import FLOPS_NORMALIZATIONS
-
-
 
 
 def flops(weights: torch.Tensor, normalization: str = "batch") -> torch.Tensor:
@@ -70,6 +70,30 @@ def warmup_steps(loss_cfg, total_steps: float) -> int:
         raise ConfigError("loss.warmup_fraction", "needs a run of known length",
                           "set trainer.max_steps or trainer.max_epochs, or give loss.warmup_steps")
     return round(fraction * total_steps)
+
+
+class RegularizerWarmup(L.Callback):
+    """Before every training step, sets the module's regulariser weights: loss.lambda_d on the documents'
+    FLOPS and loss.lambda_q on the queries' L1, each ramped up quadratically over the warm-up.
+
+    An encoder that does not regularise its queries (encoder.regularise_queries: an inference-free query
+    table) gets lambda_q 0, and a dense encoder both 0: FLOPS and L1 make vectors sparse, which means
+    nothing for dense embeddings.
+    """
+
+    def __init__(self, loss_cfg):
+        self.loss_cfg = loss_cfg
+        self.warmup = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.warmup = warmup_steps(self.loss_cfg, trainer.estimated_stepping_batches)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        encoder, step = pl_module.encoder, trainer.global_step
+        sparse = encoder.is_sparse
+        pl_module.lambda_d = quadratic_warmup(step, self.loss_cfg.lambda_d, self.warmup) if sparse else 0.0
+        regularised = sparse and encoder.regularise_queries
+        pl_module.lambda_q = quadratic_warmup(step, self.loss_cfg.lambda_q, self.warmup) if regularised else 0.0
 
 
 def gradient_share(ranking: torch.Tensor, regulariser: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:

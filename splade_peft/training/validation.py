@@ -7,6 +7,8 @@ The exact searcher returns the Lucene impact index's rankings (see search/exact.
 collection, starting a JVM and building an index, which would cost seconds per check.
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch.utils.data import DataLoader
 
@@ -17,6 +19,31 @@ from splade_peft.index.impact import quantize
 from splade_peft.search.exact import ExactImpactSearcher
 
 SIDES = ("documents", "queries")
+
+
+@dataclass(frozen=True)
+class ValidationSplit:
+    """How a job validates: every `every_n_steps` optimizer steps (eval.validate_every_n_steps) on the
+    `split` of the training dataset (eval.validation_split), sliced to eval.validation_max_queries /
+    validation_max_documents, searched to depth eval.k with the index's quantisation and encoding batches."""
+
+    every_n_steps: int
+    split: str
+    max_queries: int | None
+    max_documents: int | None
+    k: int
+    quantization: float
+    tokens_per_batch: int
+    max_batch_size: int
+
+    @classmethod
+    def of(cls, eval_cfg, index_cfg) -> "ValidationSplit | None":
+        """The eval and index sections' validation settings; None when eval.validate_every_n_steps is 0."""
+        if not eval_cfg.validate_every_n_steps:
+            return None
+        return cls(eval_cfg.validate_every_n_steps, eval_cfg.validation_split, eval_cfg.validation_max_queries,
+                   eval_cfg.validation_max_documents, eval_cfg.k, index_cfg.quantization, index_cfg.tokens_per_batch,
+                   index_cfg.max_batch_size)
 
 
 class RetrievalValidation:

@@ -15,7 +15,6 @@ from transformers import BertConfig, BertForMaskedLM
 from tests.helpers import LORA, LOSS, OPTIM, tiny_tokenizer
 from splade_peft.data.collection import Collection
 from splade_peft.data.pairs import TrainingCollator
-from splade_peft.errors import ConfigError
 from splade_peft.model.adapters import wrap_with_adapter
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.training.fit import checkpoint_callbacks, load_best, monitoring_callbacks, validation_schedule
@@ -25,10 +24,8 @@ from splade_peft.training.validation import RetrievalValidation
 
 CORPUS = {"d0": "the cat sat on the mat", "d1": "dog", "d2": "blue car on the road", "d3": "sun moon star"}
 COLLECTION = Collection("toy", "dev", CORPUS, {"q0": "cat mat", "q1": "moon star"}, {"q0": {"d0": 1}, "q1": {"d3": 1}}, "toy")
-CFG = OmegaConf.create({
-    "eval": {"validate_every_n_steps": 2}, "trainer": {"accumulate_grad_batches": 1}, "sweep": {"metric": "ndcg@10"},
-    "training": {"checkpoint_every_n_steps": 2, "keep_best": True, "early_stopping_patience": 0},
-})
+TRAINING = OmegaConf.create({"checkpoint_every_n_steps": 2, "keep_best": True, "early_stopping_patience": 0})
+MONITOR = "val/ndcg@10"
 
 
 def validation() -> RetrievalValidation:
@@ -54,11 +51,11 @@ def test_validation_every_n_steps_logs_metrics_and_keeps_the_best_checkpoint(tmp
     encoder = SpladeEncoder(wrap_with_adapter(backbone, LORA))
     items = [{"query": "cat sat", "documents": ["the cat sat on the mat", "blue car"]}] * 8
     logger = CSVLogger(tmp_path)
-    checkpoints = checkpoint_callbacks(CFG, tmp_path / "checkpoints")
+    checkpoints = checkpoint_callbacks(TRAINING, tmp_path / "checkpoints", MONITOR)
     trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=logger, plugins=[StagedCheckpointIO()],
-                        callbacks=[ResumeState(None, 2), *checkpoints, *monitoring_callbacks(CFG, logger)],
+                        callbacks=[ResumeState(None, 2), *checkpoints, *monitoring_callbacks(TRAINING, MONITOR, logger)],
                         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-                        log_every_n_steps=1, **validation_schedule(CFG))
+                        log_every_n_steps=1, **validation_schedule(2, 1))
     checks = validation()
     module = ValidatedSpladeModule(encoder, LOSS, OPTIM, 0, checks)
     encoder.train()
@@ -90,10 +87,10 @@ def test_early_stopping_ends_the_fit_after_patience_validations_without_improvem
     backbone = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
                                           num_attention_heads=2, intermediate_size=32))
     encoder = SpladeEncoder(wrap_with_adapter(backbone, LORA))
-    cfg = OmegaConf.merge(CFG, {"training": {"keep_best": False, "early_stopping_patience": 1}})
-    trainer = L.Trainer(max_steps=20, accelerator="cpu", logger=False, callbacks=monitoring_callbacks(cfg, None),
+    training = OmegaConf.merge(TRAINING, {"keep_best": False, "early_stopping_patience": 1})
+    trainer = L.Trainer(max_steps=20, accelerator="cpu", logger=False, callbacks=monitoring_callbacks(training, MONITOR, None),
                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                        use_distributed_sampler=False, **validation_schedule(cfg))
+                        use_distributed_sampler=False, **validation_schedule(2, 1))
     checks = validation()
     items = [{"query": "cat sat", "documents": ["the cat sat on the mat", "blue car"]}] * 40
     module = ValidatedSpladeModule(encoder, LOSS, OmegaConf.merge(OPTIM, {"lr": 0.0}), 0, checks)
@@ -110,8 +107,6 @@ def test_iterating_the_validation_split_draws_nothing_from_the_training_rng():
     assert sum(len(batch["ids"]) for batch in batches) == len(CORPUS) + 2
 
 
-def test_best_checkpoint_and_early_stopping_need_validation():
-    with pytest.raises(ConfigError, match="eval.validate_every_n_steps"):
-        validation_schedule(OmegaConf.merge(CFG, {"eval": {"validate_every_n_steps": 0}}))
-    off = OmegaConf.merge(CFG, {"eval": {"validate_every_n_steps": 0}, "training": {"keep_best": False}})
-    assert validation_schedule(off)["limit_val_batches"] == 0
+def test_validation_is_scheduled_in_optimizer_steps_or_off():
+    assert validation_schedule(0, 4)["limit_val_batches"] == 0
+    assert validation_schedule(3, 4)["val_check_interval"] == 12  # batches: 3 optimizer steps of 4 accumulated

@@ -1,0 +1,177 @@
+"""The data of a fit as a LightningDataModule: the training set (the collection's pairs with their negatives
+and teacher scores, and the sets of data.mixture.datasets), the DataLoader that batches it, and the
+retrieval-validation split.
+
+The batches are a function of the seed alone: the same with any number of DataLoader workers (every index
+carries its epoch), and a resumed run continues the interrupted order (EpochShuffle keeps its position).
+"""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from splade_peft.data.collection import Collection
+from splade_peft.data.mixture import Mixture, SingleDatasetBatches
+from splade_peft.data.pairs import TrainingCollator
+from splade_peft.data.sources import load_data
+from splade_peft.training.dataset import ScoringWorkspace, training_set
+from splade_peft.training.resume import EpochShuffle
+from splade_peft.training.validation import RetrievalValidation, ValidationSplit
+
+
+class TrainingData(L.LightningDataModule):
+    """The training set of `collection` as the `data` section describes it, batched for `tokenizer`.
+
+    `loss_reads_teacher`: the loss needs teacher scores, so data.teacher scores the pairs (data.sampling
+    =teacher_rank needs them too). Nothing is built before `setup`: a job that trains nothing never pays for it.
+    """
+
+    validate_every_n_steps = 0  # no validation split (ValidatedTrainingData has one)
+
+    def __init__(self, collection: Collection | None, data: DictConfig, tokenizer, query_max_length: int,
+                 doc_max_length: int, *, seed: int, workspace: ScoringWorkspace, loss_reads_teacher: bool):
+        super().__init__()
+        self.collection, self.data, self.tokenizer = collection, data, tokenizer
+        self.max_lengths = (query_max_length, doc_max_length)
+        self.seed, self.workspace, self.loss_reads_teacher = seed, workspace, loss_reads_teacher
+        self.dataset: Dataset | None = None
+        self.sampler: EpochShuffle | None = None  # None for a mixture, whose order is a function of seed and epoch
+        self.loader: DataLoader | None = None
+        self.validation: RetrievalValidation | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.data.batch_size
+
+    def setup(self, stage: str) -> None:
+        # fit sets the data up before it builds the Trainer (ResumeState must hold the sampler, and mining
+        # negatives is not training time); the Trainer's own call then finds it built.
+        if self.loader is None:
+            self.build()
+
+    def build(self) -> None:
+        self.dataset = self.items_of(self.collection)
+        collate = TrainingCollator(self.tokenizer, *self.max_lengths)
+        if self.data.mixture.datasets:
+            members = [self.dataset] + [self.items_of(load_data(spec, spec.split, self.workspace.cache_dir))
+                                        for spec in self.data.mixture.datasets.values()]
+            self.loader = mixture_loader(members, collate, self.data, self.seed)
+        else:
+            self.loader, self.sampler = training_loader(self.dataset, collate, self.data, self.seed)
+
+    def items_of(self, collection: Collection) -> Dataset:
+        scored = self.loss_reads_teacher or self.data.sampling == "teacher_rank"
+        return training_set(collection, self.data, self.seed, scored, self.workspace)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader
+
+
+class ValidatedTrainingData(TrainingData):
+    """TrainingData with a retrieval-validation split; a separate class because Lightning warns on every job
+    whose data defines val_dataloader while its module has no validation_step."""
+
+    def __init__(self, *args, validation_split: ValidationSplit, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.validation_split = validation_split
+        self.validation_loader: DataLoader | None = None
+
+    @property
+    def validate_every_n_steps(self) -> int:
+        return self.validation_split.every_n_steps
+
+    def build(self) -> None:
+        super().build()
+        split = self.validation_split
+        spec = OmegaConf.merge(self.data, {"max_queries": split.max_queries, "max_documents": split.max_documents})
+        self.validation = RetrievalValidation(
+            load_data(spec, split.split, self.workspace.cache_dir), self.tokenizer, *self.max_lengths,
+            split.quantization, split.k, split.tokens_per_batch, split.max_batch_size,
+        )
+        self.validation_loader = self.validation.dataloader()  # tokenised now, before the fit's clock starts
+
+    def val_dataloader(self) -> DataLoader:
+        return self.validation_loader
+
+
+def training_data(collection: Collection | None, data: DictConfig, tokenizer, query_max_length: int,
+                  doc_max_length: int, *, seed: int, cache_dir: str | Path, search_threads: int, teacher_device: DictConfig,
+                  loss_reads_teacher: bool, validation: ValidationSplit | None) -> TrainingData:
+    """The job's TrainingData, with the validation split when there is one; BM25 runs and teacher scores are
+    kept under `cache_dir`, a teacher checkpoint scores on the device of `teacher_device` (the trainer section)."""
+    arguments = dict(seed=seed, workspace=ScoringWorkspace(cache_dir, search_threads, teacher_device),
+                     loss_reads_teacher=loss_reads_teacher)
+    if validation is None:
+        return TrainingData(collection, data, tokenizer, query_max_length, doc_max_length, **arguments)
+    return ValidatedTrainingData(collection, data, tokenizer, query_max_length, doc_max_length,
+                                 validation_split=validation, **arguments)
+
+
+def training_loader(dataset: Dataset, collate: TrainingCollator, data: DictConfig, seed: int) -> tuple[DataLoader, EpochShuffle]:
+    """Batches of `dataset`, and the sampler whose position a checkpoint must keep. With data.num_workers > 0
+    the items are drawn and tokenised (the collator) in the worker processes."""
+    sampler = EpochShuffle(dataset, seed)
+    loader = DataLoader(
+        EpochItems(dataset), batch_size=data.batch_size, sampler=EpochTagged(sampler),
+        drop_last=len(dataset) >= data.batch_size, generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate, **worker_options(data),
+    )
+    return loader, sampler
+
+
+def mixture_loader(members: list[Dataset], collate: TrainingCollator, data: DictConfig, seed: int) -> DataLoader:
+    """The batches of several training sets, each batch from one of them (data.mixture.sampling)."""
+    batches = SingleDatasetBatches([len(m) for m in members], data.batch_size, data.mixture.sampling, seed)
+    return DataLoader(EpochItems(Mixture(members)), batch_sampler=EpochTagged(batches), collate_fn=collate,
+                      **worker_options(data))
+
+
+def worker_options(data: DictConfig) -> dict:
+    """DataLoader's worker and memory settings from data.*; the worker-only ones only when there are workers
+    (DataLoader refuses prefetch_factor and persistent_workers without them)."""
+    pin_memory = torch.cuda.is_available() if data.pin_memory == "auto" else data.pin_memory
+    options = {"num_workers": data.num_workers, "pin_memory": pin_memory}
+    if data.num_workers > 0:
+        options.update(prefetch_factor=data.prefetch_factor, persistent_workers=data.persistent_workers)
+    return options
+
+
+class EpochTagged(Sampler):
+    """Yields (epoch, index), or lists of them from a batch sampler: a persistent worker keeps its copy of
+    the dataset across epochs, so the epoch whose negatives an item draws must come with the index."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        epoch = self.sampler.epoch
+        for item in self.sampler:
+            yield [(epoch, index) for index in item] if isinstance(item, list) else (epoch, item)
+
+
+class EpochItems(Dataset):
+    """`dataset[index]` as drawn in `epoch`, for the (epoch, index) keys of EpochTagged."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, index = key
+        self.set_epoch(epoch)
+        return self.dataset[index]
