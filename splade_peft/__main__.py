@@ -1,11 +1,12 @@
 """`python -m splade_peft [overrides]`: one job (or, with -m, one job per grid point of a Hydra sweep)."""
 
 import contextlib
-import json
 import logging
 import math
+import os
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -15,9 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 
 import splade_peft.config  # noqa: F401  (registers the config resolvers before composition)
 from splade_peft.errors import describe_failure
-from splade_peft.records import fingerprint, redact, redact_saved_config, redact_text, write_json_atomic
+from splade_peft.preflight import command_line_problem
+from splade_peft.records import fingerprint, redact, redact_saved_config, redact_text
+from splade_peft.results import COMPLETED, FAILED, RESULTS_FILE, JobResult
 
 log = logging.getLogger("splade_peft")
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def experiment_name() -> str:
@@ -67,18 +71,14 @@ def config_fingerprint(config: dict) -> str:
     return fingerprint({**config, "sweep": {k: v for k, v in config.get("sweep", {}).items() if k != "rerun_failed"}})
 
 
-def earlier_result(results_path: Path, config: dict, rerun_failed: bool) -> dict | None:
+def earlier_result(run_dir: Path, record: JobResult, rerun_failed: bool) -> JobResult | None:
     """A finished result of this very job (same folder, same config) that a re-run should keep."""
-    if not results_path.exists():
-        return None
     try:
-        earlier = json.loads(results_path.read_text())
-    except json.JSONDecodeError:
+        earlier = JobResult.read(run_dir)
+    except (OSError, ValueError):  # none yet, or unreadable: the job runs
         return None
-    keep = {"completed"} if rerun_failed else {"completed", "failed"}
-    if earlier.get("status") in keep and earlier.get("config_fingerprint") == config_fingerprint(config):
-        return earlier
-    return None
+    keep = {COMPLETED} if rerun_failed else {COMPLETED, FAILED}
+    return earlier if earlier.status in keep and earlier.config_fingerprint == record.config_fingerprint else None
 
 
 def hide_credentials(run_dir: Path) -> None:
@@ -87,11 +87,6 @@ def hide_credentials(run_dir: Path) -> None:
         redact_saved_config(run_dir / HydraConfig.get().output_subdir)
     # W&B records the command line (wandb-metadata.json) from sys.argv, which Hydra has finished parsing.
     sys.argv[1:] = redact(sys.argv[1:])
-
-
-def objective(record: dict, metric: str) -> float:
-    """The study's metric for sweepers that optimise (Optuna): the macro average over eval datasets."""
-    return float(record.get("metrics", {}).get("average", {}).get(metric, math.nan))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -108,47 +103,58 @@ def main(cfg: DictConfig) -> float:
         run_job(cfg, run_dir, tracker=None)
         return math.nan
     hide_credentials(run_dir)
-    results_path = run_dir / "results.json"
-    record = {"status": "running", **job_record(cfg), "overrides": redact(list(HydraConfig.get().overrides.task))}
-    record["config_fingerprint"] = config_fingerprint(record["config"])
-    earlier = earlier_result(results_path, record["config"], cfg.sweep.rerun_failed)
+    results_path = run_dir / RESULTS_FILE
+    started = job_record(cfg)
+    record = JobResult(**started, overrides=redact(list(HydraConfig.get().overrides.task)),
+                       config_fingerprint=config_fingerprint(started["config"]))
+    earlier = earlier_result(run_dir, record, cfg.sweep.rerun_failed)
     if earlier is not None:
-        print(f"splade_peft: {run_dir.name} already {earlier['status']} ({results_path}); skipped")
-        return objective(earlier, cfg.sweep.metric)
-    write_json_atomic(results_path, redact(record))
+        print(f"splade_peft: {run_dir.name} already {earlier.status} ({results_path}); skipped")
+        return earlier.average(cfg.sweep.metric)
+    record.write(run_dir)
     tracker = None
     try:
-        tracker = ExperimentTracker(cfg.logger, run_dir, run_identity(cfg), record["config"])
-        record.update(run_job(cfg, run_dir, tracker), status="completed")
+        tracker = ExperimentTracker(cfg.logger, run_dir, run_identity(cfg), record.config)
+        record = replace(record, **run_job(cfg, run_dir, tracker), status=COMPLETED)
         tracker.log_results(record)
     except Exception as error:  # every failure is recorded; the sweep (if any) goes on
-        record.update(status="failed", error=describe_failure(error))
+        record = replace(record, status=FAILED, error=describe_failure(error))
         with contextlib.suppress(OSError):  # the disk may be the thing that failed
             (run_dir / "error.log").write_text(redact_text(traceback.format_exc()))
-    record = redact(record)
+    record = record.redacted()
     try:
-        write_json_atomic(results_path, record)
+        record.write(run_dir)
     except OSError as error:
         # results.json still says "running": a rerun redoes the job rather than trusting it.
-        record.update(status="failed", error=f"results.json not written: {describe_failure(error)}")
+        record = replace(record, status=FAILED, error=f"{RESULTS_FILE} not written: {describe_failure(error)}")
     if tracker is not None:
-        tracker.finish(record["status"])
+        tracker.finish(record.status)
     report(record, results_path)
-    return objective(record, cfg.sweep.metric)
+    return record.average(cfg.sweep.metric)
 
 
-def report(record: dict, results_path: Path) -> None:
+def report(record: JobResult, results_path: Path) -> None:
     from splade_peft.summary import format_table
 
-    if record["status"] == "completed":
+    if record.status == COMPLETED:
         print(format_table(record))
         print(f"\nresults: {results_path}")
         return
-    print(f"splade_peft: {record['error']}\n(job failed; details in {results_path.parent / 'error.log'})", file=sys.stderr)
+    print(f"splade_peft: {record.error}\n(job failed; details in {results_path.parent / 'error.log'})", file=sys.stderr)
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(1)
 
 
+def entry() -> None:
+    """`python -m splade_peft` and `splade-peft run`: one job, or a sweep with -m. A command line that cannot
+    compose or launch stops here in one line (HYDRA_FULL_ERROR=1: Hydra's whole report instead)."""
+    if os.environ.get("HYDRA_FULL_ERROR") != "1":
+        problem = command_line_problem(sys.argv[1:], CONFIG_DIR)
+        if problem:
+            print(f"splade_peft: {problem}", file=sys.stderr)
+            sys.exit(1)
+    main()
+
+
 if __name__ == "__main__":
-    with splade_peft.config.config_errors_in_one_line():
-        main()
+    entry()

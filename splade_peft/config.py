@@ -17,8 +17,10 @@ Where they live, none importing torch (composing and `--help` stay fast): data/c
 model/config.py (model, encoder, lora), training/config.py (loss, optim, trainer, training), index/config.py,
 evaluation/config.py, and this file (the root: seed, sweep, paths, logger). Their building blocks are in
 splade_peft/settings.py. Also:
-- a lora.* key names the methods that read it, `setting(..., read_by=("lora", "adalora"))`; with any other
-  lora.method it must keep its lora.yaml value;
+- a key that names a variant (lora.method, loss.weights.<loss>, encoder.name, encoder.sparsifiers.*.method,
+  data.source, index.name) is checked against that concept's registry (splade_peft/registry.py), which its
+  implementations fill; an adapter method registers the lora.* keys it reads (`reads=`), and any other lora.*
+  key must keep its lora.yaml value;
 - trainer.* and logger.* take any other key too: a lightning.Trainer argument, or a WandbLogger / wandb.init
   argument, checked by name and annotated type against those signatures when validating;
 - an option that brings keys of its own (encoder=dense, encoder=csr, logger=wandb) is a subclass of the
@@ -28,14 +30,12 @@ splade_peft/settings.py. Also:
   when validating;
 - a key forced in with `+` (`+lora.rank=4`: Hydra adds it whatever the schema) is refused by `validate`,
   before any data or model loads.
-Allowed-value tuples (POOLINGS, ADAPTER_METHODS, ...) live in these modules; the implementations import them.
+Fixed allowed-value tuples (POOLINGS, QUANTIZATIONS, ...) live in these modules; the implementations import them.
+A command line that does not compose is reported in one line by splade_peft/preflight.py before Hydra starts.
 """
 
 import inspect
-import os
 import re
-import sys
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -50,6 +50,7 @@ from splade_peft.errors import ConfigError
 from splade_peft.evaluation.config import EvalConfig
 from splade_peft.index.config import IndexConfig
 from splade_peft.model.config import ENCODER_SCHEMAS, EncoderConfig, LoraConfig, ModelConfig
+from splade_peft.registry import import_plugins
 from splade_peft.settings import (
     Section, check_section, config_error, describe_type, fields_of, library_argument, matches, schema_node, section,
     setting, shown,
@@ -167,6 +168,7 @@ class RootConfig(Section):
     """Every key of the composed config (conf/config.yaml's defaults list starts from it: `- schema`)."""
 
     seed: int = setting()
+    plugins: list[str] = setting()
     sweep: SweepConfig = section(SweepConfig)
     training: TrainingConfig = section(TrainingConfig)
     paths: PathsConfig = section(PathsConfig)
@@ -206,6 +208,7 @@ def validate(cfg: DictConfig) -> None:
     if missing:
         raise ConfigError(missing[0], "is required and has no value", f"set it on the command line, e.g. {missing[0]}=...")
     root = typed(cfg)
+    import_plugins(root.plugins)  # before the checks: their variants are names the config may use
     check_section(root, "", root)
 
 
@@ -247,34 +250,3 @@ def given_value(text: str):
         return OverridesParser.create().parse_override(f"key={text}").value()
     except Exception:  # an override Hydra parsed once parses again; this is only for the message
         return text
-
-
-@contextmanager
-def config_errors_in_one_line():
-    """While `python -m splade_peft` runs: a config that does not compose is reported in one line and exit
-    status 1, e.g. `splade_peft: config key 'trainer.max_steps': 'abc' has the wrong type -- use an integer`,
-    instead of OmegaConf's exception text (HYDRA_FULL_ERROR=1 still shows the whole chain)."""
-    import hydra._internal.utils as hydra_utils
-    from hydra.errors import ConfigCompositionException
-
-    report = hydra_utils.run_and_report
-
-    def run_and_report(func):
-        def composing():
-            try:
-                return func()
-            except ConfigCompositionException as error:
-                problem = composition_error(error)
-                if problem is None:
-                    raise
-                if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                    raise ConfigCompositionException(f"splade_peft: {problem}") from error
-                print(f"splade_peft: {problem}", file=sys.stderr)
-                sys.exit(1)
-        return report(composing)
-
-    hydra_utils.run_and_report = run_and_report  # Hydra's entry point reports through it (hydra-core 1.3)
-    try:
-        yield
-    finally:
-        hydra_utils.run_and_report = report

@@ -13,37 +13,43 @@ from splade_peft.device import job_device
 from splade_peft.data.sources import load_data, load_eval_collections
 from splade_peft.evaluation.metrics import macro_average, per_query, standard_measures
 from splade_peft.evaluation.references import reference_rows
-from splade_peft.evaluation.retrieval import RUN_FILE, evaluate_trained
+from splade_peft.evaluation.retrieval import RUN_FILE, EvaluationSettings, evaluate_trained
 from splade_peft.memory import peak_memory_mb
-from splade_peft.model.adapters import count_parameters, wrap_with_adapter
+from splade_peft.model.adapters import check_targets, count_parameters, wrap_with_adapter
 from splade_peft.model.backbones import load_backbone
 from splade_peft.model.saved import backbone_config, saved_encoder
 from splade_peft.model.variants import build_encoder
 from splade_peft.progress import stage
-from splade_peft.records import folder_fingerprint, library_versions, redact, write_json_atomic
+from splade_peft.records import fingerprint, folder_fingerprint, library_versions, redact
+from splade_peft.results import write_per_query
 from splade_peft.search.runs import read_trec_run
 from splade_peft.training.distributed import is_rank_zero
+from splade_peft.training.datamodule import training_data
 from splade_peft.training.fit import fit
-
-PER_QUERY_FILE = "per_query.json"
+from splade_peft.training.losses import needs_teacher_scores
+from splade_peft.training.validation import ValidationSplit
 
 
 def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    saved = saved_encoder(cfg)  # model.adapter: a job's adapter folder to evaluate
+    saved = saved_encoder(cfg.model.adapter)  # a job's adapter folder to evaluate
     with stage("data"):
-        eval_collections = load_eval_collections(cfg)
-        train_collection = load_data(cfg.data, cfg.data.train_split, cfg) if needs_training_split(cfg) else None
+        eval_collections = load_eval_collections(cfg.eval.datasets, cfg.paths.cache)
+        train_collection = load_data(cfg.data, cfg.data.train_split, cfg.paths.cache) if needs_training_split(cfg) else None
     results = {"data": describe_data(train_collection, eval_collections)}
     masked_lm, tokenizer = load_backbone(
-        backbone_config(cfg), cfg.paths.cache, cfg.lora.quantization, cfg.trainer.precision,
+        backbone_config(cfg.model), cfg.paths.cache, cfg.lora.quantization, cfg.trainer.precision,
         on_gpu=job_device(cfg.trainer).type == "cuda",
     )
+    if not saved:
+        check_targets(masked_lm, cfg.lora)  # a bad lora.target_modules stops the job before any reference row
     model_fingerprint = describe_model(cfg, masked_lm)
     idf_corpus = (train_collection or next(iter(eval_collections.values()))).corpus
     # Under DDP only rank zero computes the reference rows and evaluates; the other ranks only train.
-    references = reference_rows(masked_lm, tokenizer, eval_collections, idf_corpus, cfg, model_fingerprint) if is_rank_zero() else {}
+    evaluation = evaluation_settings(cfg)
+    references = reference_rows(masked_lm, tokenizer, eval_collections, idf_corpus, evaluation, cfg.paths.cache,
+                                model_fingerprint, bm25=cfg.eval.bm25, zero_shot=cfg.eval.zero_shot) if is_rank_zero() else {}
     results["references"] = {row: {name: summary for name, (_, summary) in by_dataset.items()}
                               for row, by_dataset in references.items()}
 
@@ -55,7 +61,14 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
         saved.load_own_parameters(encoder)
     results["params"] = count_parameters(encoder)
     with stage("training"):
-        training = fit(encoder, tokenizer, train_collection, cfg, run_dir, tracker.lightning_logger if tracker else False)
+        data = training_data(
+            train_collection, cfg.data, tokenizer, cfg.model.query_max_length, cfg.model.doc_max_length, seed=cfg.seed,
+            cache_dir=cfg.paths.cache, search_threads=cfg.eval.search_threads, teacher_device=cfg.trainer,
+            loss_reads_teacher=needs_teacher_scores(cfg.loss.weights), validation=ValidationSplit.of(cfg.eval, cfg.index),
+        )
+        training = fit(encoder, data, cfg.loss, cfg.optim, cfg.trainer, cfg.training, run_dir,
+                       tracker.lightning_logger if tracker else False, selection_metric=cfg.sweep.metric,
+                       config_fingerprint=training_fingerprint(cfg))
     if not is_rank_zero():
         return {"training": training}
     results["params"]["adapter_bytes"] = training.pop("adapter_bytes")
@@ -66,7 +79,7 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
         if adapter.is_dir():
             adapted_fingerprint = f"{model_fingerprint}+adapter:{folder_fingerprint(adapter)}"
     with stage("evaluation"):
-        evaluations = evaluate_trained(encoder, tokenizer, eval_collections, cfg, run_dir, adapted_fingerprint)
+        evaluations = evaluate_trained(encoder, tokenizer, eval_collections, evaluation, run_dir, adapted_fingerprint)
     summaries = {name: summary for name, (_, summary) in evaluations.items()}
     results["metrics"] = {name: s["metrics"] for name, s in summaries.items()}
     results["metrics"]["average"] = macro_average({name: s["metrics"] for name, s in summaries.items()})
@@ -80,8 +93,21 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     run_files = {"trained": {name: folder / RUN_FILE for name, (folder, _) in evaluations.items()},
                  **{row: {name: run_file for name, (run_file, _) in by_dataset.items()}
                     for row, by_dataset in references.items()}}
-    write_json_atomic(run_dir / PER_QUERY_FILE, per_query_metrics(run_files, eval_collections))
+    write_per_query(run_dir, per_query_metrics(run_files, eval_collections))
     return results
+
+
+def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
+    return EvaluationSettings(
+        index=cfg.index, trainer=cfg.trainer, encoder=cfg.encoder, query_max_length=cfg.model.query_max_length,
+        doc_max_length=cfg.model.doc_max_length, k=cfg.eval.k, search_threads=cfg.eval.search_threads,
+    )
+
+
+def training_fingerprint(cfg: DictConfig) -> str:
+    """What a checkpoint must have been trained with to be resumed (the study bookkeeping aside)."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return fingerprint({key: value for key, value in config.items() if key not in ("sweep", "logger")})
 
 
 def needs_training_split(cfg: DictConfig) -> bool:

@@ -22,7 +22,7 @@ from splade_peft.model.adapters import wrap_with_adapter
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.training.losses import contrastive_loss
 from splade_peft.training.module import SpladeModule
-from splade_peft.training.regularizers import flops, l1, quadratic_warmup, warmup_steps
+from splade_peft.training.regularizers import RegularizerWarmup, flops, l1, quadratic_warmup, warmup_steps
 
 
 class StepClock(Callback):
@@ -38,7 +38,7 @@ def lightning_step_times(encoder: SpladeEncoder, batches: list[dict], loss_cfg, 
     with tempfile.TemporaryDirectory() as logs:
         trainer = L.Trainer(
             accelerator="auto", devices=1, precision=precision, max_steps=len(batches), gradient_clip_val=1.0,
-            log_every_n_steps=1, logger=CSVLogger(logs), callbacks=[clock], enable_checkpointing=False,
+            log_every_n_steps=1, logger=CSVLogger(logs), callbacks=[clock, RegularizerWarmup(loss_cfg)], enable_checkpointing=False,
             enable_model_summary=False, enable_progress_bar=False,
         )
         encoder.train()

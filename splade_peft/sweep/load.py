@@ -36,7 +36,7 @@ COST_COLUMNS = (
     "memory.peak_rss_mb",
 )
 # The settings a report needs from the jobs' configs (stored unresolved, so read through OmegaConf).
-SETTINGS = ("sweep.name", "sweep.question", "sweep.metric", "sweep.wandb_group", "logger.name", "logger.project", "logger.group",
+SETTINGS = ("sweep.name", "sweep.question", "sweep.metric", "logger.name", "logger.project", "logger.group",
             "logger.mode")
 
 
@@ -89,7 +89,7 @@ class Sweep:
 
     @property
     def wandb_group(self) -> str | None:
-        return self.settings.get("logger.group") or self.settings.get("sweep.wandb_group")
+        return self.settings.get("logger.group")
 
     def grid_labels(self, frame: pd.DataFrame) -> list[str]:
         """Short point labels such as "r=4, negatives=2" (the job folder when nothing but seeds was swept)."""

@@ -8,24 +8,36 @@ from functools import cache
 from typing import Any, Optional, Union
 
 from splade_peft.errors import ConfigError
+from splade_peft.registry import Registry
 from splade_peft.settings import Number, Section, library_argument, section, setting
 
 IN_BATCH = (True, False, "local", "global")
 FLOPS_NORMALIZATIONS = ("batch", "unbiased")  # splade_peft.training.regularizers.flops
 
 
+# The losses `loss.weights` can name, each registered next to its implementation (splade_peft/training/losses.py).
+RANKING_LOSSES = Registry("ranking loss", "loss.weights", builtins="splade_peft.training.losses", needs_teacher=False)
+
+
 @dataclass
 class LossWeights(Section):
-    """loss.weights: the ranking loss is their weighted sum."""
+    """loss.weights: the ranking loss is their weighted sum. The built-in losses are typed here; a loss
+    registered elsewhere gets its weight as a further key (`loss.weights.my_loss=1.0`)."""
+
+    open = True
 
     contrastive: Number = setting(at_least=0)
     margin_mse: Number = setting(at_least=0)
     kl: Number = setting(at_least=0)
 
-    @classmethod
-    def distillation(cls) -> tuple[str, ...]:
-        """The losses that need teacher scores."""
-        return ("margin_mse", "kl")
+    def check_extra(self, path: str, extra: dict) -> None:
+        for name, weight in extra.items():
+            RANKING_LOSSES.get(name, key=f"{path}.{name}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ConfigError(f"{path}.{name}", f"{weight!r} is not allowed", "use a number >= 0")
+
+    def items(self) -> dict[str, float]:
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, **vars(self)}
 
 
 @dataclass
@@ -42,10 +54,10 @@ class LossConfig(Section):
     warmup_fraction: Number = setting(at_least=0, at_most=1)
 
     def check(self, path: str, root) -> None:
-        weights = {f.name: getattr(self.weights, f.name) for f in fields(self.weights)}
+        weights = self.weights.items()
         if not any(weights.values()):
             raise ConfigError("loss.weights", "every ranking loss has weight 0", "give at least one loss a weight > 0")
-        distilling = [name for name in LossWeights.distillation() if weights[name]]
+        distilling = [name for name, weight in weights.items() if weight and RANKING_LOSSES.get(name).needs_teacher]
         if distilling and not root.data.has_teacher:
             raise ConfigError(f"loss.weights.{distilling[0]}", "distillation needs teacher scores and none are set",
                               "set data.teacher.scorers=[splade] (or [bm25]) or data.teacher.files=[...], or use loss=contrastive")
