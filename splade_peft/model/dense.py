@@ -9,7 +9,8 @@ Pooling over the LM's last hidden states (the input of its vocabulary projection
 Embeddings are L2-normalised in float32 and queries scaled by 1 / temperature, so that a query-document
 score is cos(q, d) / temperature everywhere: in every ranking loss, in validation and in the Faiss index.
 Unnormalised embeddings of an LLM have norms in the hundreds; a RepLLaMA-style QLoRA run on unnormalised
-last-token embeddings diverged to NaN (RESULTS.md, Findings we build on). Normalised, every score is bounded by 1 / temperature.
+last-token embeddings diverged to NaN (RESULTS.md, Findings we build on). Normalised, every score is bounded
+by 1 / temperature.
 
 Instruction prefixes (`encoder.query_prefix`, `encoder.document_prefix`) are tokenised once, on their own,
 and put in front of each text's tokens (after a leading BOS), so every path that feeds token ids (training

@@ -1,5 +1,5 @@
-"""The study table in Markdown, shaped like the rank table of the research notes: one row per grid point,
-MRR@10 / R@1000 / nDCG@10 per dataset, the average, and what each point cost."""
+"""The study table in Markdown, shaped like the LoRA rank table (RESULTS.md, Findings we build on): one row per
+grid point, MRR@10 / R@1000 / nDCG@10 per dataset, the average, and what each point cost."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from splade_peft.sweep.significance import ALPHA, VS_BEST, VS_ZERO_SHOT, ZERO_SH
 from splade_peft.sweep.values import display_value
 
 TABLE_METRICS = ("mrr@10", "recall@1000", "ndcg@10")
-DECIMALS = 3  # as in the research notes; "best" is decided on the value shown
+DECIMALS = 3  # as IR papers report nDCG/MRR; "best" is decided on the value shown
 LEGEND = (
     f"**Bold**: the best value of a quality column among the grid rows, compared at {DECIMALS} decimals "
     "(ties are all bold; no mark when all rows are equal); reference rows (BM25, the zero-shot starting "
