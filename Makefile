@@ -19,6 +19,8 @@ export TOKENIZERS_PARALLELISM ?= false
 SWEEP_SCALE ?= full
 # Decoder studies (sweeps/decoder_*.yaml) need a decoder: their smoke preset is experiment=smoke_decoder.
 SWEEP_ARGS = $(if $(filter smoke,$(SWEEP_SCALE)),experiment=$(if $(filter decoder_%,$*),smoke_decoder,smoke))
+# ARGS: further overrides for the study, e.g. make sweep-interpolation ARGS=model.adapter=<run folder>.
+ARGS ?=
 STUDIES := $(basename $(notdir $(wildcard sweeps/*.yaml)))
 
 .PHONY: install checkpoints smollm2 run smoke test test-fast bench bench-scale clean sweeps $(addprefix sweep-,$(STUDIES)) wandb-sync
@@ -58,7 +60,7 @@ sweeps:
 	@echo "studies: $(STUDIES)"; echo "run one with: make sweep-<study> [SWEEP_SCALE=smoke]"
 
 $(addprefix sweep-,$(STUDIES)): sweep-%: install checkpoints
-	$(CLI) run -m +sweep=$* $(SWEEP_ARGS)
+	$(CLI) run -m +sweep=$* $(SWEEP_ARGS) $(ARGS)
 
 # W&B runs written offline (no API key, or logger.mode=offline) are uploaded here, once logged in (`wandb login`).
 wandb-sync: install

@@ -15,7 +15,8 @@ from splade_peft.evaluation.metrics import macro_average, per_query, standard_me
 from splade_peft.evaluation.references import reference_rows
 from splade_peft.evaluation.retrieval import RUN_FILE, EvaluationSettings, evaluate_trained
 from splade_peft.memory import peak_memory_mb
-from splade_peft.model.adapters import check_targets, count_parameters, wrap_with_adapter
+from splade_peft.errors import ConfigError
+from splade_peft.model.adapters import check_targets, count_parameters, scale_adapters, wrap_with_adapter
 from splade_peft.model.backbones import load_backbone
 from splade_peft.model.saved import backbone_config, saved_encoder
 from splade_peft.model.variants import build_encoder
@@ -78,6 +79,9 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     for adapter in [run_dir / "adapter", *([saved.folder] if saved else [])]:
         if adapter.is_dir():
             adapted_fingerprint = f"{model_fingerprint}+adapter:{folder_fingerprint(adapter)}"
+    if cfg.eval.adapter_scale != 1:
+        scale_trained_adapters(encoder, cfg.eval.adapter_scale)
+        adapted_fingerprint = f"{adapted_fingerprint}+scale:{cfg.eval.adapter_scale}"
     with stage("evaluation"):
         evaluations = evaluate_trained(encoder, tokenizer, eval_collections, evaluation, run_dir, adapted_fingerprint)
     summaries = {name: summary for name, (_, summary) in evaluations.items()}
@@ -95,6 +99,12 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
                     for row, by_dataset in references.items()}}
     write_per_query(run_dir, per_query_metrics(run_files, eval_collections))
     return results
+
+
+def scale_trained_adapters(encoder, scale: float) -> None:
+    if not sum(scale_adapters(side.masked_lm, scale) for side in encoder.language_model_encoders()):
+        raise ConfigError("eval.adapter_scale", f"{scale} scales a LoRA update, and the evaluated encoder has no LoRA "
+                          "layer", "evaluate a LoRA adapter, or use eval.adapter_scale=1")
 
 
 def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:

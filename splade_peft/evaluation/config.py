@@ -4,7 +4,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from splade_peft.data.config import DatasetSpec
-from splade_peft.settings import Section, entries, setting
+from splade_peft.errors import ConfigError
+from splade_peft.settings import Number, Section, entries, setting
 
 
 @dataclass
@@ -14,7 +15,19 @@ class EvalConfig(Section):
     search_threads: int = setting(at_least=1)
     bm25: bool = setting()
     zero_shot: bool = setting()
+    adapter_scale: Number = setting(at_least=0, note="1: the trained adapter as it is")
     validate_every_n_steps: int = setting(at_least=0, note="0: off")
     validation_split: str = setting()
     validation_max_queries: Optional[int] = setting(at_least=1)
     validation_max_documents: Optional[int] = setting(at_least=1)
+
+    def check(self, path: str, root) -> None:
+        if self.adapter_scale == 1:
+            return
+        lora = root.lora
+        evaluates_saved = lora.method == "frozen" and root.model.adapter
+        if not (evaluates_saved or (lora.method == "lora" and not lora.use_dora)):
+            # DoRA's trained magnitudes are not part of the scaled update: scale 0 would not be the checkpoint.
+            raise ConfigError("eval.adapter_scale", f"{self.adapter_scale} scales a LoRA update, and lora.method="
+                              f"{lora.method}{' with DoRA' if lora.use_dora else ''} has none to scale",
+                              "use lora=lora (no DoRA), or model.adapter=<a LoRA job> lora=frozen, or eval.adapter_scale=1")

@@ -208,6 +208,19 @@ def keep_initial_adapter(adapted: PeftModel) -> None:
     adapted.initial_adapter = folder  # lives as long as the model
 
 
+def scale_adapters(model: nn.Module, scale: float) -> int:
+    """Every LoRA update in `model` multiplied by `scale` (eval.adapter_scale): 0 is the starting checkpoint,
+    1 the trained adapter, between them an interpolation of the weights, with no retraining. Returns how many
+    LoRA layers were scaled."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
+    for layer in layers:
+        for adapter in layer.active_adapters:
+            layer.set_scale(adapter, scale)
+    return len(layers)
+
+
 def save_adapter(model: nn.Module, folder: Path) -> int:
     """Write what training produced (the adapter, or the whole model for `full`) and what the export needs to
     rebuild it; return the size of the saved weights in bytes."""

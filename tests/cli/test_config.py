@@ -23,6 +23,8 @@ def test_every_group_option_composes(group, option):
         overrides.append("data.path=/some/beir/folder")
     if option == "hub" and group == "data":
         overrides.append("data.hub_id=BeIR/scifact")
+    if (group, option) == ("sweep", "interpolation"):  # it scales a given job's adapter
+        overrides.append("model.adapter=/a/lora/job")
     if (group, option) in (("encoder", "dense"), ("index", "faiss")):  # the dense encoder and its index go together
         overrides.append("index=faiss" if group == "encoder" else "encoder=dense")
     cfg = composed(*overrides)

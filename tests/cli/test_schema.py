@@ -20,7 +20,8 @@ from tests.helpers import CONF, REPO, composed
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "paths", "sweep"))
 # Options that cannot stand alone: they need a value the user supplies, or another group's option.
 NEEDS = {("data", "beir"): ["data.path=/some/beir/folder"], ("data", "hub"): ["data.hub_id=BeIR/scifact"],
-         ("encoder", "dense"): ["index=faiss"], ("index", "faiss"): ["encoder=dense"]}
+         ("encoder", "dense"): ["index=faiss"], ("index", "faiss"): ["encoder=dense"],
+         ("sweep", "interpolation"): ["model.adapter=/a/lora/job"]}
 
 
 def every_shipped_config() -> list[list[str]]:
@@ -28,8 +29,9 @@ def every_shipped_config() -> list[list[str]]:
     for group in GROUPS:
         for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
             configs.append([f"{group}={option}", *NEEDS.get((group, option), [])])
-    configs += [[f"+sweep={p.stem}"] for p in sorted((REPO / "sweeps").glob("*.yaml"))]
-    configs += [[f"+sweep={p.stem}", "experiment=smoke"] for p in sorted((REPO / "sweeps").glob("*.yaml"))]
+    configs += [[f"+sweep={p.stem}", *NEEDS.get(("sweep", p.stem), [])] for p in sorted((REPO / "sweeps").glob("*.yaml"))]
+    configs += [[f"+sweep={p.stem}", "experiment=smoke", *NEEDS.get(("sweep", p.stem), [])]
+                for p in sorted((REPO / "sweeps").glob("*.yaml"))]
     return configs
 
 

@@ -18,7 +18,7 @@ from tests.helpers import REPO, STEPS, composed, lora_cfg, sparse_vectors, train
 from splade_peft.config import validate
 from splade_peft.errors import ConfigError
 from splade_peft.model.adapters import (
-    count_parameters, matched_module_names, save_adapter, target_modules_for, wrap_with_adapter,
+    count_parameters, matched_module_names, save_adapter, scale_adapters, target_modules_for, wrap_with_adapter,
 )
 from splade_peft.model.backbones import load_backbone
 
@@ -180,3 +180,23 @@ def test_every_adapter_runs_end_to_end(options, tmp_path):
         params = results["params"]
         assert 0 < params["trainable"] < params["total"] and params["adapter_bytes"] > 0
         assert results["memory"]["train_peak_rss_mb"] > 0
+
+
+def test_scaling_the_trained_lora_interpolates_between_the_checkpoint_and_the_adapter(base_folder, tokenizer):
+    """eval.adapter_scale: 0 is the starting checkpoint exactly, 1 the trained adapter, 0.5 lies between."""
+    base = AutoModelForMaskedLM.from_pretrained(base_folder)
+    before = sparse_vectors(base, tokenizer)
+    adapted = wrap_with_adapter(AutoModelForMaskedLM.from_pretrained(base_folder), lora_cfg())
+    train_steps(adapted, tokenizer)
+    trained = sparse_vectors(adapted, tokenizer)
+    assert scale_adapters(adapted, 0.5) > 0
+    halfway = sparse_vectors(adapted, tokenizer)
+    scale_adapters(adapted, 0.0)
+    assert torch.allclose(sparse_vectors(adapted, tokenizer), before, atol=1e-6)
+    assert not torch.allclose(trained, before) and 0 < (halfway - before).norm() < (trained - before).norm()
+
+
+@pytest.mark.parametrize("overrides", [["lora=dora", "eval.adapter_scale=0.5"], ["lora=ia3", "eval.adapter_scale=0"]])
+def test_adapter_scale_needs_a_lora_update(overrides):
+    with pytest.raises(ConfigError, match="config key 'eval.adapter_scale'"):
+        validate(composed(*overrides))
