@@ -50,7 +50,8 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     # Under DDP only rank zero computes the reference rows and evaluates; the other ranks only train.
     evaluation = evaluation_settings(cfg)
     references = reference_rows(masked_lm, tokenizer, eval_collections, idf_corpus, evaluation, cfg.paths.cache,
-                                model_fingerprint, bm25=cfg.eval.bm25, zero_shot=cfg.eval.zero_shot) if is_rank_zero() else {}
+                                model_fingerprint, bm25=cfg.eval.bm25, zero_shot=cfg.eval.zero_shot,
+                                fusion_weight=cfg.eval.fusion) if is_rank_zero() else {}
     results["references"] = {row: {name: summary for name, (_, summary) in by_dataset.items()}
                               for row, by_dataset in references.items()}
 

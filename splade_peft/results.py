@@ -30,7 +30,7 @@ PER_QUERY_FILE = "per_query.json"
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 UNKNOWN = "unknown"  # read from a results.json that names no status
 AVERAGE = "average"
-REFERENCE_SYSTEMS = ("bm25", "zero_shot")
+REFERENCE_SYSTEMS = ("bm25", "zero_shot", "fusion")
 ROWS = ("trained", *REFERENCE_SYSTEMS)
 COST_SECTIONS = ("params", "timing", "memory")  # flattened as `<section>.<key>`
 

@@ -14,7 +14,7 @@ def row(dataset: str, system: str, evaluation: Evaluation) -> list:
 def summary_rows(result: JobResult) -> list[list]:
     rows, references = [], result.reference_rows
     for dataset in result.datasets:
-        for system, label in (("bm25", "BM25"), ("zero_shot", "zero-shot")):
+        for system, label in (("bm25", "BM25"), ("zero_shot", "zero-shot"), ("fusion", "BM25 + zero-shot")):
             if system in references and dataset in references[system].metrics:
                 rows.append(row(dataset, label, references[system]))
         if dataset in result.trained.metrics:
