@@ -15,6 +15,7 @@ class EvalConfig(Section):
     search_threads: int = setting(at_least=1)
     bm25: bool = setting()
     zero_shot: bool = setting()
+    fusion: Optional[Number] = setting(at_least=0, at_most=1, note="null: no fused row")
     adapter_scale: Number = setting(at_least=0, note="1: the trained adapter as it is")
     validate_every_n_steps: int = setting(at_least=0, note="0: off")
     validation_split: str = setting()
@@ -22,6 +23,9 @@ class EvalConfig(Section):
     validation_max_documents: Optional[int] = setting(at_least=1)
 
     def check(self, path: str, root) -> None:
+        if self.fusion is not None and not (self.bm25 and self.zero_shot):
+            raise ConfigError("eval.fusion", "fuses the BM25 and zero-shot rows, and one of them is off",
+                              "set eval.bm25=true eval.zero_shot=true, or eval.fusion=null")
         if self.adapter_scale == 1:
             return
         lora = root.lora
