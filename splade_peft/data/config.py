@@ -9,12 +9,18 @@ from splade_peft.settings import Number, Section, entries, section, setting
 
 # `data.source` (and each dataset entry's `source`): loaders registered in splade_peft/data/sources.py.
 DATA_SOURCES = Registry("data source", "data.source", builtins="splade_peft.data.sources")
+# `data.negatives_source`: where a training query's negative candidates come from (training/dataset.py);
+# `from_file`: read from data.negatives_file, else drawn from the top data.negatives_depth of a ranking.
+NEGATIVE_SOURCES = Registry("negatives source", "data.negatives_source", builtins="splade_peft.training.dataset",
+                            from_file=False)
+# `data.teacher.scorers`: scorers of the training pairs (training/teacher_scoring.py), ensembled in the order
+# they are registered; `own_scale`: it scores on the student's scale, which the ensemble then takes.
+TEACHER_SCORERS = Registry("teacher scorer", "data.teacher.scorers", builtins="splade_peft.training.teacher_scoring",
+                           own_scale=False)
 
 UNKNOWN_ID_POLICIES = ("error", "drop")
-NEGATIVE_SOURCES = ("bm25", "random", "file", "st_hard_negatives")
 SAMPLINGS = ("uniform", "teacher_rank")
 TRAINING_LAYOUTS = ("flagembedding", "triples")
-TEACHER_SCORERS = ("splade", "bm25")
 ENSEMBLE_RULES = ("aligned", "zscore_mean", "mean")
 MISSING_POLICIES = ("error", "skip")
 MIXTURE_SAMPLINGS = ("round_robin", "proportional")
@@ -46,7 +52,7 @@ class DatasetSpec(CollectionSpec):
 
 @dataclass
 class TeacherConfig(Section):
-    scorers: list[str] = setting(each_of=TEACHER_SCORERS)
+    scorers: list[str] = setting()
     checkpoint: Optional[str] = setting()
     files: list[str] = setting()
     ensemble: str = setting(one_of=ENSEMBLE_RULES)
@@ -55,6 +61,10 @@ class TeacherConfig(Section):
     missing: str = setting(one_of=MISSING_POLICIES)
     allow_pickle: bool = setting()
     from_training_file: bool = setting()
+
+    def check(self, path: str, root) -> None:
+        for scorer in self.scorers:
+            TEACHER_SCORERS.get(scorer, key=f"{path}.scorers")
 
 
 @dataclass
@@ -68,7 +78,7 @@ class DataConfig(CollectionSpec):
     train_split: str = setting()
     eval_split: str = setting()
     negatives: int = setting(at_least=1, at_most=64)
-    negatives_source: str = setting(one_of=NEGATIVE_SOURCES)
+    negatives_source: str = setting()
     negatives_depth: int = setting(at_least=1)
     negatives_file: Optional[str] = setting()
     hard_negative_systems: Optional[list[str]] = setting()
@@ -94,12 +104,13 @@ class DataConfig(CollectionSpec):
         super().check(path, root)
         if self.source == "beir" and not self.path:
             raise ConfigError("data.path", "data.source=beir needs a folder", "set data.path=<BEIR folder>")
+        from_file = NEGATIVE_SOURCES.get(self.negatives_source).from_file
         if not self.training_file:
-            if self.negatives_source in ("bm25", "random") and self.negatives > self.negatives_depth:
+            if not from_file and self.negatives > self.negatives_depth:
                 raise ConfigError("data.negatives", f"{self.negatives} is more than the candidate pool "
                                   f"(data.negatives_depth={self.negatives_depth})",
                                   "lower data.negatives or raise data.negatives_depth")
-            if self.negatives_source in ("file", "st_hard_negatives") and not self.negatives_file:
+            if from_file and not self.negatives_file:
                 raise ConfigError("data.negatives_file", f"data.negatives_source={self.negatives_source} needs a file",
                                   "set data.negatives_file=<mined FlagEmbedding JSONL or msmarco-hard-negatives file>")
         if self.sampling == "teacher_rank" and not self.has_teacher:

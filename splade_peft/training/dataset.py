@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from splade_peft.data.collection import Collection
+from splade_peft.data.config import NEGATIVE_SOURCES, TEACHER_SCORERS
 from splade_peft.data.hard_negatives import (
     FlagEmbeddingSet, TriplesSet, flagembedding_candidates, st_hard_negative_candidates,
 )
@@ -17,7 +18,6 @@ from splade_peft.data.pairs import (
 )
 from splade_peft.data.teachers import Scores, check_same_dataset, ensemble, load_score_file
 from splade_peft.search.bm25 import cached_bm25_run
-from splade_peft.training.teacher_scoring import cached_bm25_scores, cached_splade_scores
 
 
 @dataclass(frozen=True)
@@ -31,18 +31,34 @@ class ScoringWorkspace:
     trainer: DictConfig
 
 
-def negative_candidates(collection: Collection, data: DictConfig, seed: int, workspace: ScoringWorkspace) -> dict:
-    if data.negatives_source == "file":
-        return flagembedding_candidates(data.negatives_file, collection, data.unknown_ids)[0]
-    if data.negatives_source == "st_hard_negatives":
-        systems = data.hard_negative_systems
-        return st_hard_negative_candidates(data.negatives_file, list(systems) if systems else None, data.negatives_depth)
-    if data.negatives_source == "random":
-        return random_candidates(collection, data.negatives_depth, seed)
+# Each negatives source: (collection, data section, seed, workspace) -> {query id: candidate document ids}.
+
+@NEGATIVE_SOURCES.register("file", from_file=True)
+def mined_file(collection: Collection, data: DictConfig, seed: int, workspace: ScoringWorkspace) -> dict:
+    return flagembedding_candidates(data.negatives_file, collection, data.unknown_ids)[0]
+
+
+@NEGATIVE_SOURCES.register("st_hard_negatives", from_file=True)
+def st_hard_negatives(collection: Collection, data: DictConfig, seed: int, workspace: ScoringWorkspace) -> dict:
+    systems = data.hard_negative_systems
+    return st_hard_negative_candidates(data.negatives_file, list(systems) if systems else None, data.negatives_depth)
+
+
+@NEGATIVE_SOURCES.register("random")
+def random_negatives(collection: Collection, data: DictConfig, seed: int, workspace: ScoringWorkspace) -> dict:
+    return random_candidates(collection, data.negatives_depth, seed)
+
+
+@NEGATIVE_SOURCES.register("bm25")
+def bm25_negatives(collection: Collection, data: DictConfig, seed: int, workspace: ScoringWorkspace) -> dict:
     deepest_judged = max(len(judged) for judged in collection.qrels.values())
     run, _ = cached_bm25_run(collection, workspace.cache_dir, data.negatives_depth + deepest_judged,
                              workspace.search_threads)
     return bm25_candidates(collection, run, data.negatives_depth)
+
+
+def negative_candidates(collection: Collection, data: DictConfig, seed: int, workspace: ScoringWorkspace) -> dict:
+    return NEGATIVE_SOURCES[data.negatives_source](collection, data, seed, workspace)
 
 
 def teacher_pairs(pairs: list[TrainingPair]) -> dict[str, list[str]]:
@@ -63,15 +79,14 @@ def training_teacher(collection: Collection, pairs: list[TrainingPair], teacher_
         members.append(scores)
         names.append(str(file))
     listed = teacher_pairs(pairs) if teacher_cfg.scorers else {}
-    reference = 0  # the teacher whose scale the ensemble takes: the first, or the splade scorer
-    if "splade" in teacher_cfg.scorers:
-        reference = len(members)  # it scores on the student's own scale
-        members.append(cached_splade_scores(teacher_cfg.checkpoint, collection.queries, collection.corpus, listed,
-                                            workspace.cache_dir, workspace.trainer))
-        names.append(f"splade teacher {teacher_cfg.checkpoint}")
-    if "bm25" in teacher_cfg.scorers:
-        members.append(cached_bm25_scores(collection, listed, workspace.cache_dir, workspace.search_threads))
-        names.append("bm25 teacher")
+    reference = 0  # the teacher whose scale the ensemble takes: the first, or one on the student's own scale
+    for scorer in TEACHER_SCORERS:
+        if scorer.name in teacher_cfg.scorers:
+            if scorer.own_scale:
+                reference = len(members)
+            scores, name = scorer.implementation(collection, listed, teacher_cfg, workspace)
+            members.append(scores)
+            names.append(name)
     if not members:
         return None, ""
     combined = ensemble(members, teacher_cfg.ensemble, teacher_cfg.weights, reference)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from splade_peft.data.collection import Collection
+from splade_peft.data.config import TEACHER_SCORERS
 from splade_peft.data.teachers import Scores
 from splade_peft.device import on_job_device
 from splade_peft.errors import MissingCheckpointError
@@ -90,3 +91,18 @@ def cached_bm25_scores(collection: Collection, wanted: Mapping[str, list[str]], 
 
     folder, _ = store.run(f"teacher-{fingerprint(inputs)}", inputs, score)
     return json.loads((folder / "scores.json").read_text())
+
+
+# Each teacher scorer: (collection, {query id: document ids to score}, data.teacher section, ScoringWorkspace of
+# training/dataset.py) -> (scores, its name in error messages).
+
+@TEACHER_SCORERS.register("splade", own_scale=True)
+def splade_teacher(collection: Collection, wanted: Mapping[str, list[str]], teacher_cfg, workspace) -> tuple[Scores, str]:
+    scores = cached_splade_scores(teacher_cfg.checkpoint, collection.queries, collection.corpus, wanted,
+                                  workspace.cache_dir, workspace.trainer)
+    return scores, f"splade teacher {teacher_cfg.checkpoint}"
+
+
+@TEACHER_SCORERS.register("bm25")
+def bm25_teacher(collection: Collection, wanted: Mapping[str, list[str]], teacher_cfg, workspace) -> tuple[Scores, str]:
+    return cached_bm25_scores(collection, wanted, workspace.cache_dir, workspace.search_threads), "bm25 teacher"

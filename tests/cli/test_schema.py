@@ -83,7 +83,7 @@ def test_unknown_keys_and_wrong_types_fail_at_composition_naming_the_key(overrid
         ("index.quantization=0", "index.quantization", "a number > 0"),
         ("data.negatives=60", "data.negatives", "more than the candidate pool"),
         ("training.checkpoint_every_n_steps=0", "training.checkpoint_every_n_steps", "an integer >= 1"),
-        ("data.teacher.scorers=[cross_encoder]", "data.teacher.scorers", "a list of splade, bm25"),
+        ("data.teacher.scorers=[cross_encoder]", "data.teacher.scorers", "use one of bm25, splade"),
         ("trainer.max_steps=0", "trainer.max_steps", "an integer >= 1"),
         ("+eval.datasets.dl19={source:msmarco,path:/x}", "eval.datasets.dl19.split", "is required"),
         ("+data.mixture.datasets.cran={source:beir,path:/x,split:test,splt:1}", "data.mixture.datasets.cran.splt",
