@@ -33,7 +33,7 @@ def pairwise_hinge(batch, loss_cfg):
 
 
 def config_folder(tmp_path):
-    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora").mkdir(parents=True)
     (tmp_path / "lora" / "lora_qv.yaml").write_text("# @package lora\ndefaults:\n  - lora\nmethod: lora_qv\n")
     (tmp_path / "loss").mkdir()
     (tmp_path / "loss" / "hinge.yaml").write_text(
