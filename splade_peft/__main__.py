@@ -110,7 +110,7 @@ def main(cfg: DictConfig) -> float:
     earlier = earlier_result(run_dir, record, cfg.sweep.rerun_failed)
     if earlier is not None:
         print(f"splade_peft: {run_dir.name} already {earlier.status} ({results_path}); skipped")
-        return earlier.average(cfg.sweep.metric)
+        return earlier.dev_figure(cfg.sweep.metric)
     record.write(run_dir)
     tracker = None
     try:
@@ -130,7 +130,8 @@ def main(cfg: DictConfig) -> float:
     if tracker is not None:
         tracker.finish(record.status)
     report(record, results_path)
-    return record.average(cfg.sweep.metric)
+    # A sweeper that optimises (hparams_search=optuna) maximises this: the dev figure, never a test one.
+    return record.dev_figure(cfg.sweep.metric)
 
 
 def report(record: JobResult, results_path: Path) -> None:

@@ -90,6 +90,7 @@ class SweepConfig(Section):
     question: Optional[str] = setting()
     metric: str = setting()
     rerun_failed: bool = setting()
+    selects: bool = setting()  # the jobs' dev figures choose among them (hparams_search=optuna sets it)
 
 
 @dataclass

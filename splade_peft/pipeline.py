@@ -7,11 +7,13 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from splade_peft.config import validate
+from splade_peft.config import typed, validate
 from splade_peft.data.collection import Collection
+from splade_peft.data.dev_split import DEV_SPLIT, DevSplit, carve_dev
 from splade_peft.device import job_device
 from splade_peft.data.sources import load_data, load_eval_collections
 from splade_peft.evaluation.metrics import macro_average, per_query, standard_measures
+from splade_peft.evaluation.config import allowed_test_selection_warnings
 from splade_peft.evaluation.references import reference_rows
 from splade_peft.evaluation.retrieval import RUN_FILE, EvaluationSettings, evaluate_trained
 from splade_peft.memory import peak_memory_mb
@@ -28,7 +30,7 @@ from splade_peft.training.distributed import is_rank_zero
 from splade_peft.training.datamodule import training_data
 from splade_peft.training.fit import fit
 from splade_peft.training.losses import needs_teacher_scores
-from splade_peft.training.validation import ValidationSplit
+from splade_peft.training.validation import ValidationSplit, selection_metrics
 
 
 def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
@@ -38,7 +40,13 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     with stage("data"):
         eval_collections = load_eval_collections(cfg.eval.datasets, cfg.paths.cache)
         train_collection = load_data(cfg.data, cfg.data.train_split, cfg.paths.cache) if needs_training_split(cfg) else None
-    results = {"data": describe_data(train_collection, eval_collections)}
+        dev_split = carved_dev(cfg, train_collection)
+        if dev_split:
+            train_collection = dev_split.training  # training, mining and teacher scoring never see a dev query
+    results = {"data": describe_data(train_collection, eval_collections, dev_split)}
+    warnings = allowed_test_selection_warnings(typed(cfg)) if cfg.eval.allow_test_selection else []
+    if warnings:
+        results["warnings"] = warnings
     masked_lm, tokenizer = load_backbone(
         backbone_config(cfg.model), cfg.paths.cache, cfg.lora.quantization, cfg.trainer.precision,
         on_gpu=job_device(cfg.trainer).type == "cuda",
@@ -67,6 +75,7 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
             train_collection, cfg.data, tokenizer, cfg.model.query_max_length, cfg.model.doc_max_length, seed=cfg.seed,
             cache_dir=cfg.paths.cache, search_threads=cfg.eval.search_threads, teacher_device=cfg.trainer,
             loss_reads_teacher=needs_teacher_scores(cfg.loss.weights), validation=ValidationSplit.of(cfg.eval, cfg.index),
+            dev=dev_split.dev if dev_split else None,
         )
         training = fit(encoder, data, cfg.loss, cfg.optim, cfg.trainer, cfg.training, run_dir,
                        tracker.lightning_logger if tracker else False, selection_metric=cfg.sweep.metric,
@@ -83,6 +92,9 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     if cfg.eval.adapter_scale != 1:
         scale_trained_adapters(encoder, cfg.eval.adapter_scale)
         adapted_fingerprint = f"{adapted_fingerprint}+scale:{cfg.eval.adapter_scale}"
+    if data.selection:
+        with stage("dev"):
+            results["dev"] = selection_metrics(encoder, data.selection, cfg.trainer)
     with stage("evaluation"):
         evaluations = evaluate_trained(encoder, tokenizer, eval_collections, evaluation, run_dir, adapted_fingerprint)
     summaries = {name: summary for name, (_, summary) in evaluations.items()}
@@ -145,7 +157,15 @@ def sum_timings(timings) -> dict:
     return total
 
 
-def describe_data(train_collection: Collection | None, eval_collections: dict) -> dict:
+def carved_dev(cfg: DictConfig, train_collection: Collection | None) -> DevSplit | None:
+    """The dev split eval.validation_split=dev chooses on, carved from the training queries; none for a job
+    that trains on no collection queries (evaluation only, or data.training_file)."""
+    if train_collection is None or cfg.data.training_file or cfg.eval.validation_split != DEV_SPLIT:
+        return None
+    return carve_dev(train_collection, cfg.data.dev.queries, cfg.data.dev.seed)
+
+
+def describe_data(train_collection: Collection | None, eval_collections: dict, dev_split: DevSplit | None = None) -> dict:
     def describe(collection: Collection) -> dict:
         return {
             "fingerprint": collection.fingerprint, "split": collection.split,
@@ -153,6 +173,8 @@ def describe_data(train_collection: Collection | None, eval_collections: dict) -
         }
 
     described = {"eval": {name: describe(c) for name, c in eval_collections.items()}}
+    if dev_split:
+        described["dev"] = dev_split.describe()
     return {"train": describe(train_collection), **described} if train_collection else described
 
 

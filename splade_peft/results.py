@@ -99,11 +99,13 @@ class JobResult:
     versions: dict | None = None  # library versions and the commit
     overrides: list[str] | None = None  # the command line's overrides
     config_fingerprint: str | None = None  # what tells a rerun in the same folder that this is its result
+    warnings: list[str] | None = None  # what eval.allow_test_selection=true allowed: choosing or training on a test split
     data: dict | None = None  # {"train": ..., "eval": {dataset: fingerprint, split, sizes}}
     references: dict | None = None  # {system: {dataset: {"metrics": ..., "sparsity": ...}}}, REFERENCE_SYSTEMS
     params: dict | None = None  # parameter counts and the adapter's size
     memory: dict | None = None  # peak memory, MB
     metrics: dict | None = None  # the trained encoder's {dataset: {metric: value}}, with AVERAGE
+    dev: dict | None = None  # the trained encoder's {metric: value} on the split it was chosen on (eval.validation_split)
     sparsity: dict | None = None  # {dataset: {statistic: value}}
     representation: dict | None = None  # dense encoders: {dataset: family, dimension, index size}
     timing: dict | None = None  # seconds per stage
@@ -121,12 +123,13 @@ class JobResult:
         if not isinstance(payload, Mapping):
             raise ValueError(f"expected a JSON object, found {type(payload).__name__}")
         overrides, seed = payload.get("overrides"), payload.get("seed")
-        fingerprint, error = payload.get("config_fingerprint"), payload.get("error")
+        fingerprint, error, warnings = payload.get("config_fingerprint"), payload.get("error"), payload.get("warnings")
         return cls(
             status=str(payload.get("status") or UNKNOWN),
             seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
             overrides=[str(entry) for entry in overrides] if isinstance(overrides, list) else None,
             config_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+            warnings=[str(line) for line in warnings] if isinstance(warnings, list) else None,
             error=str(error) if error else None,
             **{name: value for name in OBJECT_FIELDS if isinstance(value := payload.get(name), dict)},
         )
@@ -164,6 +167,11 @@ class JobResult:
     def average(self, metric: str) -> float:
         """The macro average of `metric` over the evaluation datasets (the sweep's objective); NaN when absent."""
         return float(numbers(mapping(self.metrics).get(AVERAGE)).get(metric, math.nan))
+
+    def dev_figure(self, metric: str) -> float:
+        """`metric` of the trained model on the split it was chosen on (what hparams_search maximises); NaN
+        when the job measured none (it trained nothing, or carved no dev split)."""
+        return float(numbers(self.dev).get(metric, math.nan))
 
     def flat(self) -> dict[str, float]:
         """The trained row's columns as sweep_results.csv names them."""

@@ -1,9 +1,12 @@
-"""The table a run ends with: BM25 vs the starting checkpoint (zero-shot) vs the trained model, per dataset."""
+"""The table a run ends with: BM25 vs the starting checkpoint (zero-shot) vs the trained model, per dataset;
+the trained model on the split it was chosen on; and a warning line for each test-split choice the job was
+allowed (eval.allow_test_selection)."""
 
 from splade_peft.results import Evaluation, JobResult
 
 SUMMARY_COLUMNS = ["dataset", "system", "nDCG@10", "MRR@10", "R@100", "R@1000", "doc nnz", "query nnz"]
 METRIC_KEYS = ["ndcg@10", "mrr@10", "recall@100", "recall@1000"]
+SELECTION_ROW = "chosen on"  # the dataset column of the dev figure's row
 
 
 def row(dataset: str, system: str, evaluation: Evaluation) -> list:
@@ -19,6 +22,8 @@ def summary_rows(result: JobResult) -> list[list]:
                 rows.append(row(dataset, label, references[system]))
         if dataset in result.trained.metrics:
             rows.append(row(dataset, "trained", result.trained))
+    if result.dev:
+        rows.append(row(SELECTION_ROW, "trained", Evaluation({SELECTION_ROW: result.dev})))
     return rows
 
 
@@ -35,4 +40,5 @@ def format_table(result: JobResult) -> str:
     widths = [max(len(line[i]) for line in cells) for i in range(len(SUMMARY_COLUMNS))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"warning: {line}" for line in result.warnings or ()]
     return "\n".join(lines)

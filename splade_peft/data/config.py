@@ -24,6 +24,7 @@ TRAINING_LAYOUTS = ("flagembedding", "triples")
 ENSEMBLE_RULES = ("aligned", "zscore_mean", "mean")
 MISSING_POLICIES = ("error", "skip")
 MIXTURE_SAMPLINGS = ("round_robin", "proportional")
+DEV_SPLIT = "dev"  # eval.validation_split naming the split carved from the training queries (data.dev)
 
 
 @dataclass
@@ -74,6 +75,14 @@ class MixtureConfig(Section):
 
 
 @dataclass
+class DevConfig(Section):
+    """data.dev: the dev split carved from the training queries (splade_peft/data/dev_split.py)."""
+
+    queries: int = setting(at_least=0, note="0: no dev split")
+    seed: int = setting()
+
+
+@dataclass
 class DataConfig(CollectionSpec):
     train_split: str = setting()
     eval_split: str = setting()
@@ -86,6 +95,7 @@ class DataConfig(CollectionSpec):
     training_file: Optional[str] = setting()
     training_layout: str = setting(one_of=TRAINING_LAYOUTS)
     teacher: TeacherConfig = section(TeacherConfig)
+    dev: DevConfig = section(DevConfig)
     batch_size: int = setting(at_least=1)
     mixture: MixtureConfig = section(MixtureConfig)
     num_workers: int = setting(at_least=0)

@@ -1,6 +1,7 @@
 """The data of a fit as a LightningDataModule: the training set (the collection's pairs with their negatives
-and teacher scores, and the sets of data.mixture.datasets), the DataLoader that batches it, and the
-retrieval-validation split.
+and teacher scores, and the sets of data.mixture.datasets), the DataLoader that batches it, and the split
+the job chooses on (the dev split carved from the training queries, or a split by name), validated during
+training where the job validates.
 
 The batches are a function of the seed alone: the same with any number of DataLoader workers (every index
 carries its epoch), and a resumed run continues the interrupted order (EpochShuffle keeps its position).
@@ -14,9 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from splade_peft.data.collection import Collection
+from splade_peft.data.dev_split import DEV_SPLIT
 from splade_peft.data.mixture import Mixture, SingleDatasetBatches
 from splade_peft.data.pairs import TrainingCollator
-from splade_peft.data.sources import load_data
+from splade_peft.data.sources import SLICE_SEED, load_data
+from splade_peft.data.subsample import subsample
 from splade_peft.training.dataset import ScoringWorkspace, training_set
 from splade_peft.training.resume import EpochShuffle
 from splade_peft.training.validation import RetrievalValidation, ValidationSplit
@@ -26,21 +29,26 @@ class TrainingData(L.LightningDataModule):
     """The training set of `collection` as the `data` section describes it, batched for `tokenizer`.
 
     `loss_reads_teacher`: the loss needs teacher scores, so data.teacher scores the pairs (data.sampling
-    =teacher_rank needs them too). Nothing is built before `setup`: a job that trains nothing never pays for it.
+    =teacher_rank needs them too). `selection_split` names the split the job chooses on; `dev` is the split
+    carved from the training queries (`collection` holds the rest), which selection_split DEV_SPLIT reads.
+    Nothing is built before `setup`: a job that trains nothing never pays for it.
     """
 
-    validate_every_n_steps = 0  # no validation split (ValidatedTrainingData has one)
+    validate_every_n_steps = 0  # no validation during training (ValidatedTrainingData validates)
 
     def __init__(self, collection: Collection | None, data: DictConfig, tokenizer, query_max_length: int,
-                 doc_max_length: int, *, seed: int, workspace: ScoringWorkspace, loss_reads_teacher: bool):
+                 doc_max_length: int, *, seed: int, workspace: ScoringWorkspace, loss_reads_teacher: bool,
+                 selection_split: ValidationSplit | None = None, dev: Collection | None = None):
         super().__init__()
         self.collection, self.data, self.tokenizer = collection, data, tokenizer
         self.max_lengths = (query_max_length, doc_max_length)
         self.seed, self.workspace, self.loss_reads_teacher = seed, workspace, loss_reads_teacher
+        self.selection_split, self.dev = selection_split, dev
         self.dataset: Dataset | None = None
         self.sampler: EpochShuffle | None = None  # None for a mixture, whose order is a function of seed and epoch
         self.loader: DataLoader | None = None
-        self.validation: RetrievalValidation | None = None
+        self.selection: RetrievalValidation | None = None  # what the trained model's dev figure is measured on
+        self.validation: RetrievalValidation | None = None  # the same, validated during training
 
     @property
     def batch_size(self) -> int:
@@ -61,6 +69,22 @@ class TrainingData(L.LightningDataModule):
             self.loader = mixture_loader(members, collate, self.data, self.seed)
         else:
             self.loader, self.sampler = training_loader(self.dataset, collate, self.data, self.seed)
+        collection = self.selection_collection()
+        if collection is not None:
+            split = self.selection_split
+            self.selection = RetrievalValidation(collection, self.tokenizer, *self.max_lengths, split.quantization,
+                                                 split.k, split.tokens_per_batch, split.max_batch_size)
+
+    def selection_collection(self) -> Collection | None:
+        """The chosen-on split, sliced as the selection split says: the carved dev split (None where none was
+        carved), or the training dataset's split of that name."""
+        split = self.selection_split
+        if split is None:
+            return None
+        if split.split == DEV_SPLIT:
+            return None if self.dev is None else subsample(self.dev, split.max_queries, split.max_documents, SLICE_SEED)
+        spec = OmegaConf.merge(self.data, {"max_queries": split.max_queries, "max_documents": split.max_documents})
+        return load_data(spec, split.split, self.workspace.cache_dir)
 
     def items_of(self, collection: Collection) -> Dataset:
         scored = self.loss_reads_teacher or self.data.sampling == "teacher_rank"
@@ -71,26 +95,20 @@ class TrainingData(L.LightningDataModule):
 
 
 class ValidatedTrainingData(TrainingData):
-    """TrainingData with a retrieval-validation split; a separate class because Lightning warns on every job
-    whose data defines val_dataloader while its module has no validation_step."""
+    """TrainingData validated on its selection split during training; a separate class because Lightning warns
+    on every job whose data defines val_dataloader while its module has no validation_step."""
 
-    def __init__(self, *args, validation_split: ValidationSplit, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.validation_split = validation_split
         self.validation_loader: DataLoader | None = None
 
     @property
     def validate_every_n_steps(self) -> int:
-        return self.validation_split.every_n_steps
+        return self.selection_split.every_n_steps
 
     def build(self) -> None:
         super().build()
-        split = self.validation_split
-        spec = OmegaConf.merge(self.data, {"max_queries": split.max_queries, "max_documents": split.max_documents})
-        self.validation = RetrievalValidation(
-            load_data(spec, split.split, self.workspace.cache_dir), self.tokenizer, *self.max_lengths,
-            split.quantization, split.k, split.tokens_per_batch, split.max_batch_size,
-        )
+        self.validation = self.selection
         self.validation_loader = self.validation.dataloader()  # tokenised now, before the fit's clock starts
 
     def val_dataloader(self) -> DataLoader:
@@ -99,15 +117,16 @@ class ValidatedTrainingData(TrainingData):
 
 def training_data(collection: Collection | None, data: DictConfig, tokenizer, query_max_length: int,
                   doc_max_length: int, *, seed: int, cache_dir: str | Path, search_threads: int, teacher_device: DictConfig,
-                  loss_reads_teacher: bool, validation: ValidationSplit | None) -> TrainingData:
-    """The job's TrainingData, with the validation split when there is one; BM25 runs and teacher scores are
-    kept under `cache_dir`, a teacher checkpoint scores on the device of `teacher_device` (the trainer section)."""
+                  loss_reads_teacher: bool, validation: ValidationSplit | None,
+                  dev: Collection | None = None) -> TrainingData:
+    """The job's TrainingData, choosing on the `validation` split (validated during training where its
+    every_n_steps is not 0; `dev`: the split carved from the training queries); BM25 runs and teacher scores
+    are kept under `cache_dir`, a teacher checkpoint scores on the device of `teacher_device` (the trainer section)."""
     arguments = dict(seed=seed, workspace=ScoringWorkspace(cache_dir, search_threads, teacher_device),
-                     loss_reads_teacher=loss_reads_teacher)
-    if validation is None:
-        return TrainingData(collection, data, tokenizer, query_max_length, doc_max_length, **arguments)
-    return ValidatedTrainingData(collection, data, tokenizer, query_max_length, doc_max_length,
-                                 validation_split=validation, **arguments)
+                     loss_reads_teacher=loss_reads_teacher, selection_split=validation, dev=dev)
+    validated = validation is not None and validation.every_n_steps
+    kind = ValidatedTrainingData if validated else TrainingData
+    return kind(collection, data, tokenizer, query_max_length, doc_max_length, **arguments)
 
 
 def training_loader(dataset: Dataset, collate: TrainingCollator, data: DictConfig, seed: int) -> tuple[DataLoader, EpochShuffle]:

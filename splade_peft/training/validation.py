@@ -13,9 +13,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from splade_peft.data.collection import Collection
+from splade_peft.device import on_job_device
 from splade_peft.evaluation.metrics import evaluate
 from splade_peft.index.encode import length_sorted_batches, term_weights, vocabulary_terms
 from splade_peft.index.impact import quantize
+from splade_peft.model.variants import as_sparse_encoder
 from splade_peft.search.exact import ExactImpactSearcher
 
 SIDES = ("documents", "queries")
@@ -23,9 +25,11 @@ SIDES = ("documents", "queries")
 
 @dataclass(frozen=True)
 class ValidationSplit:
-    """How a job validates: every `every_n_steps` optimizer steps (eval.validate_every_n_steps) on the
-    `split` of the training dataset (eval.validation_split), sliced to eval.validation_max_queries /
-    validation_max_documents, searched to depth eval.k with the index's quantisation and encoding batches."""
+    """The split a job chooses on and how it is searched: `split` (eval.validation_split: DEV_SPLIT, the
+    split carved from the training queries, or a split of the training dataset by name), sliced to
+    eval.validation_max_queries / validation_max_documents, searched to depth eval.k with the index's
+    quantisation and encoding batches; validated every `every_n_steps` optimizer steps during training
+    (eval.validate_every_n_steps, 0: only the final model is measured on it)."""
 
     every_n_steps: int
     split: str
@@ -37,10 +41,8 @@ class ValidationSplit:
     max_batch_size: int
 
     @classmethod
-    def of(cls, eval_cfg, index_cfg) -> "ValidationSplit | None":
-        """The eval and index sections' validation settings; None when eval.validate_every_n_steps is 0."""
-        if not eval_cfg.validate_every_n_steps:
-            return None
+    def of(cls, eval_cfg, index_cfg) -> "ValidationSplit":
+        """The eval and index sections' validation settings."""
         return cls(eval_cfg.validate_every_n_steps, eval_cfg.validation_split, eval_cfg.validation_max_queries,
                    eval_cfg.validation_max_documents, eval_cfg.k, index_cfg.quantization, index_cfg.tokens_per_batch,
                    index_cfg.max_batch_size)
@@ -89,3 +91,17 @@ class RetrievalValidation:
     def metrics(self) -> dict[str, float]:
         run = ExactImpactSearcher(self.vectors["documents"].items()).search(self.vectors["queries"], self.k)
         return evaluate(self.collection.qrels, run, min_relevant_grade=self.collection.min_relevant_grade)
+
+
+def selection_metrics(encoder, validation: RetrievalValidation, trainer_cfg) -> dict[str, float]:
+    """The encoder as it leaves training (the kept checkpoint with training.keep_best) on the validation
+    split, on the job's device and precision (the trainer section): the job's dev figure."""
+    encoder = as_sparse_encoder(encoder)
+    encoder.eval()
+    validation.start()
+    with on_job_device(encoder, trainer_cfg) as device, torch.inference_mode():
+        for batch in validation.dataloader():
+            side = encoder.side(batch["side"])
+            weights = side(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            validation.add(batch["side"], batch["ids"], weights, getattr(side, "term_names", None))
+    return validation.metrics()

@@ -1,6 +1,6 @@
 """TrainingData, the LightningDataModule of a fit: the same batches with or without worker processes, epoch
-after epoch (persistent workers included), tokenised in the workers; built once; the validation split and
-its loader only where there is validation."""
+after epoch (persistent workers included), tokenised in the workers; built once; the split it chooses on (the
+carved dev split, or a split by name) and a validation loader only where there is validation."""
 
 import pytest
 import torch
@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import get_worker_info
 
 from splade_peft.data.collection import Collection
+from splade_peft.data.dev_split import DEV_SPLIT
 from splade_peft.data.pairs import TrainingCollator, TrainingPair, TrainingSet
 from splade_peft.training import datamodule as datamodule_code
 from splade_peft.training.validation import ValidationSplit
@@ -48,11 +49,16 @@ def data_section(workers: int, persistent: bool = False, mixture: bool = False):
     })
 
 
-def training_data(data, validation: ValidationSplit | None = None):
+def training_data(data, validation: ValidationSplit | None = None, dev: Collection | None = None):
     return datamodule_code.training_data(
         MAIN, data, word_tokenizer(), 8, 16, seed=0, cache_dir="unused", search_threads=1, teacher_device=None,
-        loss_reads_teacher=False, validation=validation,
+        loss_reads_teacher=False, validation=validation, dev=dev,
     )
+
+
+def selection_split(split: str, every_n_steps: int = 5) -> ValidationSplit:
+    return ValidationSplit(every_n_steps=every_n_steps, split=split, max_queries=2, max_documents=4, k=10,
+                           quantization=100, tokens_per_batch=64, max_batch_size=4)
 
 
 def epochs_of_batches(data) -> list[list[dict]]:
@@ -118,26 +124,44 @@ def test_only_data_with_a_validation_split_defines_a_validation_loader(monkeypat
     plain = training_data(data_section(0))
     assert not is_overridden("val_dataloader", plain) and plain.validate_every_n_steps == 0
     plain.setup("fit")
-    assert plain.validation is None
+    assert plain.validation is None and plain.selection is None
 
-    split = ValidationSplit(every_n_steps=5, split="dev", max_queries=2, max_documents=4, k=10, quantization=100,
-                            tokens_per_batch=64, max_batch_size=4)
     slices = []
     monkeypatch.setattr(datamodule_code, "load_data", lambda spec, split, cache_dir: slices.append((spec, split)) or MAIN)
-    validated = training_data(data_section(0), split)
+    validated = training_data(data_section(0), selection_split("validation"))
     assert is_overridden("val_dataloader", validated) and validated.validate_every_n_steps == 5
     validated.setup("fit")
     (spec, split_name), = slices
-    assert split_name == "dev" and (spec.max_queries, spec.max_documents) == (2, 4)
-    assert validated.validation.collection is MAIN and validated.validation.k == 10
+    assert split_name == "validation" and (spec.max_queries, spec.max_documents) == (2, 4)
+    assert validated.validation is validated.selection and validated.validation.collection is MAIN
+    assert validated.validation.k == 10
     batches = list(validated.val_dataloader())
     assert sum(len(batch["ids"]) for batch in batches) == len(MAIN.corpus) + len(MAIN.queries)
+
+
+@pytest.mark.parametrize("every_n_steps", [5, 0], ids=["validated", "measured after training only"])
+def test_the_dev_split_is_the_carved_collection_sliced_and_never_loaded_by_name(monkeypatch, every_n_steps):
+    monkeypatch.setattr(datamodule_code, "load_data", lambda *args: pytest.fail("dev is carved, not loaded"))
+    dev = Collection("tiny", DEV_SPLIT, OTHER.corpus, dict(list(OTHER.queries.items())[:3]),
+                     {q: OTHER.qrels[q] for q in list(OTHER.queries)[:3]}, "dev-fp")
+    module = training_data(data_section(0), selection_split(DEV_SPLIT, every_n_steps), dev=dev)
+    assert is_overridden("val_dataloader", module) == bool(every_n_steps)
+    module.setup("fit")
+    chosen_on = module.selection.collection
+    assert chosen_on.split == DEV_SPLIT and len(chosen_on.queries) == 2 and len(chosen_on.corpus) == 4
+    assert set(chosen_on.queries) <= set(dev.queries) and (module.validation is module.selection) == bool(every_n_steps)
+
+
+def test_no_carved_dev_split_leaves_nothing_to_choose_on():
+    module = training_data(data_section(0), selection_split(DEV_SPLIT, 0))
+    module.setup("fit")
+    assert module.selection is None
 
 
 def test_validation_split_of_the_eval_and_index_sections():
     eval_cfg = OmegaConf.create({"validate_every_n_steps": 0, "validation_split": "dev", "validation_max_queries": 3,
                                  "validation_max_documents": 9, "k": 100})
     index_cfg = OmegaConf.create({"quantization": 100, "tokens_per_batch": 512, "max_batch_size": 8})
-    assert ValidationSplit.of(eval_cfg, index_cfg) is None
+    assert ValidationSplit.of(eval_cfg, index_cfg) == ValidationSplit(0, "dev", 3, 9, 100, 100, 512, 8)
     eval_cfg.validate_every_n_steps = 4
     assert ValidationSplit.of(eval_cfg, index_cfg) == ValidationSplit(4, "dev", 3, 9, 100, 100, 512, 8)

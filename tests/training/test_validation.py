@@ -1,6 +1,6 @@
 """Validation through Lightning: val/<metric> every N steps from validation_step, the best validated
 checkpoint kept by ModelCheckpoint and put back by load_best, the learning rate logged, the training RNG
-untouched by validating."""
+untouched by validating; the kept model's figure on the split (the job's dev figure) measured after training."""
 
 import csv
 
@@ -20,7 +20,7 @@ from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.training.fit import checkpoint_callbacks, load_best, monitoring_callbacks, validation_schedule
 from splade_peft.training.module import SpladeModule, ValidatedSpladeModule
 from splade_peft.training.resume import ResumeState, StagedCheckpointIO
-from splade_peft.training.validation import RetrievalValidation
+from splade_peft.training.validation import RetrievalValidation, selection_metrics
 
 CORPUS = {"d0": "the cat sat on the mat", "d1": "dog", "d2": "blue car on the road", "d3": "sun moon star"}
 COLLECTION = Collection("toy", "dev", CORPUS, {"q0": "cat mat", "q1": "moon star"}, {"q0": {"d0": 1}, "q1": {"d3": 1}}, "toy")
@@ -77,6 +77,8 @@ def test_validation_every_n_steps_logs_metrics_and_keeps_the_best_checkpoint(tmp
     parameters = dict(module.named_parameters())
     for name, weight in saved["state_dict"].items():
         torch.testing.assert_close(parameters[name].detach(), weight)
+    dev = selection_metrics(encoder, checks, OmegaConf.create({"accelerator": "cpu"}))
+    assert dev["ndcg@10"] == pytest.approx(kept["val/ndcg@10"])  # the dev figure is the kept checkpoint's
 
 
 def test_early_stopping_ends_the_fit_after_patience_validations_without_improvement(tmp_path):
