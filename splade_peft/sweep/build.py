@@ -11,7 +11,7 @@ import pandas as pd
 from splade_peft.results import AVERAGE, as_number
 from splade_peft.sweep.load import Sweep, load_sweep
 from splade_peft.sweep.plots import pareto_front, save_plots
-from splade_peft.sweep.significance import VS_ZERO_SHOT
+from splade_peft.sweep.significance import VS_CONTROL
 from splade_peft.sweep.points import JOBS
 from splade_peft.sweep.table import markdown_report, study_table
 from splade_peft.sweep.values import display_value
@@ -55,7 +55,7 @@ def wandb_ready(frame: pd.DataFrame) -> pd.DataFrame:
 def log_report_to_wandb(report: Report, project: str | None = None, group: str | None = None) -> bool:
     """Log the study as one W&B run (job_type "report") in the sweep's group: its table, interactive charts
     (metric per swept axis beside the reference rows, quality against document non-zeros with the Pareto
-    front, the significance of each point against zero-shot) and the report files as an artifact.
+    front, the significance of each point against the study's control) and the report files as an artifact.
 
     Does nothing and returns False when the jobs did not log to W&B (config.logger.name) or wandb is not
     installed. project and group default to the jobs' logger.project and their group (see tracking).
@@ -99,15 +99,16 @@ def wandb_charts(sweep: Sweep) -> dict:
     quality = f"{AVERAGE}/{sweep.metric}"
     charts = {f"charts/{sweep.metric}_vs_{axis}": axis_chart(sweep, axis, quality) for axis in sweep.grid_keys}
     charts.update(pareto_charts(sweep, quality))
-    diff = f"{VS_ZERO_SHOT}.diff"
+    diff = f"{VS_CONTROL}.diff"
     completed = sweep.completed_points
     if diff in completed and completed[diff].notna().any():
-        significant = completed.get(f"{VS_ZERO_SHOT}.significant", pd.Series(False, index=completed.index))
+        significant = completed.get(f"{VS_CONTROL}.significant", pd.Series(False, index=completed.index))
         rows = [[label, value, bool(flag)] for label, value, flag in zip(sweep.grid_labels(completed), completed[diff], significant)
                 if as_number(value) is not None]
-        table = wandb.Table(columns=["point", f"{sweep.metric} - zero-shot", "significant"], data=rows)
-        charts["charts/vs_zero_shot"] = wandb.plot.bar(table, "point", f"{sweep.metric} - zero-shot",
-                                                       title=f"{sweep.metric} gain over zero-shot (paired t-test)")
+        gain = f"{sweep.metric} - control"
+        table = wandb.Table(columns=["point", gain, "significant"], data=rows)
+        charts["charts/vs_control"] = wandb.plot.bar(table, "point", gain, title=f"{sweep.metric} gain over the control "
+                                                     f"({sweep.study.protocol.test} test, Holm)")
     return charts
 
 

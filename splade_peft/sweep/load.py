@@ -18,9 +18,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from splade_peft.results import AVERAGE, COMPLETED, RESULTS_FILE, JobResult, mapping, read_per_query
+from splade_peft.results import AVERAGE, COMPLETED, RESULTS_FILE, JobResult, mapping, numbers, read_per_query
 from splade_peft.sweep.points import SEED_KEY, grid_keys, point_frame
-from splade_peft.sweep.significance import add_comparisons
+from splade_peft.sweep.significance import QUERY_GROUPS, Groups, Protocol, Study, add_comparisons
 from splade_peft.sweep.values import display_value, grid_sort_key, natural_key, short_names
 
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
@@ -29,15 +29,19 @@ MULTIRUN_FILE = "multirun.yaml"
 NOT_STARTED, UNREADABLE = "not started", "unreadable"
 DEFAULT_METRIC = "ndcg@10"
 METRIC_LABELS = {"mrr@10": "MRR@10", "recall@100": "R@100", "recall@1000": "R@1000", "ndcg@10": "nDCG@10"}
-REFERENCE_LABELS = {"bm25": "BM25", "zero_shot": "zero-shot"}
+REFERENCE_LABELS = {"bm25": "BM25", "zero_shot": "zero-shot", "fusion": "BM25 + zero-shot"}
 COST_COLUMNS = (
     "params.trainable", "params.total", "params.adapter_bytes",
     "timing.train_s", "timing.encode_s", "timing.index_s", "timing.search_s",
     "memory.peak_rss_mb",
 )
 # The settings a report needs from the jobs' configs (stored unresolved, so read through OmegaConf).
-SETTINGS = ("sweep.name", "sweep.question", "sweep.metric", "logger.name", "logger.project", "logger.group",
-            "logger.mode")
+SETTINGS = ("sweep.name", "sweep.question", "sweep.metric", "sweep.control", "sweep.family", "sweep.test", "sweep.margin",
+            "sweep.out_of_domain", "logger.name", "logger.project", "logger.group", "logger.mode")
+# Written by the job: {dataset: {"seen": [query ids whose every relevant document was a training positive],
+# "unseen": [query ids none of whose relevant documents was]}}; a dataset without it has no split.
+QUERY_GROUPS_FILE = "query_groups.json"
+DEV_PREFIX = "dev."  # results.json `dev` ({metric: value}) as columns: what the best row is chosen on
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Job:
     overrides: dict[str, str] | None = None  # None: unknown (no overrides file and no readable results)
     result: JobResult | None = None
     per_query: dict = field(default_factory=dict)  # per_query.json: {row: {dataset: {metric: {query_id: value}}}}
+    query_groups: Groups = field(default_factory=dict)  # query_groups.json, as sets of query ids
 
 
 @dataclass
@@ -59,7 +64,8 @@ class Sweep:
     swept: list[str]
     fixed: dict[str, str]
     datasets: list[str]  # evaluation datasets, without "average"
-    settings: dict[str, str]  # SETTINGS found in the jobs' configs
+    settings: dict[str, Any]  # SETTINGS found in the jobs' configs (lists for sweep.family, sweep.out_of_domain)
+    study: Study  # the declared protocol, and the control, family and best row it named
 
     @property
     def metric(self) -> str:
@@ -93,13 +99,17 @@ class Sweep:
 
     def grid_labels(self, frame: pd.DataFrame) -> list[str]:
         """Short point labels such as "r=4, negatives=2" (the job folder when nothing but seeds was swept)."""
-        if not self.grid_keys:
-            return list(frame["job"])
-        names = short_names(self.grid_keys)
-        return [", ".join(f"{names[key]}={display_value(row[key])}" for key in self.grid_keys) for _, row in frame.iterrows()]
+        return grid_labels(frame, self.grid_keys)
 
 
-def study_metric(settings: dict[str, str]) -> str:
+def grid_labels(frame: pd.DataFrame, keys: list[str]) -> list[str]:
+    if not keys:
+        return list(frame["job"])
+    names = short_names(keys)
+    return [", ".join(f"{names[key]}={display_value(row[key])}" for key in keys) for _, row in frame.iterrows()]
+
+
+def study_metric(settings: dict[str, Any]) -> str:
     metric = settings.get("sweep.metric")
     return metric if metric in METRIC_LABELS else DEFAULT_METRIC
 
@@ -173,8 +183,22 @@ def read_job(folder: Path) -> Job:
         return Job(folder.name, UNREADABLE, f"{type(error).__name__}: {error}", overrides)
     if overrides is None:
         overrides = parse_overrides(result.overrides)
-    per_query = read_per_query(folder) if result.status == COMPLETED else {}
-    return Job(folder.name, result.status, result.error or "", overrides, result, per_query)
+    if result.status != COMPLETED:
+        return Job(folder.name, result.status, result.error or "", overrides, result)
+    return Job(folder.name, result.status, result.error or "", overrides, result, read_per_query(folder), read_query_groups(folder))
+
+
+def read_query_groups(folder: Path) -> Groups:
+    """query_groups.json as {dataset: {"seen": ids, "unseen": ids}}; empty when absent or unreadable (the
+    split only adds a table to a report, it never breaks one)."""
+    try:
+        payload = json.loads((folder / QUERY_GROUPS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {
+        str(dataset): {group: set(map(str, ids)) for group in QUERY_GROUPS if isinstance(ids := mapping(groups).get(group), list)}
+        for dataset, groups in mapping(payload).items() if mapping(groups)
+    }
 
 
 ZERO_SHOT_PREFIX = "zero_shot."  # a job's own zero-shot columns, when the grid changes the zero-shot model
@@ -225,10 +249,15 @@ def own_zero_shot_columns(job: Job) -> dict[str, float]:
     return {f"{ZERO_SHOT_PREFIX}{column}": value for column, value in (zero_shot.flat() if zero_shot else {}).items()}
 
 
+def dev_columns(job: Job) -> dict[str, float]:
+    dev = job.result.dev if job.result else None
+    return {f"{DEV_PREFIX}{metric}": value for metric, value in numbers(dev).items()}
+
+
 def job_frame(jobs: list[Job], keys: list[str], datasets: list[str], zero_shot_shared: bool) -> pd.DataFrame:
     records = [
         {"job": job.name, "status": job.status, "error": job.error, **(job.overrides or {}), **(job.result.flat() if job.result else {}),
-         **({} if zero_shot_shared else own_zero_shot_columns(job))}
+         **dev_columns(job), **({} if zero_shot_shared else own_zero_shot_columns(job))}
         for job in jobs
     ]
     leading = ["job", "status", "error", *keys]
@@ -248,19 +277,21 @@ def integer_columns(records: list[dict], columns: list[str]) -> list[str]:
 
 # --- settings from the configs -------------------------------------------------------------------------------
 
-def select_setting(config: Any, key: str) -> str | None:
-    """One scalar setting, with interpolations such as `group: ${sweep.name}` resolved where they can be
-    outside Hydra; None when absent, unresolvable or not a scalar."""
+def select_setting(config: Any, key: str) -> str | list[str] | None:
+    """One scalar or list setting, with interpolations such as `group: ${sweep.name}` resolved where they can
+    be outside Hydra; None when absent, unresolvable or a mapping."""
     try:
         value = OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
+        if OmegaConf.is_list(value):
+            return [str(entry) for entry in OmegaConf.to_container(value, resolve=True)]
     except Exception:  # OmegaConf raises several error types on configs it cannot walk; the setting is then unknown
         return None
     return None if value is None or OmegaConf.is_config(value) else str(value)
 
 
-def read_settings(configs: list[dict]) -> dict[str, str]:
+def read_settings(configs: list[dict]) -> dict[str, Any]:
     """The first value of each SETTINGS key across the configs (jobs first, then multirun.yaml)."""
-    settings: dict[str, str] = {}
+    settings: dict[str, Any] = {}
     for raw in configs:
         try:
             config = OmegaConf.create(raw)
@@ -291,8 +322,11 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     settings = read_settings(configs)
     frame = job_frame(jobs, swept + list(fixed), datasets, zero_shot_shared)
     points = point_frame(frame, swept, list(fixed))
-    frame, points, references = add_comparisons(
-        frame, points, references, {job.name: job.per_query for job in jobs}, study_metric(settings), zero_shot_shared,
+    keys = grid_keys(swept)
+    frame, points, references, study = add_comparisons(
+        frame, points, references, {job.name: job.per_query for job in jobs}, {job.name: job.query_groups for job in jobs},
+        study_metric(settings), zero_shot_shared, Protocol.from_settings(settings),
+        dict(zip(points.index, grid_labels(points, keys))), keys, datasets,
     )
     return Sweep(
         directory=directory,
@@ -303,6 +337,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         fixed=fixed,
         datasets=datasets,
         settings=settings,
+        study=study,
     )
 
 

@@ -1,5 +1,5 @@
 """Plots of a sweep: each quality metric against each swept axis, and quality against cost with its
-Pareto front, and (with several evaluation datasets) the gain over zero-shot on the first dataset against
+Pareto front, and (with several evaluation datasets) the gain over the study's control on the first dataset against
 the gain on each other one: the in-domain / out-of-domain trade-off. One point per grid point; repeated
 seeds draw their mean with a standard-deviation error bar.
 
@@ -237,7 +237,7 @@ def quality_vs_cost_figure(sweep: Sweep) -> Figure:
 # --- gain in one dataset against gain in another ------------------------------------------------------------
 
 def gains(frame: pd.DataFrame, dataset: str) -> tuple[list, list, list]:
-    """Each row's paired difference to its zero-shot on `dataset`, with the distances to its interval's ends."""
+    """Each row's paired difference to its control on `dataset`, with the distances to its interval's ends."""
     prefix = dataset_prefix(dataset)
     diff, low, high = (numeric(frame, f"{prefix}.{field}") for field in ("diff", "ci_low", "ci_high"))
     below = [d - lo if d is not None and lo is not None else 0.0 for d, lo in zip(diff, low)]
@@ -264,13 +264,13 @@ def draw_trade_off_panel(ax: Axes, sweep: Sweep, first: str, other: str) -> None
     ax.axhline(0, color="grey", linestyle=":", linewidth=1)
     ax.axvline(0, color="grey", linestyle=":", linewidth=1)
     metric = METRIC_LABELS[sweep.metric]
-    ax.set_xlabel(f"{first} {metric} - zero-shot")
-    ax.set_ylabel(f"{other} {metric} - zero-shot")
+    ax.set_xlabel(f"{first} {metric} - control")
+    ax.set_ylabel(f"{other} {metric} - control")
     ax.grid(alpha=0.3)
 
 
 def trade_off_figure(sweep: Sweep) -> Figure | None:
-    """The gain over zero-shot on the first evaluation dataset (x) against each other dataset (y), with the
+    """The gain over the control on the first evaluation dataset (x) against each other dataset (y), with the
     paired 95% intervals of the per-dataset significance table; None without per-dataset comparisons."""
     first, others = sweep.datasets[0] if sweep.datasets else "", sweep.datasets[1:]
     if not others or f"{dataset_prefix(first)}.diff" not in sweep.points:
@@ -278,8 +278,8 @@ def trade_off_figure(sweep: Sweep) -> Figure | None:
     figure = Figure(figsize=(5.2 * len(others), 4.6), layout="constrained")
     for ax, other in zip(figure.subplots(1, len(others), squeeze=False)[0], others):
         draw_trade_off_panel(ax, sweep, first, other)
-    figure.suptitle(f"{METRIC_LABELS[sweep.metric]} gain over zero-shot, {first} against the other datasets\n"
-                    "95% intervals (Bonferroni); red line: rows no other beats on both", fontsize="medium")
+    figure.suptitle(f"{METRIC_LABELS[sweep.metric]} gain over the control, {first} against the other datasets\n"
+                    "paired 95% t intervals (uncorrected); red line: rows no other beats on both", fontsize="medium")
     return figure
 
 

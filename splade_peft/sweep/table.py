@@ -12,7 +12,10 @@ import pandas as pd
 from splade_peft.results import AVERAGE, COMPLETED, as_number
 from splade_peft.sweep.load import METRIC_LABELS, ZERO_SHOT_PREFIX, Sweep
 from splade_peft.sweep.points import SEEDS, std_column
-from splade_peft.sweep.significance import ALPHA, VS_BEST, VS_ZERO_SHOT, ZERO_SHOT, dataset_prefix
+from splade_peft.sweep.significance import (
+    ALPHA, INCONCLUSIVE, NON_INFERIOR, QUERY_GROUPS, RESAMPLES, SEEN, UNSEEN, VS_BEST, VS_CONTROL, WORSE, ZERO_SHOT,
+    dataset_prefix, vs_control_prefix,
+)
 from splade_peft.sweep.values import display_value
 
 TABLE_METRICS = ("mrr@10", "recall@1000", "ndcg@10")
@@ -173,7 +176,7 @@ def overview(sweep: Sweep) -> list[str]:
 # --- significance ----------------------------------------------------------------------------------------------
 
 def comparison_cell(row: pd.Series, prefix: str) -> str:
-    """"+0.052 [+0.031, +0.073]", then "n.s." where the interval holds 0; "-" for no comparison."""
+    """"+0.052 [+0.031, +0.073]", then "n.s." where the corrected p-value is not below ALPHA; "-" for no comparison."""
     diff = as_number(row.get(f"{prefix}.diff"))
     if diff is None:
         return "-"
@@ -183,8 +186,11 @@ def comparison_cell(row: pd.Series, prefix: str) -> str:
 
 
 def p_cell(row: pd.Series, prefix: str) -> str:
+    """The Holm-corrected p-value; † marks a row outside the family (its p-value uncorrected)."""
     p_value = as_number(row.get(f"{prefix}.p_adjusted"))
-    return "-" if p_value is None else f"{p_value:.3g}"
+    if p_value is None:
+        return "-"
+    return f"{p_value:.3g}" + ("" if bool(row.get(f"{prefix}.in_family")) else " †")
 
 
 def seeds_cell(row: pd.Series) -> str:
@@ -196,59 +202,172 @@ def value_cell(row: pd.Series, column: str) -> str:
     return measured_cells(row, [Column("", column, metric_cell, True)], {})[0]
 
 
-def significance_rows(sweep: Sweep) -> list[list[str]]:
-    column = study_column(sweep)
-    return [
-        [label, seeds_cell(row), value_cell(row, column),
-         comparison_cell(row, VS_ZERO_SHOT), p_cell(row, VS_ZERO_SHOT), comparison_cell(row, VS_BEST), p_cell(row, VS_BEST)]
-        for label, row in compared_rows(sweep)
-    ]
+def control_label(sweep: Sweep) -> str:
+    control = sweep.study.control
+    if control == ZERO_SHOT:
+        return f"each row's {ZERO_SHOT}"
+    if control is None:
+        return f"`{sweep.study.protocol.control}` (no completed row)"
+    return sweep.grid_labels(sweep.points.loc[[control]])[0]
+
+
+def best_tag(sweep: Sweep) -> str:
+    return "best, chosen on dev" if sweep.study.best_on_dev else "best, chosen on test (selection figure)"
+
+
+def row_label(sweep: Sweep, index, label: str) -> str:
+    """The point's label, with its part in the study: control, best, or outside the family."""
+    study = sweep.study
+    if index == study.control:
+        return f"{label} (control)"
+    tags = [best_tag(sweep)] if index == study.best else []
+    if index not in study.family:
+        tags.append("outside family")
+    return f"{label} ({'; '.join(tags)})" if tags else label
 
 
 def compared_rows(sweep: Sweep) -> list[tuple[str, pd.Series]]:
     rows = [(f"{label} (reference)", row) for label, row in sweep.references.iterrows()]
-    return rows + list(zip(sweep.grid_labels(sweep.completed_points), (row for _, row in sweep.completed_points.iterrows())))
+    completed = sweep.completed_points
+    return rows + [(row_label(sweep, index, label), row)
+                   for label, (index, row) in zip(sweep.grid_labels(completed), completed.iterrows())]
+
+
+def seed_cells(sweep: Sweep, row: pd.Series) -> list[str]:
+    """The seed spread (std of the per-seed means) beside the query interval's half-width, and the larger."""
+    spread = as_number(row.get(std_column(study_column(sweep))))
+    low, high = as_number(row.get(f"{VS_CONTROL}.ci_low")), as_number(row.get(f"{VS_CONTROL}.ci_high"))
+    half_width = None if low is None or high is None else (high - low) / 2
+    if spread is None or half_width is None:
+        return ["-" if spread is None else metric_cell(spread), "-" if half_width is None else metric_cell(half_width), "-"]
+    return [metric_cell(spread), metric_cell(half_width), "seeds" if spread > half_width else "queries"]
+
+
+def significance_rows(sweep: Sweep) -> list[list[str]]:
+    column = study_column(sweep)
+    return [
+        [label, seeds_cell(row), value_cell(row, column), comparison_cell(row, VS_CONTROL), p_cell(row, VS_CONTROL),
+         *(seed_cells(sweep, row) if sweep.seeded else []), comparison_cell(row, VS_BEST), p_cell(row, VS_BEST)]
+        for label, row in compared_rows(sweep)
+    ]
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    return "\n".join([markdown_row(headers), markdown_row(["---"] * len(headers)), *map(markdown_row, rows)])
+
+
+def verdict_cell(row: pd.Series, prefix: str) -> str:
+    """"non-inferior (lower bound -0.004)"; "-" without a comparison."""
+    verdict, low = row.get(f"{prefix}.verdict"), as_number(row.get(f"{prefix}.lower_bound"))
+    if not isinstance(verdict, str) or low is None:
+        return "-"
+    high = as_number(row.get(f"{prefix}.upper_bound"))
+    below = ", yet below the control" if verdict == NON_INFERIOR and high is not None and high < 0 else ""
+    return f"{verdict} (lower bound {low:+.{DECIMALS}f}{below})"
 
 
 def per_dataset_table(sweep: Sweep) -> str:
-    """Each dataset's value and difference to zero-shot side by side (in domain beside out of domain)."""
+    """Each dataset's value and difference to the control side by side (in domain beside out of domain), with
+    the non-inferiority verdict on the out-of-domain datasets."""
     datasets = [d for d in sweep.datasets if f"{dataset_prefix(d)}.diff" in sweep.points.columns]
-    if len(datasets) < 2:
+    if not datasets or (len(datasets) < 2 and not any(f"{dataset_prefix(d)}.verdict" in sweep.points for d in datasets)):
         return ""
-    metric = METRIC_LABELS[sweep.metric]
-    headers = ["row", SEEDS] + [header for d in datasets for header in (f"{d} {metric}", f"Δ vs {ZERO_SHOT} [95% CI]", "p")]
-    rows = [
-        [label, seeds_cell(row)]
-        + [cell for d in datasets for cell in (value_cell(row, f"{d}/{sweep.metric}"),
-                                               comparison_cell(row, dataset_prefix(d)), p_cell(row, dataset_prefix(d)))]
-        for label, row in compared_rows(sweep)
-    ]
-    table = [markdown_row(headers), markdown_row(["---"] * len(headers)), *map(markdown_row, rows)]
-    explanation = (f"Each dataset alone against {ZERO_SHOT} (paired over its queries, Bonferroni-corrected per "
-                   "dataset for the rows compared): an in-domain gain must not hide an out-of-domain loss.")
-    return "\n\n".join(["### Per dataset", explanation, "\n".join(table)])
+    metric, margin = METRIC_LABELS[sweep.metric], sweep.study.protocol.margin
+    judged = [d for d in datasets if f"{dataset_prefix(d)}.verdict" in sweep.points.columns]
+
+    def headers_of(d: str) -> list[str]:
+        return [f"{d} {metric}", "Δ vs control [95% CI]", "p"] + ([f"{d} verdict (margin {margin:g})"] if d in judged else [])
+
+    def cells_of(row: pd.Series, d: str) -> list[str]:
+        prefix = dataset_prefix(d)
+        cells = [value_cell(row, f"{d}/{sweep.metric}"), comparison_cell(row, prefix), p_cell(row, prefix)]
+        return cells + ([verdict_cell(row, prefix)] if d in judged else [])
+
+    headers = ["row", SEEDS] + [header for d in datasets for header in headers_of(d)]
+    rows = [[label, seeds_cell(row)] + [cell for d in datasets for cell in cells_of(row, d)] for label, row in compared_rows(sweep)]
+    explanation = (
+        "Each dataset alone against the control (paired over its queries, Holm-corrected per dataset over the "
+        "family): an in-domain gain must not hide an out-of-domain loss."
+    )
+    if judged:
+        explanation += (
+            f" Out of domain ({', '.join(judged)}), a row is **{NON_INFERIOR}** when the one-sided 95% lower bound of "
+            f"(row - control) clears -{margin:g} (sweep.margin), **{WORSE}** when the one-sided 95% upper bound is "
+            f"below 0, **{INCONCLUSIVE}** otherwise: \"n.s.\" alone is absence of evidence, not evidence of no loss."
+        )
+    return "\n\n".join(["### Per dataset", explanation, markdown_table(headers, rows)])
+
+
+def group_cell(row: pd.Series, prefix: str) -> str:
+    queries = as_number(row.get(f"{prefix}.queries"))
+    cell = comparison_cell(row, prefix)
+    return cell if queries is None else f"{cell} ({queries:.0f} queries)"
+
+
+def query_groups_table(sweep: Sweep) -> str:
+    """Each row's gain on the queries whose relevant documents training saw, and on those it never saw."""
+    grouped = [(d, group) for d in sweep.datasets for group in QUERY_GROUPS
+               if f"{vs_control_prefix(d, group)}.diff" in sweep.points.columns]
+    if not grouped:
+        return ""
+    headers = ["row", SEEDS] + [h for d, group in grouped for h in (f"{d} {group} Δ vs control [95% CI]", "p")]
+    rows = [[label, seeds_cell(row)] + [cell for d, group in grouped
+                                        for cell in (group_cell(row, vs_control_prefix(d, group)), p_cell(row, vs_control_prefix(d, group)))]
+            for label, row in compared_rows(sweep) if any(f"{vs_control_prefix(d, g)}.diff" in row and
+                                                          as_number(row.get(f"{vs_control_prefix(d, g)}.diff")) is not None for d, g in grouped)]
+    explanation = (
+        f"**{SEEN}**: queries whose every relevant document was a training positive; **{UNSEEN}**: queries none of "
+        "whose relevant documents was (query_groups.json of each job). Same test as above, Holm-corrected over the "
+        "family within each group: a gain on seen documents alone is memory, not retrieval."
+    )
+    return "\n\n".join(["### Seen vs unseen documents", explanation, markdown_table(headers, rows)])
 
 
 def has_comparisons(sweep: Sweep) -> bool:
-    return any(column.startswith((f"{VS_ZERO_SHOT}.", f"{VS_BEST}.")) for column in sweep.points.columns)
+    return any(column.startswith((f"{VS_CONTROL}.", f"{VS_BEST}.")) for column in sweep.points.columns)
+
+
+TEST_NAMES = {"randomization": f"paired randomization test (sign flips of the per-query differences, {RESAMPLES:,} "
+                               "resamples, fixed seed)",
+              "t": "paired t-test"}
+
+
+def protocol_lines(sweep: Sweep) -> str:
+    """What the rows were compared with, how, and over which family."""
+    study, metric = sweep.study, METRIC_LABELS[sweep.metric]
+    family = f"the {len(study.family)} grid rows" if study.protocol.family is None else \
+        f"the {len(study.family)} completed rows of sweep.family"
+    lines = [
+        f"Control: {control_label(sweep)} (sweep.control). Paired over queries on {metric}: each difference is the "
+        "macro average over the evaluation datasets of the mean per-query difference (each dataset counts once; "
+        "seed-collapsed rows pair their per-query values averaged over seeds).",
+        f"Test: {TEST_NAMES[study.protocol.test]} (sweep.test). p-values Holm-corrected over the family: {family} "
+        "against the control (sweep.family); reference rows and rows outside the family are shown with their "
+        "uncorrected p-value (†) and never counted, so a row's p-value does not depend on what else ran in the folder. "
+        "Intervals: paired t, 95%, uncorrected.",
+        f"**n.s.**: corrected p not below {ALPHA:g} -- no difference shown, whatever the means say. "
+        + ("Δ vs best: against the family's best row, " + ("chosen on its dev figure (results.json `dev`)." if study.best_on_dev
+                                                        else "chosen on test: a selection figure, no job reports a dev figure.")
+           if study.best is not None else "Δ vs best: no family row has a value.")
+    ]
+    if sweep.seeded:
+        lines.append("seed std: standard deviation of the per-seed means of the study metric; query ±: half-width of the "
+                     "query interval vs control; dominant: the larger of the two.")
+    if study.unmatched:
+        lines.append("sweep.family entries no completed row matches: " + ", ".join(f"`{entry}`" for entry in study.unmatched))
+    return "  \n".join(lines)
 
 
 def significance_section(sweep: Sweep) -> str:
-    """Each row's paired difference on the study metric to zero-shot and to the best row, or why there is none."""
+    """Each row's paired difference on the study metric to the control and to the best row, or why there is none."""
     if not has_comparisons(sweep):
         return "## Significance\n\nNo job kept per-query values (per_query.json): differences are not tested."
     metric = METRIC_LABELS[sweep.metric]
-    headers = ["row", SEEDS, f"avg {metric}", f"Δ vs {ZERO_SHOT} [95% CI]", "p", "Δ vs best [95% CI]", "p"]
-    table = [markdown_row(headers), markdown_row(["---"] * len(headers)), *map(markdown_row, significance_rows(sweep))]
-    explanation = (
-        f"Paired over queries on {metric}: each difference is the macro average over the evaluation datasets "
-        "of the mean per-query difference (each dataset counts once; seed-collapsed rows pair their "
-        "per-query values averaged over seeds). Paired t-test (scipy.stats.ttest_rel); p-values and 95% "
-        "intervals Bonferroni-corrected for the number of rows each column compares. "
-        f"**n.s.**: not significant at {ALPHA:g} after correction, the interval holds 0 -- no difference shown, "
-        "whatever the means say."
-    )
-    return "\n\n".join(part for part in ["## Significance", explanation, "\n".join(table), per_dataset_table(sweep)] if part)
+    seeds = ["seed std", "query ±", "dominant"] if sweep.seeded else []
+    headers = ["row", SEEDS, f"avg {metric}", "Δ vs control [95% CI]", "p", *seeds, "Δ vs best [95% CI]", "p"]
+    parts = ["## Significance", protocol_lines(sweep), markdown_table(headers, significance_rows(sweep)),
+             per_dataset_table(sweep), query_groups_table(sweep)]
+    return "\n\n".join(part for part in parts if part)
 
 
 def markdown_report(sweep: Sweep, plot_names: Sequence[str] = ()) -> str:
