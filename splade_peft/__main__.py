@@ -22,6 +22,8 @@ from splade_peft.results import COMPLETED, FAILED, RESULTS_FILE, JobResult
 
 log = logging.getLogger("splade_peft")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+# sweep.* keys that change how a study is reported or re-run, not what a job computes.
+REPORT_ONLY = ("rerun_failed", "control", "family", "test", "margin", "out_of_domain")
 
 
 def experiment_name() -> str:
@@ -68,7 +70,7 @@ def run_identity(cfg: DictConfig):
 
 def config_fingerprint(config: dict) -> str:
     """What decides whether an earlier result in the same folder is this job's result."""
-    return fingerprint({**config, "sweep": {k: v for k, v in config.get("sweep", {}).items() if k != "rerun_failed"}})
+    return fingerprint({**config, "sweep": {k: v for k, v in config.get("sweep", {}).items() if k not in REPORT_ONLY}})
 
 
 def earlier_result(run_dir: Path, record: JobResult, rerun_failed: bool) -> JobResult | None:

@@ -80,6 +80,7 @@ OmegaConf.register_new_resolver("job_folder", job_folder_name, replace=True)
 # --- the root of the config ------------------------------------------------------------------------------------
 
 LOGGERS = ("wandb", "csv", "none")
+SIGNIFICANCE_TESTS = ("randomization", "t")  # sweep.test: the sweep report's paired test over queries
 
 
 @dataclass
@@ -91,6 +92,12 @@ class SweepConfig(Section):
     metric: str = setting()
     rerun_failed: bool = setting()
     selects: bool = setting()  # the jobs' dev figures choose among them (hparams_search=optuna sets it)
+    # The sweep report's protocol (splade_peft/sweep/significance.py):
+    control: str = setting()
+    family: Optional[list[str]] = setting()
+    test: str = setting(one_of=SIGNIFICANCE_TESTS)
+    margin: float = setting(at_least=0)
+    out_of_domain: Optional[list[str]] = setting()
 
 
 @dataclass
