@@ -23,8 +23,9 @@ from splade_peft.model.backbones import load_backbone
 from splade_peft.model.saved import backbone_config, saved_encoder
 from splade_peft.model.variants import build_encoder
 from splade_peft.progress import stage
-from splade_peft.records import fingerprint, folder_fingerprint, library_versions, redact
-from splade_peft.results import write_per_query
+from splade_peft.records import fingerprint, folder_fingerprint, library_versions, redact, write_json_atomic
+from splade_peft.data.overlap import query_groups
+from splade_peft.results import QUERY_GROUPS_FILE, write_per_query
 from splade_peft.search.runs import read_trec_run
 from splade_peft.training.distributed import is_rank_zero
 from splade_peft.training.datamodule import training_data
@@ -111,6 +112,8 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
                  **{row: {name: run_file for name, (run_file, _) in by_dataset.items()}
                     for row, by_dataset in references.items()}}
     write_per_query(run_dir, per_query_metrics(run_files, eval_collections))
+    if train_collection is not None:
+        write_seen_unseen(run_dir / QUERY_GROUPS_FILE, train_collection, eval_collections)
     return results
 
 
@@ -118,6 +121,15 @@ def scale_trained_adapters(encoder, scale: float) -> None:
     if not sum(scale_adapters(side.masked_lm, scale) for side in encoder.language_model_encoders()):
         raise ConfigError("eval.adapter_scale", f"{scale} scales a LoRA update, and the evaluated encoder has no LoRA "
                           "layer", "evaluate a LoRA adapter, or use eval.adapter_scale=1")
+
+
+def write_seen_unseen(path: Path, train_collection: Collection, eval_collections: dict[str, Collection]) -> None:
+    """The evaluation queries whose relevant documents training saw as positives, and those it never saw, per
+    dataset on the training corpus: the sweep report's seen / unseen split."""
+    groups = {name: grouped for name, collection in eval_collections.items()
+              if (grouped := query_groups(train_collection, collection)) is not None}
+    if groups:
+        write_json_atomic(path, groups)
 
 
 def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:

@@ -13,8 +13,10 @@ def relevant(collection: Collection, query_id: str) -> set[str]:
 
 
 def shares_corpus(train: Collection, evaluated: Collection) -> bool:
-    """The evaluated corpus is (a slice of) the training corpus: same ids with the same texts."""
-    return all(train.corpus.get(doc_id) == text for doc_id, text in evaluated.corpus.items())
+    """Both are (slices of) one corpus: they have documents in common, each with the same text in both. (Ids
+    alone do not say it: two collections numbering their documents 1, 2, ... share ids, not documents.)"""
+    common = train.corpus.keys() & evaluated.corpus.keys()
+    return bool(common) and all(train.corpus[doc_id] == evaluated.corpus[doc_id] for doc_id in common)
 
 
 def query_groups(train: Collection, evaluated: Collection) -> dict[str, list[str]] | None:

@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from splade_peft.results import AVERAGE, COMPLETED, RESULTS_FILE, JobResult, mapping, numbers, read_per_query
+from splade_peft.results import AVERAGE, COMPLETED, QUERY_GROUPS_FILE, RESULTS_FILE, JobResult, mapping, numbers, read_per_query
 from splade_peft.sweep.points import SEED_KEY, grid_keys, point_frame
 from splade_peft.sweep.significance import QUERY_GROUPS, Groups, Protocol, Study, add_comparisons
 from splade_peft.sweep.values import display_value, grid_sort_key, natural_key, short_names
@@ -40,7 +40,6 @@ SETTINGS = ("sweep.name", "sweep.question", "sweep.metric", "sweep.control", "sw
             "sweep.out_of_domain", "logger.name", "logger.project", "logger.group", "logger.mode")
 # Written by the job: {dataset: {"seen": [query ids whose every relevant document was a training positive],
 # "unseen": [query ids none of whose relevant documents was]}}; a dataset without it has no split.
-QUERY_GROUPS_FILE = "query_groups.json"
 DEV_PREFIX = "dev."  # results.json `dev` ({metric: value}) as columns: what the best row is chosen on
 
 
