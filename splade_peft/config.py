@@ -209,15 +209,16 @@ register_schemas()
 
 # --- validation --------------------------------------------------------------------------------------------------
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first key whose value is missing, unknown, of the wrong type, out of range,
-    or unworkable with another key's."""
+def validate(cfg: DictConfig) -> RootConfig:
+    """The config as checked dataclasses; ConfigError naming the first key whose value is missing, unknown, of
+    the wrong type, out of range, or unworkable with another key's."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(missing[0], "is required and has no value", f"set it on the command line, e.g. {missing[0]}=...")
     root = typed(cfg)
     import_plugins(root.plugins)  # before the checks: their variants are names the config may use
     check_section(root, "", root)
+    return root
 
 
 def typed(cfg: DictConfig) -> RootConfig:

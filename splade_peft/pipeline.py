@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from splade_peft.config import typed, validate
+from splade_peft.config import validate
 from splade_peft.data.collection import Collection
 from splade_peft.data.dev_split import DEV_SPLIT, DevSplit, carve_dev
 from splade_peft.device import job_device
@@ -35,7 +35,7 @@ from splade_peft.training.validation import ValidationSplit, selection_metrics
 
 
 def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
-    validate(cfg)
+    root = validate(cfg)
     L.seed_everything(cfg.seed, workers=True)
     saved = saved_encoder(cfg.model.adapter)  # a job's adapter folder to evaluate
     with stage("data"):
@@ -45,7 +45,7 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
         if dev_split:
             train_collection = dev_split.training  # training, mining and teacher scoring never see a dev query
     results = {"data": describe_data(train_collection, eval_collections, dev_split)}
-    warnings = allowed_test_selection_warnings(typed(cfg)) if cfg.eval.allow_test_selection else []
+    warnings = allowed_test_selection_warnings(root) if cfg.eval.allow_test_selection else []
     if warnings:
         results["warnings"] = warnings
     masked_lm, tokenizer = load_backbone(
