@@ -39,7 +39,8 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     saved = saved_encoder(cfg.model.adapter)  # a job's adapter folder to evaluate
     with stage("data"):
-        eval_collections = load_eval_collections(cfg.eval.datasets, cfg.paths.cache)
+        # A selection-stage job never opens the splits it would be confirmed on.
+        eval_collections = {} if cfg.eval.selection_only else load_eval_collections(cfg.eval.datasets, cfg.paths.cache)
         train_collection = load_data(cfg.data, cfg.data.train_split, cfg.paths.cache) if needs_training_split(cfg) else None
         dev_split = carved_dev(cfg, train_collection)
         if dev_split:
@@ -96,6 +97,10 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     if data.selection:
         with stage("dev"):
             results["dev"] = selection_metrics(encoder, data.selection, cfg.trainer)
+    if cfg.eval.selection_only:
+        results["timing"] = {"train_s": training["train_s"]}
+        results["training"] = training
+        return results
     with stage("evaluation"):
         evaluations = evaluate_trained(encoder, tokenizer, eval_collections, evaluation, run_dir, adapted_fingerprint)
     summaries = {name: summary for name, (_, summary) in evaluations.items()}

@@ -22,8 +22,20 @@ class EvalConfig(Section):
     validation_max_queries: Optional[int] = setting(at_least=1)
     validation_max_documents: Optional[int] = setting(at_least=1)
     allow_test_selection: bool = setting()
+    selection_only: bool = setting()
+
+    def check_selection_only(self, root) -> None:
+        if root.lora.method == "frozen":
+            raise ConfigError("eval.selection_only", "a selection job trains and reports its dev figure, and "
+                              "lora=frozen trains nothing", "set eval.selection_only=false to evaluate a frozen model")
+        if self.validation_split != DEV_SPLIT:
+            raise ConfigError("eval.selection_only", f"a selection job is scored on dev only, and "
+                              f"eval.validation_split={self.validation_split}", "set eval.validation_split=dev")
+        check_dev_split(root)
 
     def check(self, path: str, root) -> None:
+        if self.selection_only:
+            self.check_selection_only(root)
         self.check_selection(root)
         if self.fusion is not None and not (self.bm25 and self.zero_shot):
             raise ConfigError("eval.fusion", "fuses the BM25 and zero-shot rows, and one of them is off",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from splade_peft.results import AVERAGE, as_number
-from splade_peft.sweep.load import Sweep, load_sweep
+from splade_peft.sweep.load import DEV_PREFIX, Sweep, load_sweep
 from splade_peft.sweep.plots import pareto_front, save_plots
 from splade_peft.sweep.significance import VS_CONTROL
 from splade_peft.sweep.points import JOBS
@@ -97,7 +97,10 @@ def wandb_charts(sweep: Sweep) -> dict:
     import wandb
 
     quality = f"{AVERAGE}/{sweep.metric}"
-    charts = {f"charts/{sweep.metric}_vs_{axis}": axis_chart(sweep, axis, quality) for axis in sweep.grid_keys}
+    if quality not in sweep.completed_points:  # a selection-stage sweep: only dev figures
+        quality = f"{DEV_PREFIX}{sweep.metric}"
+    charts = {f"charts/{sweep.metric}_vs_{axis}": chart for axis in sweep.grid_keys
+              if (chart := axis_chart(sweep, axis, quality)) is not None}
     charts.update(pareto_charts(sweep, quality))
     diff = f"{VS_CONTROL}.diff"
     completed = sweep.completed_points
@@ -118,6 +121,8 @@ def axis_chart(sweep: Sweep, axis: str, quality: str):
     import wandb
 
     completed = sweep.completed_points
+    if quality not in completed:
+        return None
     values = [(value, score) for value, score in zip(completed[axis], completed[quality]) if as_number(score) is not None]
     references = {name: as_number(row.get(quality)) for name, row in sweep.references.iterrows()} if quality in sweep.references else {}
     if all(as_number(value) is not None for value, _ in values):

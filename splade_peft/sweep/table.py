@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from splade_peft.results import AVERAGE, COMPLETED, as_number
-from splade_peft.sweep.load import METRIC_LABELS, ZERO_SHOT_PREFIX, Sweep
+from splade_peft.sweep.load import DEV_PREFIX, METRIC_LABELS, ZERO_SHOT_PREFIX, Sweep
 from splade_peft.sweep.points import SEEDS, std_column
 from splade_peft.sweep.significance import (
     ALPHA, INCONCLUSIVE, NON_INFERIOR, QUERY_GROUPS, RESAMPLES, SEEN, UNSEEN, VS_BEST, VS_CONTROL, WORSE, ZERO_SHOT,
@@ -53,7 +53,10 @@ def one_decimal_cell(value: float) -> str:
 
 
 def table_columns(sweep: Sweep) -> list[Column]:
-    columns = [
+    # The dev figure first: what the study chooses on (a selection-stage sweep has no other quality column).
+    dev = f"{DEV_PREFIX}{sweep.metric}"
+    columns = [Column(f"dev {METRIC_LABELS[sweep.metric]}", dev, metric_cell, True)] if dev in sweep.points else []
+    columns += [
         Column(f"{dataset} {METRIC_LABELS[metric]}", f"{dataset}/{metric}", metric_cell, True)
         for dataset in sweep.datasets for metric in TABLE_METRICS
     ]
@@ -169,7 +172,8 @@ def overview(sweep: Sweep) -> list[str]:
         f"sweep folder: `{sweep.directory}` ({job_counts(sweep)})",
         f"swept: {swept}",
         f"fixed: {fixed}",
-        f"study metric: {METRIC_LABELS[sweep.metric]} (macro average over {', '.join(sweep.datasets) or 'no datasets'})",
+        f"study metric: {METRIC_LABELS[sweep.metric]} " + (f"(macro average over {', '.join(sweep.datasets)})" if sweep.datasets
+                                                          else "on dev only (a selection stage: no test split was opened)"),
     ]
 
 
