@@ -46,9 +46,15 @@ class CollectionSpec(Section):
 
 @dataclass
 class DatasetSpec(CollectionSpec):
-    """eval.datasets.<name> and data.mixture.datasets.<name>: a collection and the split to read."""
+    """eval.datasets.<name> and data.mixture.datasets.<name>: a collection and the split to read; for an
+    evaluation entry, the suite it is averaged in (eval=beir13 ...), its own text lengths where the dataset's
+    texts need them (null: model.query_max_length / doc_max_length) and BEIR's self-retrieval rule."""
 
     split: str = setting()
+    suite: Optional[str] = None
+    query_max_length: Optional[int] = setting(None, at_least=1)
+    doc_max_length: Optional[int] = setting(None, at_least=1)
+    ignore_identical_ids: bool = False
 
 
 @dataclass

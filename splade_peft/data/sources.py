@@ -5,6 +5,7 @@ or the Hugging Face hub / ir_datasets for users with a network. Every problem in
 naming the file, line, field and the fix.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -419,7 +420,10 @@ def load_data(spec, split: str, cache_dir: str | Path) -> Collection:
         spec.source, split, path=spec.get("path"), name=spec.get("name"), hub_id=spec.get("hub_id"),
         cache_dir=cache_dir, unknown_ids=spec.get("unknown_ids", "error"),
     )
-    return subsample(collection, spec.get("max_queries"), spec.get("max_documents"), SLICE_SEED)
+    collection = subsample(collection, spec.get("max_queries"), spec.get("max_documents"), SLICE_SEED)
+    if spec.get("ignore_identical_ids"):
+        collection = dataclasses.replace(collection, ignore_identical_ids=True)
+    return collection
 
 
 def load_eval_collections(specs: Mapping, cache_dir: str | Path) -> dict[str, Collection]:
