@@ -13,6 +13,9 @@ length (model.doc_max_length), not model.query_max_length; the Router variants k
 Sparsifiers other than `none`, decoder backbones made bidirectional and the dense/csr families have no
 sentence-transformers counterpart that scores the same: the export refuses them rather than write a model
 that would. A QLoRA adapter is merged into the dequantised base: the export is full precision.
+
+The folder's README.md is a model card built from the job's results.json (splade_peft/model_card.py), in place
+of sentence-transformers' blank template.
 """
 
 import json
@@ -32,6 +35,7 @@ from splade_peft.errors import DataError, SpladePeftError
 from splade_peft.model.adapters import METADATA_FILE
 from splade_peft.model.backbones import quantized_loading
 from splade_peft.model.variants import OWN_PARAMETERS_FILE, QUERY_LM_FOLDER
+from splade_peft.model_card import write_model_card
 
 log = logging.getLogger(__name__)
 QUERY_TABLE = "query_encoder.weights"  # the inference-free query table among the encoder's own parameters
@@ -140,7 +144,9 @@ def export(source: Path, out_dir: Path) -> Path:
             raise SpladePeftError(f"export: encoder={spec.name} is exported for sentence-transformers, which is not "
                                   "installed -- pip install 'sentence-transformers>=5'") from None
         log.warning("sentence-transformers is not installed: writing the merged masked LM only")
-        return save_language_model(folder, out_dir)
+        save_language_model(folder, out_dir)
+        write_model_card(folder, out_dir, spec.name, sentence_transformers=False)
+        return out_dir
 
     def splade_modules(lm_folder: Path, max_length: int | None) -> list:
         lm = Transformer(str(lm_folder), transformer_task="fill-mask", max_seq_length=max_length)
@@ -159,6 +165,7 @@ def export(source: Path, out_dir: Path) -> Path:
                 queries = [SparseStaticEmbedding(tokenizer, weight=query_table(folder, tokenizer), frozen=True)]
             modules = [Router.for_query_document(query_modules=queries, document_modules=documents)]
         SparseEncoder(modules=modules, similarity_fn_name="dot", device="cpu").save(str(out_dir))
+    write_model_card(folder, out_dir, spec.name)  # after save(): it replaces the template save() wrote
     return out_dir
 
 

@@ -5,8 +5,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import REPO, run_cli
+from splade_peft.export import export
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +47,20 @@ def test_smoke_run_leaves_its_artefacts(smoke_run):
     assert (eval_dir / "_complete.json").exists() and (eval_dir / "index").is_dir()
     assert len((eval_dir / "run.trec").read_text().splitlines()) > 100
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb")), "W&B offline run missing"
+
+
+def test_smoke_run_exports_with_a_model_card_of_its_results(smoke_run, tmp_path):
+    """The exported README.md is our card, from the run's results.json, not sentence-transformers' template."""
+    completed, run_dir = smoke_run
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    card = (export(run_dir, tmp_path / "exported") / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n", 2)[1])
+    results = json.loads((run_dir / "results.json").read_text())
+    figures, ndcg = meta["model-index"][0]["results"], results["metrics"]["stdlib-docstrings"]["ndcg@10"]
+    assert [entry["dataset"]["name"] for entry in figures] == ["stdlib-docstrings"]
+    assert {"type": "ndcg_at_10", "value": ndcg, "name": "nDCG@10"} in figures[0]["metrics"]
+    assert {"sparse-encoder", "splade", "peft", "lora"} <= set(meta["tags"])
+    assert "Unknown" not in card and results["config_fingerprint"] in card and "| stdlib-docstrings | test | BM25 |" in card
 
 
 def test_smoke_run_prints_the_summary_table(smoke_run):

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -97,12 +98,22 @@ def encoded(encoder, tokenizer, side: str, max_length: int) -> torch.Tensor:
         return encode(batch["input_ids"], batch["attention_mask"])
 
 
+def assert_our_model_card(folder, encoder: str) -> dict:
+    """README.md is the card model_card.py writes, not sentence-transformers' blank template."""
+    card = (folder / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n", 2)[1])
+    assert meta["library_name"] == "sentence-transformers" and encoder.replace("_", "-") in meta["tags"]
+    assert "Unknown" not in card and f"Encoder: `{encoder}`" in card
+    return meta
+
+
 @pytest.mark.parametrize("name", ["splade", "splade_separate", "inference_free"])
 def test_every_sparse_variant_loads_in_sentence_transformers_with_the_same_vectors(name, base_folder, tokenizer, tmp_path):
     from sentence_transformers import SparseEncoder
 
     encoder = trained_encoder(name, base_folder, tokenizer, tmp_path / "run")
     export(tmp_path / "run", tmp_path / "exported")
+    assert_our_model_card(tmp_path / "exported", name)
 
     loaded = SparseEncoder(str(tmp_path / "exported"), device="cpu")
     queries = loaded.encode_query(TEXTS, convert_to_tensor=True).to_dense()
