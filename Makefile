@@ -23,7 +23,7 @@ SWEEP_ARGS = $(if $(filter smoke,$(SWEEP_SCALE)),experiment=$(if $(filter decode
 ARGS ?=
 STUDIES := $(basename $(notdir $(wildcard sweeps/*.yaml)))
 
-.PHONY: install checkpoints smollm2 run smoke test test-fast bench bench-scale clean sweeps $(addprefix sweep-,$(STUDIES)) wandb-sync
+.PHONY: install checkpoints smollm2 run smoke test test-fast bench bench-engines bench-scale clean sweeps $(addprefix sweep-,$(STUDIES)) wandb-sync
 
 install: $(VENV)/.installed
 
@@ -75,6 +75,10 @@ test-fast: install checkpoints
 
 bench: install checkpoints
 	$(CLI) bench --out bench
+
+# Lucene vs Seismic vs exact search on SciFact and 1M synthetic documents -> bench/engines.json, bench/engines.md
+bench-engines: install checkpoints
+	$(CLI) bench-engines --out bench
 
 # 200k synthetic documents through encode -> Lucene index on the tiny model: peak RSS, throughput -> bench/scale.json
 bench-scale: install

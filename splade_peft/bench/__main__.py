@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from splade_peft.bench.encoding import bench_encoding
+from splade_peft.bench.engines import engines_section
 from splade_peft.bench.indexing import bench_indexing, replicated_corpus
 from splade_peft.memory import process_peak_rss_mb
 from splade_peft.bench.results import machine, write_report
@@ -48,6 +49,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--train-steps", type=int, default=12)
     parser.add_argument("--train-warmup", type=int, default=2)
     parser.add_argument("--train-batch", type=int, default=4, help="queries per training batch")
+    parser.add_argument("--engine-documents", type=int, default=1_000_000,
+                        help="synthetic corpus size of the search engines section (splade_peft/bench/engines.py)")
+    parser.add_argument("--engine-queries", type=int, default=1000, help="synthetic queries of that section")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the project's config, e.g. model=tiny")
     return parser.parse_args(argv)
 
@@ -88,6 +92,9 @@ def main(argv: list[str]) -> None:
         results["indexing"] = bench_indexing(corpus, Path(scratch), sorted(set(layouts)))
         index_dir = Path(scratch) / f"t{args.threads}-s{args.threads}" / "index"
         results["search"] = {"ks": [10, 1000], **bench_search(index_dir, corpus, queries, [10, 1000], args.threads, Path(scratch))}
+    print("[bench] search engines", flush=True)
+    results.update(engines_section(args.engine_documents, args.engine_queries, latency_queries=200,
+                                   threads=args.threads, seed=cfg.seed, overrides=args.overrides))
     results["peak_rss_mb"] = process_peak_rss_mb()
     results["seconds"] = time.perf_counter() - started
     # On a shared machine the wall time mostly measures the other processes; CPU time does not.

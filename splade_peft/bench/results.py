@@ -39,6 +39,9 @@ def summary_markdown(results: dict) -> str:
              "Ratios are measured within this one run; absolute figures depend on the load of the machine.", ""]
     lines += _encoding(results["encoding"]) + _training(results["training"])
     lines += _indexing(results["indexing"]) + _search(results["search"])
+    if "engines" in results:  # results written before the engines section existed have none
+        from splade_peft.bench.engines import engines_markdown  # here: engines.py imports this module
+        lines += engines_markdown(results)
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {'yes' if met else 'no'} |" for name, value, met in target_checks(results)]
     return "\n".join(lines) + "\n"

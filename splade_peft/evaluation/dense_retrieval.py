@@ -13,7 +13,7 @@ import torch
 
 from splade_peft.data.collection import Collection
 from splade_peft.evaluation.metrics import evaluate
-from splade_peft.evaluation.retrieval import EvaluationSettings
+from splade_peft.evaluation.retrieval import EvaluationSettings, collection_run
 from splade_peft.index.config import SEARCH_ENGINES
 from splade_peft.index.encode import CHUNK, length_sorted_batches
 from splade_peft.search.runs import write_trec_run
@@ -41,7 +41,7 @@ def embed_texts(side: torch.nn.Module, tokenizer, texts: Mapping[str, str], max_
     return ids, np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
 
-@SEARCH_ENGINES.register("faiss", sparse=False)
+@SEARCH_ENGINES.register("faiss", sparse=False, fingerprinted=False)
 def evaluate_dense_encoder(encoder, tokenizer, collection: Collection, settings: EvaluationSettings, folder: Path) -> dict:
     """Embed the corpus into <folder>/index, search it with the embedded queries (k = eval.k), score the run."""
     # Imported here: Faiss loads for dense jobs only (registering this engine must not load it).
@@ -56,7 +56,8 @@ def evaluate_dense_encoder(encoder, tokenizer, collection: Collection, settings:
     indexed = time.perf_counter()
     query_ids, queries = embed_texts(encoder.side("queries"), tokenizer, collection.queries, settings.query_max_length,
                                      settings.index.tokens_per_batch, settings.index.max_batch_size)
-    run = dense_search(folder / "index", query_ids, queries, k=settings.k, threads=settings.search_threads)
+    run = collection_run(collection, lambda k: dense_search(folder / "index", query_ids, queries, k=k,
+                                                            threads=settings.search_threads), settings.k)
     write_trec_run(run, folder / RUN_FILE, "splade_peft")
     searched = time.perf_counter()
     return {

@@ -9,10 +9,12 @@ from splade_peft.registry import Registry
 from splade_peft.settings import Number, Section, free_mapping, setting
 
 # `index.name`: how an encoder's vectors are indexed and searched, each registered next to its implementation
-# (evaluation/retrieval.py, evaluation/dense_retrieval.py); `sparse`: it takes vocabulary (impact) vectors.
+# (evaluation/retrieval.py, evaluation/dense_retrieval.py); `sparse`: it takes vocabulary (impact) vectors;
+# `reads`: the index keys of its own (index.seismic); `fingerprinted`: its name and `reads` are part of what an
+# evaluation stage's result depends on (evaluation_inputs), so a cached run of another engine is not reused.
 SEARCH_ENGINES = Registry("search engine", "index.name",
                           builtins=("splade_peft.evaluation.retrieval", "splade_peft.evaluation.dense_retrieval"),
-                          sparse=True, sharded_encoding=False)
+                          sparse=True, sharded_encoding=False, reads=(), fingerprinted=True)
 SHARD_LAUNCHERS = ("local", "submitit")
 
 
@@ -28,6 +30,8 @@ class IndexConfig(Section):
     encode_processes: int = setting(at_least=1)
     shard_launcher: str = setting(one_of=SHARD_LAUNCHERS)
     submitit: dict[str, Any] = free_mapping()
+    # index=seismic: SeismicIndex build and search parameters (conf/index/seismic.yaml), passed on as they are.
+    seismic: dict[str, Any] = free_mapping()
 
     def check(self, path: str, root) -> None:
         sparse = ENCODERS.get(root.encoder.name).sparse
@@ -36,3 +40,7 @@ class IndexConfig(Section):
             raise ConfigError("index.name", f"encoder={root.encoder.name} cannot use index={self.name}",
                               f"use index={' or index='.join(fitting)} with encoder={root.encoder.name} "
                               f"({'sparse' if sparse else 'dense'} vectors)")
+        if self.name == "seismic":
+            # Imported here: the parameter names only (the library itself loads when the engine runs).
+            from splade_peft.search.seismic import check_parameters
+            check_parameters(self.seismic)

@@ -58,6 +58,20 @@ def write_vector_collection(docs: Iterable[tuple[str, Mapping[str, int]]], folde
     return write_jsonl_shards(_vector_records(docs), folder, shards)
 
 
+def read_vector_collection(folder: Path) -> Iterator[tuple[str, dict[str, int]]]:
+    """(id, {term: impact}) of every document written by `write_vector_collection` (or an encoding shard) into
+    `folder`, file by file: what the in-memory engines index, read back as the Lucene indexer reads it."""
+    files = sorted(Path(folder).glob("*.jsonl"))
+    if not files:
+        raise IndexingError(f"{folder}: no *.jsonl vector files -- write the collection first")
+    for path in files:
+        with open(path, encoding="utf-8") as lines:
+            for line in lines:
+                if line.strip():
+                    record = json.loads(line)
+                    yield record["id"], record["vector"]
+
+
 def build_impact_index(collection_dir: Path, index_dir: Path, threads: int) -> IndexStats:
     """Index a JsonVectorCollection as a Lucene impact index (weights stored as term frequencies)."""
     return run_anserini_indexer("JsonVectorCollection", collection_dir, index_dir, threads, ["-impact", "-pretokenized"])

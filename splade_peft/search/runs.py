@@ -11,6 +11,14 @@ from splade_peft.records import staged
 Run = dict[str, list[tuple[str, float]]]
 
 
+def without_self_hits(run: Run, k: int | None = None) -> Run:
+    """The run without hits whose document id is the query's own id (BEIR's `ignore_identical_ids`, for
+    collections such as ArguAna and Quora whose queries are also documents), cut to `k` hits per query.
+
+    Engines asked for k + 1 hits still return k after the query's own document is dropped, as BEIR does."""
+    return {qid: [(docid, score) for docid, score in hits if docid != qid][:k] for qid, hits in run.items()}
+
+
 def write_trec_run(run: Run, path: Path, tag: str) -> None:
     """Write hits in the order given (searchers return them best first); atomic via a temp file."""
     path = Path(path)
