@@ -2,11 +2,19 @@
 
     python -m splade_peft.mine --beir ../shared/data/scifact --split train --retriever bm25 \\
         --teacher .cache/checkpoints/splade-2l --output scifact-train-mined.jsonl
+    python -m splade_peft.mine --beir ../shared/data/scifact --retriever adapter --adapter outputs/<run_dir> \\
+        --filter percpos --filter-value 0.95 --output scifact-train-self-mined.jsonl
 
-Retrievers: Pyserini BM25, or a trained SPLADE checkpoint searching its own exact impact index
-(self-mining). With --teacher, every positive and negative is scored by that SPLADE checkpoint into
-pos_scores / neg_scores. Each line also carries query_id, pos_ids and neg_ids, so training can align
-it with the corpus (data.negatives_source=file data.negatives_file=... data.teacher.files=[...]).
+Retrievers (splade_peft/miners.py): Pyserini BM25, a trained SPLADE checkpoint searching its own exact impact
+index, or a training job's saved adapter (`--adapter <run_dir>`, any encoder family, rebuilt as evaluation
+rebuilds it), so "train, mine with the result, train again" is two jobs and this command between them.
+`--filter` drops likely false negatives, candidates the miner scored too close to the positive (NV-Retriever's
+positive-aware filters, data/false_negatives.py). With --teacher, every positive and negative is scored by that
+SPLADE checkpoint into pos_scores / neg_scores. Each line also carries query_id, pos_ids and neg_ids, so
+training can align it with the corpus (data.negatives_source=file data.negatives_file=... data.teacher.files=[...]).
+
+Beside the output, <output stem>.stats.json records the retriever, the filter and the candidates it removed
+per query (mean, max, total).
 """
 
 import argparse
@@ -14,55 +22,83 @@ import json
 from pathlib import Path
 
 from splade_peft.data.collection import Collection
+from splade_peft.data.false_negatives import (FILTERS, NegativeFilter, filtered_negatives, reference_positive_score,
+                                              removal_stats)
 from splade_peft.data.msmarco import load_msmarco
-from splade_peft.data.pairs import bm25_candidates, relevant_ids
+from splade_peft.data.pairs import relevant_ids
 from splade_peft.data.sources import load_collection
-from splade_peft.index.encode import encode_texts
-from splade_peft.index.impact import quantize
-from splade_peft.records import staged
-from splade_peft.search.bm25 import cached_bm25_run
-from splade_peft.search.exact import ExactImpactSearcher
-from splade_peft.search.runs import Run
-from splade_peft.training.teacher_scoring import load_splade, splade_scores
+from splade_peft.errors import ConfigError
+from splade_peft.miners import Ranking, adapter_ranking, bm25_ranking, splade_checkpoint_ranking
+from splade_peft.records import staged, write_json_atomic
+from splade_peft.training.teacher_scoring import splade_scores
 
-QUANTIZATION = 100
+RETRIEVERS = ("bm25", "splade", "adapter")
+# A filter removes candidates from the top of the ranking; retrieving this many times `depth` more leaves
+# enough below the ceiling to still keep `depth` negatives.
+FILTER_HEADROOM = 2
 
 
-def splade_run(checkpoint: str | Path, collection: Collection, k: int) -> Run:
-    encoder, tokenizer = load_splade(checkpoint)
-    documents = ((d, quantize(v, QUANTIZATION)) for d, v in encode_texts(encoder, tokenizer, collection.corpus, 256))
-    queries = {q: quantize(v, QUANTIZATION) for q, v in encode_texts(encoder, tokenizer, collection.queries, 32)}
-    return ExactImpactSearcher(documents).search(queries, k)
+def retrieval_depth(collection: Collection, depth: int, negative_filter: NegativeFilter) -> int:
+    headroom = FILTER_HEADROOM * depth if negative_filter.method != "none" else 0
+    return depth + headroom + max(len(judged) for judged in collection.qrels.values())
+
+
+def ranking(collection: Collection, retriever: str, k: int, cache_dir: str, source: str | None) -> Ranking:
+    if retriever == "bm25":
+        return bm25_ranking(collection, k, cache_dir)
+    if retriever == "splade":
+        return splade_checkpoint_ranking(source, collection, k)
+    return adapter_ranking(source, collection, k, cache_dir)
 
 
 def mine(collection: Collection, retriever: str, depth: int, cache_dir: str, retriever_checkpoint: str | None = None,
-         teacher: str | None = None) -> list[dict]:
-    """One FlagEmbedding record per training query with at least one negative."""
-    k = depth + max(len(judged) for judged in collection.qrels.values())
-    run = cached_bm25_run(collection, cache_dir, k, threads=2)[0] if retriever == "bm25" else splade_run(retriever_checkpoint, collection, k)
-    candidates = bm25_candidates(collection, run, depth)  # top hits minus the judged-relevant ones
+         teacher: str | None = None, negative_filter: NegativeFilter = NegativeFilter()) -> tuple[list[dict], dict]:
+    """(one FlagEmbedding record per training query with at least one negative, the mining stats)."""
+    mined = ranking(collection, retriever, retrieval_depth(collection, depth, negative_filter), cache_dir,
+                    retriever_checkpoint)
     positives = {q: relevant_ids(collection, q) for q in collection.queries}
-    kept = [q for q in sorted(collection.queries) if candidates[q] and positives[q]]
+    candidates, removed = {}, {}
+    for query_id in sorted(collection.queries):
+        if not positives[query_id]:
+            continue
+        positive_score = reference_positive_score(list(mined.positive_scores[query_id].values()))
+        candidates[query_id], removed[query_id] = filtered_negatives(
+            mined.run.get(query_id, []), set(positives[query_id]), positive_score, depth, negative_filter)
+    kept = [q for q in candidates if candidates[q]]
     scores = splade_scores(teacher, collection.queries, collection.corpus,
                            {q: positives[q] + list(candidates[q]) for q in kept}) if teacher else None
-    records = []
-    for query_id in kept:
-        record = {
-            "query_id": query_id, "query": collection.queries[query_id],
-            "pos_ids": positives[query_id], "pos": [collection.corpus[d] for d in positives[query_id]],
-            "neg_ids": list(candidates[query_id]), "neg": [collection.corpus[d] for d in candidates[query_id]],
-        }
-        if scores is not None:
-            record["pos_scores"] = [scores[query_id][d] for d in record["pos_ids"]]
-            record["neg_scores"] = [scores[query_id][d] for d in record["neg_ids"]]
-        records.append(record)
-    return records
+    records = [record(collection, q, positives[q], candidates[q], scores) for q in kept]
+    stats = {"retriever": retriever, "retriever_source": retriever_checkpoint, "depth": depth,
+             "filter": negative_filter.describe(), "queries": len(records),
+             "queries_without_negatives": len(candidates) - len(kept),
+             "negatives": sum(len(r["neg_ids"]) for r in records),
+             "removed_per_query": removal_stats(removed), "unretrieved_positives": mined.unretrieved_positives,
+             "teacher": teacher}
+    return records, stats
+
+
+def record(collection: Collection, query_id: str, positives: list[str], negatives: tuple[str, ...],
+           scores: dict | None) -> dict:
+    line = {
+        "query_id": query_id, "query": collection.queries[query_id],
+        "pos_ids": positives, "pos": [collection.corpus[d] for d in positives],
+        "neg_ids": list(negatives), "neg": [collection.corpus[d] for d in negatives],
+    }
+    if scores is not None:
+        line["pos_scores"] = [scores[query_id][d] for d in line["pos_ids"]]
+        line["neg_scores"] = [scores[query_id][d] for d in line["neg_ids"]]
+    return line
 
 
 def write_jsonl(records: list[dict], path: Path) -> None:
     with staged(path) as staging, staging.open("w", encoding="utf-8") as stream:
-        for record in records:
-            stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        for line in records:
+            stream.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def stats_path(output: Path) -> Path:
+    """mined.jsonl -> mined.stats.json, beside it."""
+    return Path(output).with_suffix(".stats.json")
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -72,17 +108,28 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--msmarco", nargs=3, metavar=("COLLECTION_TSV", "TOPICS_TSV", "QRELS"),
                         help="MS MARCO layout: collection.tsv, queries.train.tsv, qrels.train.tsv")
     parser.add_argument("--split", default="train")
-    parser.add_argument("--retriever", choices=("bm25", "splade"), default="bm25")
+    parser.add_argument("--retriever", choices=RETRIEVERS, default="bm25")
     parser.add_argument("--retriever-checkpoint", help="the SPLADE checkpoint that mines (--retriever splade)")
+    parser.add_argument("--adapter", help="a training job's run folder (or its adapter/) that mines (--retriever adapter)")
     parser.add_argument("--teacher", help="a SPLADE checkpoint that scores every positive and negative")
     parser.add_argument("--depth", type=int, default=50, help="negatives kept per query")
-    parser.add_argument("--cache", default=".cache", help="where the BM25 index is kept")
+    parser.add_argument("--filter", choices=FILTERS, default="none",
+                        help="positive-aware false-negative filter (NV-Retriever): abs = TopK-Abs (drop candidates "
+                             "scored above VALUE), margin_pos = TopK-MarginPos (above positive - VALUE), percpos = "
+                             "TopK-PercPos (above VALUE x positive, e.g. 0.95)")
+    parser.add_argument("--filter-value", type=float, help="the filter's threshold, margin or fraction")
+    parser.add_argument("--cache", default=".cache", help="where the BM25 index (and tiny random backbones) are kept")
     parser.add_argument("--output", type=Path, required=True)
     arguments = parser.parse_args(argv)
-    if arguments.retriever == "splade" and not arguments.retriever_checkpoint:
-        parser.error("--retriever splade needs --retriever-checkpoint")
+    needs = {"splade": "retriever_checkpoint", "adapter": "adapter"}.get(arguments.retriever)
+    if needs and not getattr(arguments, needs):
+        parser.error(f"--retriever {arguments.retriever} needs --{needs.replace('_', '-')}")
     if arguments.depth < 1:
         parser.error("--depth must be >= 1")
+    try:
+        arguments.negative_filter = NegativeFilter(arguments.filter, arguments.filter_value)
+    except ConfigError as error:
+        parser.error(str(error))
     return arguments
 
 
@@ -92,11 +139,16 @@ def main(argv: list[str] | None = None) -> None:
         collection = load_collection("beir", arguments.split, path=str(arguments.beir))
     else:
         collection = load_msmarco(*arguments.msmarco, name="msmarco-passage", split=arguments.split)
-    records = mine(collection, arguments.retriever, arguments.depth, arguments.cache,
-                   arguments.retriever_checkpoint, arguments.teacher)
+    source = arguments.adapter if arguments.retriever == "adapter" else arguments.retriever_checkpoint
+    records, stats = mine(collection, arguments.retriever, arguments.depth, arguments.cache, source,
+                          arguments.teacher, arguments.negative_filter)
     write_jsonl(records, arguments.output)
-    print(f"{arguments.output}: {len(records)} queries, {sum(len(r['neg_ids']) for r in records)} negatives"
-          + (", teacher-scored" if arguments.teacher else ""))
+    write_json_atomic(stats_path(arguments.output), stats)
+    removed = stats["removed_per_query"]
+    print(f"{arguments.output}: {len(records)} queries, {stats['negatives']} negatives"
+          + (", teacher-scored" if arguments.teacher else "")
+          + (f"; {arguments.filter} filter removed {removed['total']} candidates ({removed['mean']:.2f} per query, "
+             f"max {removed['max']})" if arguments.filter != "none" else ""))
 
 
 if __name__ == "__main__":

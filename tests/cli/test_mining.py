@@ -10,7 +10,7 @@ from splade_peft.data.msmarco import MappedCorpus, load_msmarco, read_topics, re
 from splade_peft.training.teacher_scoring import splade_scores
 from splade_peft.data.teachers import load_score_file
 from splade_peft.errors import ConfigError, DataError
-from splade_peft.mine import main
+from splade_peft.mine import main, stats_path
 from tests.helpers import SHARED_DATA, offline_checkpoint
 
 DOCUMENTS = {
@@ -51,6 +51,32 @@ def test_self_mining_with_a_splade_teacher_writes_aligned_scores(beir_folder, tm
         assert scored == pytest.approx(expected[record["query_id"]])
     candidates, teacher = flagembedding_candidates(output, collection, "error")
     assert load_score_file(output) == teacher and candidates["q1"] == tuple(records[0]["neg_ids"])
+
+
+def test_percpos_filter_drops_what_the_miner_scores_near_the_positive_and_records_it(beir_folder, tmp_path):
+    """q1's runner-up d2 shares most of its terms with the positive d1: a strict fraction of the positive's
+    SPLADE score removes it (and more), and the stats file says how many were removed per query."""
+    checkpoint = offline_checkpoint("splade-2l")
+    plain, filtered = tmp_path / "plain.jsonl", tmp_path / "filtered.jsonl"
+    common = ["--beir", str(beir_folder), "--retriever", "splade", "--retriever-checkpoint", str(checkpoint),
+              "--depth", "4"]
+    main(common + ["--output", str(plain)])
+    main(common + ["--filter", "percpos", "--filter-value", "0.3", "--output", str(filtered)])
+    negatives = {name: {r["query_id"]: r["neg_ids"] for r in map(json.loads, path.read_text().splitlines())}
+                 for name, path in (("plain", plain), ("filtered", filtered))}
+    stats = json.loads(stats_path(filtered).read_text())
+    assert stats["filter"] == {"method": "percpos", "value": 0.3}
+    removed = stats["removed_per_query"]
+    assert removed["total"] > 0 and removed["max"] <= removed["total"]
+    assert removed["mean"] == pytest.approx(removed["total"] / 2)
+    for query_id, kept in negatives["filtered"].items():
+        assert set(kept) < set(negatives["plain"][query_id]) or len(kept) < len(negatives["plain"][query_id])
+    assert json.loads(stats_path(plain).read_text())["removed_per_query"]["total"] == 0
+
+
+def test_the_filter_must_come_with_a_value(beir_folder, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--beir", str(beir_folder), "--filter", "percpos", "--output", str(tmp_path / "x.jsonl")])
 
 
 def test_trec_dl_topics_and_qrels_read_from_the_samples():
