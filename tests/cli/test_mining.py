@@ -143,3 +143,38 @@ def test_msmarco_folder_names_missing_files_and_unknown_splits(msmarco_folder):
         load_collection("msmarco", "dl20", path=str(msmarco_folder))
     with pytest.raises(ConfigError, match="unknown MS MARCO split 'dl21'.*train, dev, dl19, dl20"):
         load_collection("msmarco", "dl21", path=str(msmarco_folder))
+
+
+def smoke_run(folder, *overrides):
+    """A tiny training job's run folder (adapter/ and .hydra/config.yaml), ~30 s on a CPU."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "splade_peft", "experiment=smoke", "logger=csv", "eval.zero_shot=false",
+                    f"hydra.run.dir={folder}", *overrides], check=True, capture_output=True)
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", [[], ["model=tiny_llama", "encoder=dense", "index=faiss"]], ids=["splade", "dense"])
+def test_a_jobs_adapter_mines_as_its_evaluation_loads_it(family, beir_folder, tmp_path):
+    """Train, then mine with the result: one command each. The miner is the job's encoder (saved adapter on the
+    configured backbone), and each positive gets the score that encoder gives it."""
+    from splade_peft.miners import adapter_ranking
+
+    run_dir = smoke_run(tmp_path / "job", *family)
+    output = tmp_path / "self-mined.jsonl"
+    main(["--beir", str(beir_folder), "--retriever", "adapter", "--adapter", str(run_dir), "--depth", "3",
+          "--filter", "margin_pos", "--filter-value", "0", "--output", str(output)])
+    stats = json.loads(stats_path(output).read_text())
+    assert stats["retriever"] == "adapter" and stats["retriever_source"] == str(run_dir)
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert all(set(r["pos_ids"]).isdisjoint(r["neg_ids"]) for r in records)
+    collection = load_collection("beir", "train", path=str(beir_folder))
+    ranking = adapter_ranking(run_dir / "adapter", collection, 5, ".cache")
+    for query_id, positives in ranking.positive_scores.items():
+        retrieved = dict(ranking.run[query_id])
+        assert all(score == pytest.approx(retrieved[d]) for d, score in positives.items() if d in retrieved)
+        # margin 0: nothing scored above the positive survives as a negative
+        kept = next((r["neg_ids"] for r in records if r["query_id"] == query_id), [])
+        assert all(retrieved.get(d, float("-inf")) <= min(positives.values()) for d in kept)
