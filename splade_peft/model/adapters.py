@@ -55,6 +55,9 @@ HEAD_MODULES = {
 }
 
 METADATA_FILE = "splade_peft.json"
+# What an encoder saves besides its LM adapter(s): the parameters it keeps outside the LMs (query table, learned
+# sparsifier values, a dense pooling block), read back by model/saved.py.
+OWN_PARAMETERS_FILE = "encoder_parameters.safetensors"
 
 
 def family_setting(table: dict, model_type: str, key: str, fix: str):

@@ -13,7 +13,7 @@ from splade_peft.settings import Number, Section, section, setting
 
 RANDOM_ARCHITECTURES = ("bert", "llama")
 POOLINGS = ("max", "sum")
-DENSE_POOLINGS = ("eos", "mean", "last")
+DENSE_POOLINGS = ("eos", "mean", "last", "latent_attention")
 LORA_INITS = ("gaussian", "pissa", "olora")
 QUANTIZATIONS = ("4bit", "8bit")
 HEAD_TRAINING = ("frozen", "transform", "full")
@@ -109,6 +109,14 @@ class EncoderConfig(Section):
 
 
 @dataclass
+class LatentAttentionConfig(Section):
+    """encoder.latent_attention: NV-Embed's pooling block (read when encoder.pooling=latent_attention)."""
+
+    latents: int = setting(at_least=1)
+    heads: int = setting(at_least=1)
+
+
+@dataclass
 class DenseEncoderConfig(EncoderConfig):
     """encoder=dense: one embedding per text from the LM's hidden states."""
 
@@ -118,9 +126,13 @@ class DenseEncoderConfig(EncoderConfig):
     temperature: Number = setting(above=0)
     query_prefix: Optional[str] = setting()
     document_prefix: Optional[str] = setting()
+    latent_attention: LatentAttentionConfig = section(LatentAttentionConfig)
 
     def check(self, path: str, root) -> None:
         super().check(path, root)
+        if self.pooling == "latent_attention" and self.name == "csr":
+            # CsrEncoder saves only its autoencoder: a trained pooling block would be lost at save time.
+            raise ConfigError("encoder.pooling", "latent_attention with encoder=csr", "use eos, mean or last with csr")
         if self.sparsifiers.documents.method != "none" or self.sparsifiers.queries.method != "none":
             raise ConfigError("encoder.sparsifiers", f"encoder={self.name} does not use sparsifiers",
                               "leave encoder.sparsifiers.*.method=none (csr's sparsity is encoder.csr.k)")

@@ -4,7 +4,10 @@ Pooling over the LM's last hidden states (the input of its vocabulary projection
 - eos: append the EOS token and take its state (RepLLaMA). Under causal attention it is the one position
   that has seen the whole text;
 - last: the state of the text's last token as tokenised (no EOS appended);
-- mean: the average over the text's tokens (instruction prefix included).
+- mean: the average over the text's tokens (instruction prefix included);
+- latent_attention: NV-Embed's trainable block (model/latent_attention.py): tokens attend to learned latents,
+  an MLP, then the mean over the text's tokens. Its parameters are the encoder's own (own_parameters), trained
+  with the adapter and saved beside it.
 
 Embeddings are L2-normalised in float32 and queries scaled by 1 / temperature, so that a query-document
 score is cos(q, d) / temperature everywhere: in every ranking loss, in validation and in the Faiss index.
@@ -23,10 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from safetensors.torch import save_file
+
 from splade_peft.errors import ConfigError
-from splade_peft.model.adapters import save_adapter
+from splade_peft.model.adapters import OWN_PARAMETERS_FILE, save_adapter
 from splade_peft.model.encoder import vocabulary_projection_skipped
-from splade_peft.model.sides import EncoderSide
+from splade_peft.model.latent_attention import LatentAttentionPooling
+from splade_peft.model.sides import EncoderSide, parameters_fingerprint
 
 
 
@@ -39,7 +45,8 @@ class DenseEncoder(nn.Module):
 
     def __init__(self, language_model: nn.Module, pooling: str, eos_token_id: int | None,
                  query_prefix_ids: list[int] = (), document_prefix_ids: list[int] = (),
-                 bos_token_id: int | None = None, normalize: bool = True, temperature: float = 1.0):
+                 bos_token_id: int | None = None, normalize: bool = True, temperature: float = 1.0,
+                 pooling_block: nn.Module | None = None):
         super().__init__()
         if pooling == "eos" and eos_token_id is None:
             raise ConfigError("encoder.pooling", "eos needs an EOS token and this backbone's tokenizer and config have none",
@@ -48,6 +55,7 @@ class DenseEncoder(nn.Module):
         self.pooling, self.eos_token_id, self.bos_token_id = pooling, eos_token_id, bos_token_id
         self.prefix_ids = {"queries": list(query_prefix_ids), "documents": list(document_prefix_ids)}
         self.normalize, self.temperature = normalize, temperature
+        self.pooling_block = pooling_block  # latent_attention's trainable block; None for the fixed poolings
 
     def encode_queries(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.embed(input_ids, attention_mask, "queries") / self.temperature
@@ -61,7 +69,10 @@ class DenseEncoder(nn.Module):
         projection = self.masked_lm.get_output_embeddings()
         with vocabulary_projection_skipped(projection):
             hidden = self.masked_lm(input_ids=input_ids, attention_mask=attention_mask).logits
-        pooled = pool(hidden.float(), attention_mask, self.pooling)
+        if self.pooling_block is not None:
+            pooled = self.pooling_block(hidden.float(), attention_mask)
+        else:
+            pooled = pool(hidden.float(), attention_mask, self.pooling)
         return F.normalize(pooled, dim=-1) if self.normalize else pooled
 
     def prepared(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: list[int]):
@@ -91,8 +102,12 @@ class DenseEncoder(nn.Module):
         return [self]
 
     def own_parameters(self) -> dict[str, torch.Tensor]:
-        """Every parameter lives in the LM (and its adapter)."""
-        return {}
+        """The pooling block's parameters; every other parameter lives in the LM (and its adapter)."""
+        block = self.pooling_block
+        return {f"pooling_block.{name}": p for name, p in block.named_parameters()} if block is not None else {}
+
+    def own_parameters_fingerprint(self) -> str:
+        return parameters_fingerprint(self.own_parameters())
 
     def auxiliary_losses(self) -> dict[str, torch.Tensor]:
         return {}
@@ -102,6 +117,9 @@ class DenseEncoder(nn.Module):
 
     def save(self, folder: Path) -> None:
         save_adapter(self.masked_lm, folder)
+        own = self.own_parameters()
+        if own:
+            save_file({name: p.detach().cpu().contiguous() for name, p in own.items()}, Path(folder) / OWN_PARAMETERS_FILE)
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -125,11 +143,21 @@ def prefix_ids(tokenizer, prefix: str | None) -> list[int]:
     return tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
 
 
+def latent_attention_block(encoder_cfg, language_model: nn.Module) -> LatentAttentionPooling | None:
+    if encoder_cfg.pooling != "latent_attention":
+        return None
+    settings, hidden_size = encoder_cfg.latent_attention, language_model.config.hidden_size
+    if hidden_size % settings.heads:
+        raise ConfigError("encoder.latent_attention.heads", f"{settings.heads} heads do not divide the backbone's hidden "
+                          f"size {hidden_size}", "use a divisor of the hidden size, e.g. 1")
+    return LatentAttentionPooling(hidden_size, settings.latents, settings.heads)
+
+
 def build_dense_encoder(encoder_cfg, language_model: nn.Module, tokenizer) -> DenseEncoder:
     """`encoder=dense` on an (adapted) LM, its special tokens and prefixes taken from `tokenizer`."""
     return DenseEncoder(
         language_model, encoder_cfg.pooling, special_token_id(tokenizer, language_model, "eos"),
         prefix_ids(tokenizer, encoder_cfg.query_prefix), prefix_ids(tokenizer, encoder_cfg.document_prefix),
         bos_token_id=special_token_id(tokenizer, language_model, "bos"), normalize=encoder_cfg.normalize,
-        temperature=encoder_cfg.temperature,
+        temperature=encoder_cfg.temperature, pooling_block=latent_attention_block(encoder_cfg, language_model),
     )

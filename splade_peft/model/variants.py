@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from splade_peft.model.adapters import save_adapter
+from splade_peft.model.adapters import OWN_PARAMETERS_FILE, save_adapter
 from splade_peft.model.config import ENCODERS, CsrEncoderConfig, DenseEncoderConfig
 from splade_peft.model.csr import build_csr_encoder
 from splade_peft.model.decoders import make_bidirectional
@@ -27,8 +27,6 @@ from splade_peft.model.query_table import QueryWeightTable, idf_weights
 from splade_peft.model.sides import EncoderSide, parameters_fingerprint
 from splade_peft.model.sparsifiers import build_sparsifier
 
-# What SparseEncoder.save writes besides the LM adapter(s): the query table and learned sparsifier values.
-OWN_PARAMETERS_FILE = "encoder_parameters.safetensors"
 QUERY_LM_FOLDER = "query_encoder"
 
 

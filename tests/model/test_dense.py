@@ -182,3 +182,50 @@ def test_wrong_dense_settings_name_the_key_and_allowed_values(overrides, key, to
 def test_dense_and_csr_compose_and_validate():
     validate(composed("experiment=smoke", "model=tiny_llama", "encoder=dense", "index=faiss"))
     validate(composed("experiment=smoke", "model=tiny_llama", "encoder=csr"))
+
+
+def latent_attention_encoder(tokenizer, adapt=None):
+    cfg = dense_cfg(pooling="latent_attention", latent_attention={"latents": 4, "heads": 2})
+    return build_encoder(cfg, tiny_llama(tokenizer), tokenizer, {}, 16, adapt=adapt)
+
+
+def test_latent_attention_block_trains_with_the_adapter(tokenizer):
+    encoder = latent_attention_encoder(tokenizer, adapt=lambda lm: wrap_with_adapter(lm, LORA))
+    own = encoder.own_parameters()
+    assert {"pooling_block.latents", "pooling_block.mlp.0.weight"} <= set(own)
+    assert all(p.requires_grad for p in own.values())
+    trainable = {id(p) for group in encoder.parameter_groups(OPTIM) for p in group["params"]}
+    assert {id(p) for p in own.values()} <= trainable
+    queries = encoder.encode_queries(**batch(tokenizer, TEXTS))
+    documents = encoder.encode_documents(**batch(tokenizer, TEXTS))
+    (queries * documents).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in own.values())
+    assert torch.allclose(documents.norm(dim=-1), torch.ones(2))
+
+
+def test_latent_attention_block_is_saved_and_loaded_with_the_adapter(tokenizer, tmp_path):
+    """What a job saves is what model.adapter=<run_dir> evaluation (and mining) loads: the same embeddings."""
+    from splade_peft.model.adapters import OWN_PARAMETERS_FILE
+    from splade_peft.model.saved import SavedEncoder
+
+    trained = latent_attention_encoder(tokenizer, adapt=lambda lm: wrap_with_adapter(lm, LORA))
+    with torch.no_grad():  # stand-in for training: the saved block differs from the fixed initialisation
+        for parameter in trained.own_parameters().values():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    trained.save(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / OWN_PARAMETERS_FILE).exists()
+    saved = SavedEncoder(tmp_path / "adapter")
+    loaded = latent_attention_encoder(tokenizer, adapt=saved.adapt())
+    fresh = latent_attention_encoder(tokenizer).encode_documents(**batch(tokenizer, TEXTS))
+    saved.load_own_parameters(loaded)
+    trained.eval(), loaded.eval()
+    with torch.no_grad():
+        expected = trained.encode_documents(**batch(tokenizer, TEXTS))
+        assert torch.allclose(loaded.encode_documents(**batch(tokenizer, TEXTS)), expected, atol=1e-6)
+        assert not torch.allclose(fresh, expected, atol=1e-4)
+
+
+def test_latent_attention_heads_must_divide_the_hidden_size(tokenizer):
+    cfg = dense_cfg(pooling="latent_attention", latent_attention={"latents": 4, "heads": 3})
+    with pytest.raises(ConfigError, match="encoder.latent_attention.heads"):
+        build_encoder(cfg, tiny_llama(tokenizer), tokenizer, {}, 16)
