@@ -15,6 +15,7 @@ from splade_peft.data.sources import load_data, load_eval_collections
 from splade_peft.evaluation.metrics import macro_average, per_query, standard_measures
 from splade_peft.evaluation.config import allowed_test_selection_warnings
 from splade_peft.evaluation.references import reference_rows
+from splade_peft.evaluation.suites import suite_summaries
 from splade_peft.evaluation.retrieval import RUN_FILE, EvaluationSettings, evaluate_trained
 from splade_peft.memory import peak_memory_mb
 from splade_peft.errors import ConfigError
@@ -40,7 +41,8 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     saved = saved_encoder(cfg.model.adapter)  # a job's adapter folder to evaluate
     with stage("data"):
         # A selection-stage job never opens the splits it would be confirmed on.
-        eval_collections = {} if cfg.eval.selection_only else load_eval_collections(cfg.eval.datasets, cfg.paths.cache)
+        evaluated = load_eval_collections({} if cfg.eval.selection_only else cfg.eval.datasets, cfg.paths.cache)
+        eval_collections = evaluated.collections
         train_collection = load_data(cfg.data, cfg.data.train_split, cfg.paths.cache) if needs_training_split(cfg) else None
         dev_split = carved_dev(cfg, train_collection)
         if dev_split:
@@ -58,7 +60,7 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     model_fingerprint = describe_model(cfg, masked_lm)
     idf_corpus = (train_collection or next(iter(eval_collections.values()))).corpus
     # Under DDP only rank zero computes the reference rows and evaluates; the other ranks only train.
-    evaluation = evaluation_settings(cfg)
+    evaluation = evaluation_settings(cfg, evaluated.max_lengths)
     references = reference_rows(masked_lm, tokenizer, eval_collections, idf_corpus, evaluation, cfg.paths.cache,
                                 model_fingerprint, bm25=cfg.eval.bm25, zero_shot=cfg.eval.zero_shot,
                                 fusion_weight=cfg.eval.fusion) if is_rank_zero() else {}
@@ -102,7 +104,12 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
         results["training"] = training
         return results
     with stage("evaluation"):
-        evaluations = evaluate_trained(encoder, tokenizer, eval_collections, evaluation, run_dir, adapted_fingerprint)
+        untouched = cfg.lora.method == "frozen" and not saved and adapted_fingerprint == model_fingerprint
+        if untouched and set(references.get("zero_shot", {})) == set(eval_collections):
+            # Nothing trained or loaded (lora=frozen): the trained row is the zero-shot row, encoded once.
+            evaluations = {name: (run_file.parent, summary) for name, (run_file, summary) in references["zero_shot"].items()}
+        else:
+            evaluations = evaluate_trained(encoder, tokenizer, eval_collections, evaluation, run_dir, adapted_fingerprint)
     summaries = {name: summary for name, (_, summary) in evaluations.items()}
     results["metrics"] = {name: s["metrics"] for name, s in summaries.items()}
     results["metrics"]["average"] = macro_average({name: s["metrics"] for name, s in summaries.items()})
@@ -116,7 +123,11 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     run_files = {"trained": {name: folder / RUN_FILE for name, (folder, _) in evaluations.items()},
                  **{row: {name: run_file for name, (run_file, _) in by_dataset.items()}
                     for row, by_dataset in references.items()}}
-    write_per_query(run_dir, per_query_metrics(run_files, eval_collections))
+    per_query_values = per_query_metrics(run_files, eval_collections)
+    write_per_query(run_dir, per_query_values)
+    if evaluated.suites:
+        results["suites"] = suite_summaries(evaluated.suites, results["metrics"], per_query_values, cfg.sweep.metric,
+                                            cfg.sweep.margin, cfg.sweep.test)
     if train_collection is not None:
         write_seen_unseen(run_dir / QUERY_GROUPS_FILE, train_collection, eval_collections)
     return results
@@ -137,10 +148,11 @@ def write_seen_unseen(path: Path, train_collection: Collection, eval_collections
         write_json_atomic(path, groups)
 
 
-def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
+def evaluation_settings(cfg: DictConfig, max_lengths: dict | None = None) -> EvaluationSettings:
     return EvaluationSettings(
         index=cfg.index, trainer=cfg.trainer, encoder=cfg.encoder, query_max_length=cfg.model.query_max_length,
         doc_max_length=cfg.model.doc_max_length, k=cfg.eval.k, search_threads=cfg.eval.search_threads,
+        dataset_max_lengths=max_lengths or {},
     )
 
 

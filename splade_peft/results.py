@@ -6,7 +6,7 @@ when it starts (status "running", the reproducibility fields), then once more wh
 the measured sections, or "failed" with the error).
 
 Flat column names (the sweep_results.csv columns): `<dataset>/<key>` for metrics and sparsity, with the
-macro average over datasets as dataset `average`; `params.<key>`, `timing.<key>`, `memory.<key>`.
+macro average over datasets as dataset `average` and over a suite's datasets as `suite:<suite>`; `params.<key>`, `timing.<key>`, `memory.<key>`.
 
 per_query.json, in the job folder: {row: {dataset: {metric: {query_id: value}}}}, row one of ROWS, metric a
 results.json metric name (ndcg@10, mrr@10, ...), one value per judged query as `evaluation.metrics.per_query`
@@ -31,6 +31,7 @@ QUERY_GROUPS_FILE = "query_groups.json"  # {dataset: {"seen": [...], "unseen": [
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 UNKNOWN = "unknown"  # read from a results.json that names no status
 AVERAGE = "average"
+SUITE_PREFIX = "suite:"  # `suite:<suite>/<metric>` columns: a suite's macro average, beside the datasets' columns
 REFERENCE_SYSTEMS = ("bm25", "zero_shot", "fusion")
 ROWS = ("trained", *REFERENCE_SYSTEMS)
 COST_SECTIONS = ("params", "timing", "memory")  # flattened as `<section>.<key>`
@@ -106,6 +107,7 @@ class JobResult:
     params: dict | None = None  # parameter counts and the adapter's size
     memory: dict | None = None  # peak memory, MB
     metrics: dict | None = None  # the trained encoder's {dataset: {metric: value}}, with AVERAGE
+    suites: dict | None = None  # {suite: {"datasets": [...], "metrics": macro average, "verdict": ...}}: evaluation/suites.py
     dev: dict | None = None  # the trained encoder's {metric: value} on the split it was chosen on (eval.validation_split)
     sparsity: dict | None = None  # {dataset: {statistic: value}}
     representation: dict | None = None  # dense encoders: {dataset: family, dimension, index size}
@@ -174,9 +176,24 @@ class JobResult:
         when the job measured none (it trained nothing, or carved no dev split)."""
         return float(numbers(self.dev).get(metric, math.nan))
 
+    @property
+    def suite_members(self) -> dict[str, list[str]]:
+        return {str(suite): [str(name) for name in entry.get("datasets", ()) if isinstance(name, str)]
+                for suite, entry in mapping(self.suites).items() if isinstance(entry, dict)}
+
+    def suite_average(self, evaluation: Evaluation, suite: str) -> dict[str, float]:
+        """One row's (trained or a reference) macro average over the suite's datasets; empty unless it has them all."""
+        tables = {name: numbers(evaluation.metrics.get(name)) for name in self.suite_members.get(suite, ())}
+        return macro_average(tables) if tables and all(tables.values()) else {}
+
+    def suite_columns(self, evaluation: Evaluation) -> dict[str, float]:
+        """`suite:<suite>/<metric>` columns of one row."""
+        return {f"{SUITE_PREFIX}{suite}/{metric}": value for suite in self.suite_members
+                for metric, value in self.suite_average(evaluation, suite).items()}
+
     def flat(self) -> dict[str, float]:
         """The trained row's columns as sweep_results.csv names them."""
-        row = self.trained.flat()
+        row = {**self.trained.flat(), **self.suite_columns(self.trained)}
         for section in COST_SECTIONS:
             row.update({f"{section}.{key}": value for key, value in numbers(getattr(self, section)).items()})
         return row

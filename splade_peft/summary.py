@@ -2,7 +2,8 @@
 the trained model on the split it was chosen on; and a warning line for each test-split choice the job was
 allowed (eval.allow_test_selection)."""
 
-from splade_peft.results import Evaluation, JobResult
+from splade_peft.evaluation.suites import verdict_line
+from splade_peft.results import Evaluation, JobResult, mapping
 
 SUMMARY_COLUMNS = ["dataset", "system", "nDCG@10", "MRR@10", "R@100", "R@1000", "doc nnz", "query nnz"]
 METRIC_KEYS = ["ndcg@10", "mrr@10", "recall@100", "recall@1000"]
@@ -22,6 +23,11 @@ def summary_rows(result: JobResult) -> list[list]:
                 rows.append(row(dataset, label, references[system]))
         if dataset in result.trained.metrics:
             rows.append(row(dataset, "trained", result.trained))
+    systems = {"BM25": references.get("bm25"), "zero-shot": references.get("zero_shot"), "trained": result.trained}
+    for suite in result.suite_members:
+        for label, evaluation in systems.items():
+            if evaluation and (average := result.suite_average(evaluation, suite)):
+                rows.append(row(f"{suite} avg", label, Evaluation({f"{suite} avg": average})))
     if result.dev:
         rows.append(row(SELECTION_ROW, "trained", Evaluation({SELECTION_ROW: result.dev})))
     return rows
@@ -40,5 +46,7 @@ def format_table(result: JobResult) -> str:
     widths = [max(len(line[i]) for line in cells) for i in range(len(SUMMARY_COLUMNS))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [verdict_line(suite, entry["verdict"]) for suite, entry in mapping(result.suites).items()
+              if isinstance(entry, dict) and isinstance(entry.get("verdict"), dict)]
     lines += [f"warning: {line}" for line in result.warnings or ()]
     return "\n".join(lines)

@@ -45,7 +45,8 @@ def logged_name(column: str) -> str:
 def logged_values(result: JobResult) -> dict[str, float]:
     values = {logged_name(column): value for column, value in result.flat().items()}
     for system, evaluation in result.reference_rows.items():
-        values.update({f"reference/{system}/{column}": value for column, value in evaluation.flat().items()})
+        values.update({f"reference/{system}/{column}": value
+                       for column, value in {**evaluation.flat(), **result.suite_columns(evaluation)}.items()})
     return values
 
 

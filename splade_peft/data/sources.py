@@ -330,14 +330,21 @@ def required_hub_id(hub_id: str | None) -> str:
     return hub_id
 
 
-def load_hub(hub_id: str, split: str, name: str | None, cache_dir: Path, unknown_ids: str) -> Collection:
+@DATA_SOURCES.register("nanobeir")
+def nanobeir_source(request: SourceRequest) -> Collection:
+    return load_hub(required_hub_id(request.hub_id), request.split, request.name, request.cache_dir, request.unknown_ids,
+                    layout=nanobeir_parts)
+
+
+def load_hub(hub_id: str, split: str, name: str | None, cache_dir: Path, unknown_ids: str, layout=None) -> Collection:
+    """A collection from the hub: BEIR's layout (BeIR/<name> and BeIR/<name>-qrels) unless `layout` reads another."""
     digest = hashlib.sha256(f"hub={hub_id}\nsplit={split}\n".encode())
     default_name = hub_id.removeprefix("irds:").replace("/", "-")
     try:
         if hub_id.startswith("irds:"):
             parts = irds_parts(hub_id, digest)
         else:
-            parts = hub_parts(hub_id, split, cache_dir, digest)
+            parts = (layout or hub_parts)(hub_id, split, cache_dir, digest)
         return assemble(name or default_name, split, parts, digest, unknown_ids)
     except SpladePeftError:
         raise
@@ -365,6 +372,23 @@ def hub_parts(hub_id: str, split: str, cache_dir: Path, digest: Digest) -> Parts
         Judgement(row_number, str(row["query-id"]), str(row["corpus-id"]), int(row["score"]))
         for row_number, row in hashed_rows(qrels, digest)
     )
+    return Parts(origins, documents, query_records, judgements)
+
+
+def nanobeir_parts(hub_id: str, split: str, cache_dir: Path, digest: Digest) -> Parts:
+    """NanoBEIR's layout: one repository with corpus, queries and qrels configurations, each one split
+    (`split`, "train" on the hub) and judgements without grades (every listed pair is relevant)."""
+    import datasets
+
+    hub_cache = str(cache_dir / "hub")
+    corpus, queries, qrels = (datasets.load_dataset(hub_id, part, split=split, cache_dir=hub_cache)
+                              for part in ("corpus", "queries", "qrels"))
+    origins = Origins(f"{hub_id} (corpus)", f"{hub_id} (queries)", f"{hub_id} (qrels)")
+    documents = ((row_number, str(row["_id"]), document_text(row.get("title") or "", row["text"]))
+                 for row_number, row in hashed_rows(corpus, digest))
+    query_records = ((row_number, str(row["_id"]), row["text"]) for row_number, row in hashed_rows(queries, digest))
+    judgements = (Judgement(row_number, str(row["query-id"]), str(row["corpus-id"]), int(row.get("score", 1)))
+                  for row_number, row in hashed_rows(qrels, digest))
     return Parts(origins, documents, query_records, judgements)
 
 
@@ -426,10 +450,26 @@ def load_data(spec, split: str, cache_dir: str | Path) -> Collection:
     return collection
 
 
-def load_eval_collections(specs: Mapping, cache_dir: str | Path) -> dict[str, Collection]:
-    """The collections of eval.datasets' specs, by name."""
-    collections = {}
-    for spec in specs.values():
-        collection = load_data(spec, spec.split, cache_dir)
-        collections[collection.name] = collection
-    return collections
+@dataclass(frozen=True)
+class EvaluationCollections:
+    """eval.datasets loaded: the collections by name, the suites they are averaged in ({suite: [names]}) and
+    the text lengths an entry sets for itself ({name: (query_max_length, doc_max_length)}, None: the model's)."""
+
+    collections: dict[str, Collection]
+    suites: dict[str, list[str]]
+    max_lengths: dict[str, tuple[int | None, int | None]]
+
+
+def load_eval_collections(specs: Mapping, cache_dir: str | Path) -> EvaluationCollections:
+    loaded = EvaluationCollections({}, {}, {})
+    for key, spec in specs.items():
+        try:
+            collection = load_data(spec, spec.split, cache_dir)
+        except SpladePeftError as error:  # a suite lists many datasets: say which one could not be loaded
+            offline = f"for offline use set eval.datasets.{key}.source=beir eval.datasets.{key}.path=<folder>"
+            raise SpladePeftError(f"eval.datasets.{key}: {str(error).replace(OFFLINE_HINT, offline)}") from error
+        loaded.collections[collection.name] = collection
+        if spec.get("suite"):
+            loaded.suites.setdefault(spec.suite, []).append(collection.name)
+        loaded.max_lengths[collection.name] = (spec.get("query_max_length"), spec.get("doc_max_length"))
+    return loaded

@@ -12,12 +12,16 @@ from splade_peft.model.variants import build_encoder
 from splade_peft.progress import stage
 from splade_peft.records import StageStore, fingerprint
 from splade_peft.search.bm25 import cached_bm25_run
-from splade_peft.search.runs import read_trec_run, write_trec_run
+from splade_peft.search.runs import read_trec_run, without_self_hits, write_trec_run
 
 
 def bm25_reference(collection: Collection, cache_dir: str | Path, k: int, threads: int) -> tuple[Path, dict]:
-    """(BM25's TREC run file, {"metrics": ...}) on `collection`."""
-    run, run_file = cached_bm25_run(collection, cache_dir, k, threads)
+    """(BM25's TREC run file, {"metrics": ...}) on `collection`; without the queries' own documents where the
+    collection's convention says so (ignore_identical_ids), retrieved one deeper to still hold k."""
+    run, run_file = cached_bm25_run(collection, cache_dir, k + collection.ignore_identical_ids, threads)
+    if collection.ignore_identical_ids:
+        run, run_file = without_self_hits(run, k), run_file.with_name("run.without_self_hits.trec")
+        write_trec_run(run, run_file, "bm25")
     return run_file, {"metrics": evaluate(collection.qrels, run, min_relevant_grade=collection.min_relevant_grade)}
 
 
@@ -51,7 +55,7 @@ def reference_rows(masked_lm, tokenizer, collections: dict[str, Collection], idf
         if zero_shot:
             with stage(f"zero-shot on {name}"):
                 references["zero_shot"][name] = zero_shot_reference(
-                    base_encoder, tokenizer, collection, settings, cache_dir, model_fingerprint)
+                    base_encoder, tokenizer, collection, settings.for_dataset(name), cache_dir, model_fingerprint)
         if fusion_weight is not None:
             references["fusion"][name] = fused_reference(
                 collection, references["bm25"][name][0], references["zero_shot"][name][0], fusion_weight, settings.k,

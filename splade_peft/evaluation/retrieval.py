@@ -5,7 +5,7 @@ index and TREC run in its folder), so a completed one is reused and an interrupt
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,13 @@ class EvaluationSettings:
     doc_max_length: int
     k: int
     search_threads: int
+    # {dataset: (query_max_length, doc_max_length)} an eval.datasets entry sets for itself (None: the model's)
+    dataset_max_lengths: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
+
+    def for_dataset(self, name: str) -> "EvaluationSettings":
+        """The settings with the lengths `name`'s entry sets (BEIR's queries are not MS MARCO's 32 tokens)."""
+        query, doc = self.dataset_max_lengths.get(name, (None, None))
+        return replace(self, query_max_length=query or self.query_max_length, doc_max_length=doc or self.doc_max_length)
 
 
 # An engine's search step: (queries, k) -> run, over the index its build step made.
@@ -199,5 +206,5 @@ def evaluate_trained(encoder, tokenizer, collections: dict[str, Collection], set
                      run_dir: Path, model_fingerprint: str) -> dict[str, tuple[Path, dict]]:
     """The trained encoder on every eval collection, each a stage under <run_dir>/eval/<name>."""
     store = StageStore(run_dir / "eval")
-    return {name: evaluate_in_store(store, name, encoder, tokenizer, collection, settings, model_fingerprint)
+    return {name: evaluate_in_store(store, name, encoder, tokenizer, collection, settings.for_dataset(name), model_fingerprint)
             for name, collection in collections.items()}

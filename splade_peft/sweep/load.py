@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from splade_peft.results import AVERAGE, COMPLETED, QUERY_GROUPS_FILE, RESULTS_FILE, JobResult, mapping, numbers, read_per_query
+from splade_peft.results import AVERAGE, COMPLETED, QUERY_GROUPS_FILE, RESULTS_FILE, SUITE_PREFIX, JobResult, mapping, numbers, read_per_query
 from splade_peft.sweep.points import SEED_KEY, grid_keys, point_frame
 from splade_peft.sweep.significance import QUERY_GROUPS, Groups, Protocol, Study, add_comparisons
 from splade_peft.sweep.values import display_value, grid_sort_key, natural_key, short_names
@@ -217,9 +217,11 @@ def zero_shot_varies(jobs: list[Job]) -> bool:
 def reference_frame(jobs: list[Job], zero_shot_shared: bool) -> pd.DataFrame:
     """BM25 and zero-shot rows from the first completed job that has them: the jobs of a sweep share the
     cached reference runs -- except the zero-shot row when the grid changes it (each row then shows its own)."""
-    references = next((job.result.reference_rows for job in jobs if job.status == COMPLETED and job.result.reference_rows), {})
+    source = next((job.result for job in jobs if job.status == COMPLETED and job.result.reference_rows), None)
+    references = source.reference_rows if source else {}
     shown = {system: label for system, label in REFERENCE_LABELS.items() if system != "zero_shot" or zero_shot_shared}
-    rows = {label: references[system].flat() for system, label in shown.items() if system in references}
+    rows = {label: {**references[system].flat(), **source.suite_columns(references[system])}
+            for system, label in shown.items() if system in references}
     rows = {label: row for label, row in rows.items() if row}
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -227,7 +229,7 @@ def reference_frame(jobs: list[Job], zero_shot_shared: bool) -> pd.DataFrame:
 def evaluation_datasets(jobs: list[Job], references: pd.DataFrame) -> list[str]:
     names = [str(name) for job in jobs if job.status == COMPLETED for name in job.result.trained.metrics]
     names += [column.split("/", 1)[0] for column in references.columns]
-    return [name for name in dict.fromkeys(names) if name != AVERAGE]
+    return [name for name in dict.fromkeys(names) if name != AVERAGE and not name.startswith(SUITE_PREFIX)]
 
 
 def column_rank(column: str, datasets: list[str]) -> tuple:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from splade_peft.results import AVERAGE, COMPLETED, as_number
+from splade_peft.results import AVERAGE, COMPLETED, SUITE_PREFIX, as_number
 from splade_peft.sweep.load import DEV_PREFIX, METRIC_LABELS, ZERO_SHOT_PREFIX, Sweep
 from splade_peft.sweep.points import SEEDS, std_column
 from splade_peft.sweep.significance import (
@@ -62,6 +62,10 @@ def table_columns(sweep: Sweep) -> list[Column]:
     ]
     if len(sweep.datasets) > 1:
         columns.append(Column(f"avg {METRIC_LABELS[sweep.metric]}", f"{AVERAGE}/{sweep.metric}", metric_cell, True))
+    # Suites beside the datasets: the notes' in-domain and "BEIR avg" columns side by side.
+    columns += [Column(f"{column.split('/', 1)[0].removeprefix(SUITE_PREFIX)} avg {METRIC_LABELS[sweep.metric]}", column,
+                       metric_cell, True) for column in sweep.points
+                if column.startswith(SUITE_PREFIX) and column.endswith(f"/{sweep.metric}")]
     # A grid that changes the zero-shot model shows each row's own zero-shot (there is no shared row then).
     columns += [Column(f"{dataset} zero-shot {METRIC_LABELS[sweep.metric]}", f"{ZERO_SHOT_PREFIX}{dataset}/{sweep.metric}", metric_cell, False)
                 for dataset in sweep.datasets if f"{ZERO_SHOT_PREFIX}{dataset}/{sweep.metric}" in sweep.points]

@@ -67,6 +67,8 @@ def test_the_frozen_checkpoint_is_evaluated_without_a_training_split(jobs):
     record = results(jobs, "frozen")
     assert "train" not in record["data"]
     assert record["sparsity"]["beir"] == record["references"]["zero_shot"]["beir"]["sparsity"]
+    assert record["metrics"]["beir"] == record["references"]["zero_shot"]["beir"]["metrics"]
+    assert not (jobs["frozen"][1] / "eval").exists()  # the zero-shot row's encoding is the trained row's: done once
 
 
 def test_a_saved_adapter_is_evaluated_on_its_base(jobs):

@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from splade_peft.config import LOGGER_SCHEMAS, RootConfig, composition_error, validate
-from splade_peft.data.config import CollectionSpec
+from splade_peft.data.config import CollectionSpec, DatasetSpec
 from splade_peft.errors import ConfigError
 from splade_peft.model.config import ADAPTER_METHODS, ENCODER_SCHEMAS, keys_read_by
 from splade_peft.settings import Section
@@ -128,6 +128,7 @@ def test_every_key_is_one_dataclass_field_whose_value_is_in_yaml(overrides):
     """The rule for adding a key (splade_peft/config.py): a field, and its value in the group's YAML file."""
     assert not OmegaConf.missing_keys(composed(*overrides))
     optional_in_entries = {(CollectionSpec, name) for name in ("name", "path", "hub_id", "unknown_ids", "max_queries", "max_documents")}
+    optional_in_entries |= {(DatasetSpec, name) for name in ("suite", "query_max_length", "doc_max_length", "ignore_identical_ids")}
     for section in every_section():
         for f in dataclasses.fields(section):
             owner = next(c for c in section.__mro__ if f.name in getattr(c, "__annotations__", {}))
