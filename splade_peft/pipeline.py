@@ -21,6 +21,8 @@ from splade_peft.memory import peak_memory_mb
 from splade_peft.errors import ConfigError
 from splade_peft.model.adapters import check_targets, count_parameters, scale_adapters, wrap_with_adapter
 from splade_peft.model.backbones import load_backbone
+from splade_peft.model.decoders import is_decoder
+from splade_peft.model.sanity import check_backbone
 from splade_peft.model.saved import backbone_config, saved_encoder
 from splade_peft.model.variants import build_encoder
 from splade_peft.progress import stage
@@ -57,6 +59,9 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     )
     if not saved:
         check_targets(masked_lm, cfg.lora)  # a bad lora.target_modules stops the job before any reference row
+    if asks_backbone(cfg, masked_lm):
+        with stage("backbone check"):
+            results["backbone_check"] = {"answers": check_backbone(masked_lm, tokenizer, cfg.model.chat_template)}
     model_fingerprint = describe_model(cfg, masked_lm)
     idf_corpus = (train_collection or next(iter(eval_collections.values()))).corpus
     # Under DDP only rank zero computes the reference rows and evaluates; the other ranks only train.
@@ -160,6 +165,13 @@ def training_fingerprint(cfg: DictConfig) -> str:
     """What a checkpoint must have been trained with to be resumed (the study bookkeeping aside)."""
     config = OmegaConf.to_container(cfg, resolve=True)
     return fingerprint({key: value for key, value in config.items() if key not in ("sweep", "logger")})
+
+
+def asks_backbone(cfg: DictConfig, language_model) -> bool:
+    """The sanity check runs before a decoder trains, on a pretrained backbone kept whole: a random or
+    truncated one (model.random_init, model.num_layers) cannot answer anything."""
+    return (cfg.model.sanity_check and cfg.lora.method != "frozen" and is_decoder(language_model)
+            and not cfg.model.random_init and not cfg.model.num_layers)
 
 
 def needs_training_split(cfg: DictConfig) -> bool:

@@ -103,6 +103,7 @@ class JobResult:
     config_fingerprint: str | None = None  # what tells a rerun in the same folder that this is its result
     warnings: list[str] | None = None  # what eval.allow_test_selection=true allowed: choosing or training on a test split
     data: dict | None = None  # {"train": ..., "eval": {dataset: fingerprint, split, sizes}}
+    backbone_check: dict | None = None  # a decoder's answers to model/sanity.py's questions before training
     references: dict | None = None  # {system: {dataset: {"metrics": ..., "sparsity": ...}}}, REFERENCE_SYSTEMS
     params: dict | None = None  # parameter counts and the adapter's size
     memory: dict | None = None  # peak memory, MB

@@ -47,6 +47,8 @@ class ModelConfig(Section):
     num_layers: Optional[int] = setting(at_least=1, note="null: all")
     query_max_length: int = setting(at_least=2)
     doc_max_length: int = setting(at_least=2)
+    sanity_check: bool = setting()
+    chat_template: Optional[str] = setting()
 
     def check(self, path: str, root) -> None:
         if self.adapter and root.lora.method != "frozen":
