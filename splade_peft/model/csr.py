@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from splade_peft.model.adapters import OWN_PARAMETERS_FILE
 from splade_peft.model.dense import DenseEncoder, build_dense_encoder
 from splade_peft.model.sides import EncoderSide, parameters_fingerprint
 
-AUTOENCODER_FILE = "sparse_autoencoder.safetensors"
 # A fixed initialisation: the zero-shot reference row is then the very autoencoder that training starts from.
 INIT_SEED = 0
 
@@ -102,7 +102,7 @@ class CsrEncoder(nn.Module):
             self.dense.save(folder)
         Path(folder).mkdir(parents=True, exist_ok=True)
         save_file({name: p.detach().cpu().contiguous() for name, p in self.own_parameters().items()},
-                  Path(folder) / AUTOENCODER_FILE)
+                  Path(folder) / OWN_PARAMETERS_FILE)  # where SavedEncoder reads an encoder's own parameters
 
 
 def build_csr_encoder(encoder_cfg, language_model: nn.Module, tokenizer) -> CsrEncoder:

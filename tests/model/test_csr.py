@@ -10,7 +10,9 @@ from tests.helpers import composed, loss_section
 from splade_peft.data.pairs import TrainingCollator
 from splade_peft.index.encode import encode_texts
 from splade_peft.model.adapters import wrap_with_adapter
-from splade_peft.model.csr import AUTOENCODER_FILE, TopKAutoencoder
+from splade_peft.model.adapters import OWN_PARAMETERS_FILE
+from splade_peft.model.csr import TopKAutoencoder
+from splade_peft.model.saved import SavedEncoder
 from splade_peft.model.decoders import random_llama
 from splade_peft.model.variants import build_encoder
 from splade_peft.training.module import SpladeModule
@@ -59,7 +61,10 @@ def test_frozen_backbone_trains_the_autoencoder_with_its_reconstruction_loss(tok
     assert changed == {f"autoencoder.{name}" for name in ("pre_bias", "encoder_weight", "encoder_bias", "decoder_weight")}
     assert all("train/reconstruction_loss" in values for values in logged) and encoder.pending_reconstruction == []
     encoder.save(tmp_path / "adapter")
-    assert set(load_file(tmp_path / "adapter" / AUTOENCODER_FILE)) == set(encoder.own_parameters())
+    assert set(load_file(tmp_path / "adapter" / OWN_PARAMETERS_FILE)) == set(encoder.own_parameters())
+    reloaded = csr_encoder(tokenizer)  # as model.adapter=<job> evaluates (and mine --retriever adapter mines) it
+    SavedEncoder(tmp_path / "adapter").load_own_parameters(reloaded)
+    assert all(torch.equal(p, encoder.own_parameters()[name]) for name, p in reloaded.own_parameters().items())
     assert not (tmp_path / "adapter" / "model.safetensors").exists()  # a frozen backbone is not copied
 
 
