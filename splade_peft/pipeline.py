@@ -86,6 +86,9 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
             loss_reads_teacher=needs_teacher_scores(cfg.loss.weights), validation=ValidationSplit.of(cfg.eval, cfg.index),
             dev=dev_split.dev if dev_split else None,
         )
+        data.setup("fit")  # as fit would: the selection split exists from here on
+        if data.selection and cfg.eval.zero_shot and is_rank_zero():
+            results["dev_at_start"] = selection_metrics(encoder, data.selection, cfg.trainer)
         training = fit(encoder, data, cfg.loss, cfg.optim, cfg.trainer, cfg.training, run_dir,
                        tracker.lightning_logger if tracker else False, selection_metric=cfg.sweep.metric,
                        config_fingerprint=training_fingerprint(cfg))

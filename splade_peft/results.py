@@ -110,6 +110,7 @@ class JobResult:
     metrics: dict | None = None  # the trained encoder's {dataset: {metric: value}}, with AVERAGE
     suites: dict | None = None  # {suite: {"datasets": [...], "metrics": macro average, "verdict": ...}}: evaluation/suites.py
     dev: dict | None = None  # the trained encoder's {metric: value} on the split it was chosen on (eval.validation_split)
+    dev_at_start: dict | None = None  # the same before training: the zero-shot figure for adapters that start as identity
     sparsity: dict | None = None  # {dataset: {statistic: value}}
     representation: dict | None = None  # dense encoders: {dataset: family, dimension, index size}
     timing: dict | None = None  # seconds per stage

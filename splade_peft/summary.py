@@ -28,6 +28,8 @@ def summary_rows(result: JobResult) -> list[list]:
         for label, evaluation in systems.items():
             if evaluation and (average := result.suite_average(evaluation, suite)):
                 rows.append(row(f"{suite} avg", label, Evaluation({f"{suite} avg": average})))
+    if result.dev_at_start:
+        rows.append(row(SELECTION_ROW, "at start", Evaluation({SELECTION_ROW: result.dev_at_start})))
     if result.dev:
         rows.append(row(SELECTION_ROW, "trained", Evaluation({SELECTION_ROW: result.dev})))
     return rows

@@ -222,13 +222,17 @@ def reference_frame(jobs: list[Job], zero_shot_shared: bool) -> pd.DataFrame:
     shown = {system: label for system, label in REFERENCE_LABELS.items() if system != "zero_shot" or zero_shot_shared}
     rows = {label: {**references[system].flat(), **source.suite_columns(references[system])}
             for system, label in shown.items() if system in references}
+    # The dev figure before training, where the first job measured it (a selection stage has no other row).
+    started = next((job.result.dev_at_start for job in jobs if job.status == COMPLETED and job.result.dev_at_start), None)
+    if started and "zero_shot" in shown:
+        rows.setdefault(REFERENCE_LABELS["zero_shot"], {}).update({f"{DEV_PREFIX}{m}": v for m, v in numbers(started).items()})
     rows = {label: row for label, row in rows.items() if row}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def evaluation_datasets(jobs: list[Job], references: pd.DataFrame) -> list[str]:
     names = [str(name) for job in jobs if job.status == COMPLETED for name in job.result.trained.metrics]
-    names += [column.split("/", 1)[0] for column in references.columns]
+    names += [column.split("/", 1)[0] for column in references.columns if "/" in column]
     return [name for name in dict.fromkeys(names) if name != AVERAGE and not name.startswith(SUITE_PREFIX)]
 
 

@@ -34,5 +34,8 @@ def test_a_selection_job_never_opens_an_evaluation_dataset(tmp_path):
         result = json.loads((tmp_path / f"kl{kl:g}" / "results.json").read_text())
         assert result["status"] == "completed" and set(result["dev"]) >= {"ndcg@10", "recall@1000"}
         assert "metrics" not in result and result["data"]["eval"] == {} and result["data"]["dev"]["queries"] >= 4
+        assert set(result["dev_at_start"]) == set(result["dev"])  # the starting checkpoint on the same dev slice
     report = build_report(tmp_path)
     assert "| dev nDCG@10 |" in report.markdown and "on dev only" in report.markdown
+    zero_shot = next(line for line in report.table.splitlines() if line.startswith("| zero-shot"))
+    assert f"{result['dev_at_start']['ndcg@10']:.3f}" in zero_shot
