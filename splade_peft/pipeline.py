@@ -32,7 +32,7 @@ from splade_peft.results import QUERY_GROUPS_FILE, write_per_query
 from splade_peft.search.runs import read_trec_run
 from splade_peft.training.distributed import is_rank_zero
 from splade_peft.training.datamodule import training_data
-from splade_peft.training.fit import fit
+from splade_peft.training.fit import fit, trains
 from splade_peft.training.losses import needs_teacher_scores
 from splade_peft.training.validation import ValidationSplit, selection_metrics
 
@@ -86,9 +86,10 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
             loss_reads_teacher=needs_teacher_scores(cfg.loss.weights), validation=ValidationSplit.of(cfg.eval, cfg.index),
             dev=dev_split.dev if dev_split else None,
         )
-        data.setup("fit")  # as fit would: the selection split exists from here on
-        if data.selection and cfg.eval.zero_shot and is_rank_zero():
-            results["dev_at_start"] = selection_metrics(encoder, data.selection, cfg.trainer)
+        if trains(encoder) and cfg.eval.zero_shot and is_rank_zero():
+            data.setup("fit")  # as fit does first: the selection split exists from here on
+            if data.selection:
+                results["dev_at_start"] = selection_metrics(encoder, data.selection, cfg.trainer)
         training = fit(encoder, data, cfg.loss, cfg.optim, cfg.trainer, cfg.training, run_dir,
                        tracker.lightning_logger if tracker else False, selection_metric=cfg.sweep.metric,
                        config_fingerprint=training_fingerprint(cfg))
