@@ -10,7 +10,7 @@ is where "it does not forget" is claimed, so it is claimed per dataset, with the
 from collections.abc import Mapping, Sequence
 
 from splade_peft.evaluation.metrics import macro_average
-from splade_peft.sweep.significance import NON_INFERIOR, WORSE, compare, holm
+from splade_peft.sweep.significance import ALPHA, NON_INFERIOR, WORSE, compare, holm
 
 TRAINED, CONTROL = "trained", "zero_shot"
 
@@ -47,7 +47,7 @@ def suite_verdict(datasets: Sequence[str], per_query: Mapping[str, Mapping], met
         name: {"diff": c.diff, "p_adjusted": adjusted[name], "lower_bound": c.lower_bound, "verdict": c.verdict(margin)}
         for name, c in comparisons.items()
     }
-    significant = {name for name, p in adjusted.items() if p < 0.05}
+    significant = {name for name, p in adjusted.items() if p < ALPHA}
     return {
         "metric": metric, "test": f"{test}, Holm over the suite's datasets", "margin": margin,
         "datasets": len(comparisons),
