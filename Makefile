@@ -23,7 +23,7 @@ SWEEP_ARGS = $(if $(filter smoke,$(SWEEP_SCALE)),experiment=$(if $(filter decode
 ARGS ?=
 STUDIES := $(basename $(notdir $(wildcard sweeps/*.yaml)))
 
-.PHONY: install checkpoints smollm2 run smoke test test-fast bench bench-engines bench-scale clean sweeps $(addprefix sweep-,$(STUDIES)) wandb-sync
+.PHONY: install checkpoints smollm2 mined-scifact run smoke test test-fast bench bench-engines bench-scale clean sweeps $(addprefix sweep-,$(STUDIES)) wandb-sync
 
 install: $(VENV)/.installed
 
@@ -61,6 +61,17 @@ sweeps:
 
 $(addprefix sweep-,$(STUDIES)): sweep-%: install checkpoints
 	$(CLI) run -m +sweep=$* $(SWEEP_ARGS) $(ARGS)
+
+# The negatives sweeps/mining_selection.yaml compares with BM25's: mined from SciFact train by the confirmed
+# recipe's adapter (make sweep-recipe_confirmation first), with NV-Retriever's TopK-PercPos 0.95 filter and without.
+MINER := outputs/sweeps/recipe_confirmation-scifact_protocol/seed=1
+MINED := outputs/mined/scifact-recipe
+mined-scifact: $(MINED)-percpos0.95.jsonl $(MINED)-none.jsonl
+
+$(MINED)-%.jsonl: | install
+	@test -f '$(MINER)/results.json' || { echo "mined-scifact: no trained recipe in $(MINER): run make sweep-recipe_confirmation"; exit 1; }
+	$(PY) -m splade_peft.mine --beir ../shared/data/scifact --split train --retriever adapter --adapter '$(MINER)' \
+		--depth 50 $(if $(filter none,$*),,--filter $(word 1,$(subst 0., 0.,$*)) --filter-value $(word 2,$(subst 0., 0.,$*))) --output $@
 
 # W&B runs written offline (no API key, or logger.mode=offline) are uploaded here, once logged in (`wandb login`).
 wandb-sync: install

@@ -24,6 +24,7 @@ from pathlib import Path
 from splade_peft.data.collection import Collection
 from splade_peft.data.false_negatives import (FILTERS, NegativeFilter, filtered_negatives, reference_positive_score,
                                               removal_stats)
+from splade_peft.data.hard_negatives import mining_stats_path
 from splade_peft.data.msmarco import load_msmarco
 from splade_peft.data.pairs import relevant_ids
 from splade_peft.data.sources import load_collection
@@ -96,11 +97,6 @@ def write_jsonl(records: list[dict], path: Path) -> None:
             stream.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
-def stats_path(output: Path) -> Path:
-    """mined.jsonl -> mined.stats.json, beside it."""
-    return Path(output).with_suffix(".stats.json")
-
-
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -143,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     records, stats = mine(collection, arguments.retriever, arguments.depth, arguments.cache, source,
                           arguments.teacher, arguments.negative_filter)
     write_jsonl(records, arguments.output)
-    write_json_atomic(stats_path(arguments.output), stats)
+    write_json_atomic(mining_stats_path(arguments.output), stats)
     removed = stats["removed_per_query"]
     print(f"{arguments.output}: {len(records)} queries, {stats['negatives']} negatives"
           + (", teacher-scored" if arguments.teacher else "")

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from splade_peft.config import validate
 from splade_peft.data.collection import Collection
 from splade_peft.data.dev_split import DEV_SPLIT, DevSplit, carve_dev
+from splade_peft.data.hard_negatives import mining_record
 from splade_peft.device import job_device
 from splade_peft.data.sources import load_data, load_eval_collections
 from splade_peft.evaluation.metrics import macro_average, per_query, standard_measures
@@ -96,6 +97,8 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     if not is_rank_zero():
         return {"training": training}
     results["params"]["adapter_bytes"] = training.pop("adapter_bytes")
+    if trains(encoder) and cfg.data.negatives_source == "file" and (mining := mining_record(cfg.data.negatives_file)):
+        results["negatives_mining"] = mining
     results["memory"] = {**peak_memory_mb(), **training.pop("memory")}  # whole-process peak, then training's
 
     adapted_fingerprint = model_fingerprint

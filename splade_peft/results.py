@@ -104,6 +104,7 @@ class JobResult:
     warnings: list[str] | None = None  # what eval.allow_test_selection=true allowed: choosing or training on a test split
     data: dict | None = None  # {"train": ..., "eval": {dataset: fingerprint, split, sizes}}
     backbone_check: dict | None = None  # a decoder's answers to model/sanity.py's questions before training
+    negatives_mining: dict | None = None  # a mined negatives file's mining stats: retriever, filter, removed per query
     references: dict | None = None  # {system: {dataset: {"metrics": ..., "sparsity": ...}}}, REFERENCE_SYSTEMS
     params: dict | None = None  # parameter counts and the adapter's size
     memory: dict | None = None  # peak memory, MB

@@ -32,13 +32,26 @@ FLAGEMBEDDING_IDS = ("query_id", "pos_ids", "neg_ids")
 
 # --- FlagEmbedding JSONL ------------------------------------------------------------------------------------
 
+def mining_stats_path(mined: str | Path) -> Path:
+    """mined.jsonl -> mined.stats.json beside it: what `python -m splade_peft.mine` records of its mining."""
+    return Path(mined).with_suffix(".stats.json")
+
+
+def mining_record(mined: str | Path) -> dict | None:
+    """The mining stats of a mined file (retriever, filter, candidates removed per query), for results.json;
+    None for a file mined elsewhere."""
+    stats = mining_stats_path(mined)
+    return {"file": str(mined), **json.loads(stats.read_text())} if stats.is_file() else None
+
+
 def flagembedding_candidates(path: str | Path, collection: Collection, unknown_ids: str) -> tuple[dict, Scores | None]:
     """Negative pools {qid: neg_ids} for the collection's queries, and the file's teacher scores when it has them.
 
+    Lines of other queries (a carved dev split's, mined with the rest of the split) are skipped and counted.
     A negative id not in the corpus raises (data.unknown_ids=error) or is dropped, counted and logged (drop).
     """
     lines = MappedLines(path)
-    candidates, teacher, dropped = {}, {}, 0
+    candidates, teacher, dropped, skipped = {}, {}, 0, 0
     for index in range(len(lines)):
         line, record = lines.json(index)
         missing = [field for field in FLAGEMBEDDING_IDS if field not in record]
@@ -47,6 +60,7 @@ def flagembedding_candidates(path: str | Path, collection: Collection, unknown_i
                             fix="mine it with `python -m splade_peft.mine`, or train on the file itself with data=flagembedding")
         query_id = str(record["query_id"])
         if query_id not in collection.queries:
+            skipped += 1
             continue
         neg_ids = [str(d) for d in required_list(lines.path, line, record, "neg_ids", (str, int))]
         unknown = [d for d in neg_ids if d not in collection.corpus]
@@ -62,6 +76,9 @@ def flagembedding_candidates(path: str | Path, collection: Collection, unknown_i
                         f"({collection.split}): a file for another dataset or split?", fix="mine this training set")
     if dropped:
         log.warning("%s: dropped %d negative ids that are not in the corpus (data.unknown_ids=drop)", path, dropped)
+    if skipped:
+        log.info("%s: %d lines name queries outside %s's %d training queries (a carved dev split's?): not read",
+                 path, skipped, collection.name, len(collection.queries))
     return candidates, (teacher or None)
 
 

@@ -5,12 +5,12 @@ import json
 import pytest
 
 from splade_peft.data.sources import load_collection
-from splade_peft.data.hard_negatives import flagembedding_candidates
+from splade_peft.data.hard_negatives import flagembedding_candidates, mining_record, mining_stats_path
 from splade_peft.data.msmarco import MappedCorpus, load_msmarco, read_topics, read_trec_qrels
 from splade_peft.training.teacher_scoring import splade_scores
 from splade_peft.data.teachers import load_score_file
 from splade_peft.errors import ConfigError, DataError
-from splade_peft.mine import main, stats_path
+from splade_peft.mine import main
 from tests.helpers import SHARED_DATA, offline_checkpoint
 
 DOCUMENTS = {
@@ -64,14 +64,31 @@ def test_percpos_filter_drops_what_the_miner_scores_near_the_positive_and_record
     main(common + ["--filter", "percpos", "--filter-value", "0.3", "--output", str(filtered)])
     negatives = {name: {r["query_id"]: r["neg_ids"] for r in map(json.loads, path.read_text().splitlines())}
                  for name, path in (("plain", plain), ("filtered", filtered))}
-    stats = json.loads(stats_path(filtered).read_text())
+    stats = json.loads(mining_stats_path(filtered).read_text())
     assert stats["filter"] == {"method": "percpos", "value": 0.3}
     removed = stats["removed_per_query"]
     assert removed["total"] > 0 and removed["max"] <= removed["total"]
     assert removed["mean"] == pytest.approx(removed["total"] / 2)
     for query_id, kept in negatives["filtered"].items():
         assert set(kept) < set(negatives["plain"][query_id]) or len(kept) < len(negatives["plain"][query_id])
-    assert json.loads(stats_path(plain).read_text())["removed_per_query"]["total"] == 0
+    assert json.loads(mining_stats_path(plain).read_text())["removed_per_query"]["total"] == 0
+
+
+def test_a_training_split_reads_only_its_own_queries_lines_and_the_job_records_the_mining(beir_folder, tmp_path):
+    """A file mined over the whole training split also has lines for the queries a dev split carves out: the
+    training collection without them never reads those lines. The mining stats travel with the file."""
+    import dataclasses
+
+    output = tmp_path / "mined.jsonl"
+    main(["--beir", str(beir_folder), "--depth", "2", "--output", str(output)])
+    collection = load_collection("beir", "train", path=str(beir_folder))
+    training = dataclasses.replace(collection, queries={"q1": collection.queries["q1"]},
+                                   qrels={"q1": collection.qrels["q1"]})
+    candidates, _ = flagembedding_candidates(output, training, "error")
+    assert set(candidates) == {"q1"}
+    recorded = mining_record(output)
+    assert recorded["file"] == str(output) and recorded["retriever"] == "bm25" and recorded["queries"] == 2
+    assert mining_record(tmp_path / "mined-elsewhere.jsonl") is None
 
 
 def test_the_filter_must_come_with_a_value(beir_folder, tmp_path):
@@ -166,7 +183,7 @@ def test_a_jobs_adapter_mines_as_its_evaluation_loads_it(family, beir_folder, tm
     output = tmp_path / "self-mined.jsonl"
     main(["--beir", str(beir_folder), "--retriever", "adapter", "--adapter", str(run_dir), "--depth", "3",
           "--filter", "margin_pos", "--filter-value", "0", "--output", str(output)])
-    stats = json.loads(stats_path(output).read_text())
+    stats = json.loads(mining_stats_path(output).read_text())
     assert stats["retriever"] == "adapter" and stats["retriever_source"] == str(run_dir)
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert all(set(r["pos_ids"]).isdisjoint(r["neg_ids"]) for r in records)
