@@ -20,6 +20,7 @@ class Subcommand(NamedTuple):
 SUBCOMMANDS = {
     "run": Subcommand("splade_peft", "one job from Hydra overrides, or with -m one job per grid point of a sweep"),
     "export": Subcommand("splade_peft.export", "merge a trained run's adapter into a folder sentence-transformers loads"),
+    "confirm": Subcommand("splade_peft.confirm", "stage 2 of a study: run a selection sweep's best rows on dev again, scored on test"),
     "mine": Subcommand("splade_peft.mine", "mine hard negatives (and teacher scores) into a FlagEmbedding JSONL file"),
     "report": Subcommand("splade_peft.report", "(re)build a sweep folder's report and plots and print its table"),
     "teachers": Subcommand("splade_peft.data.teachers", "convert a teacher score file (e.g. a pickle) to JSON or Parquet"),

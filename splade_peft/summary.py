@@ -1,5 +1,5 @@
 """The table a run ends with: BM25 vs the starting checkpoint (zero-shot) vs the trained model, per dataset;
-the trained model on the split it was chosen on; and a warning line for each test-split choice the job was
+the trained model on the split it was chosen on; what a mined negatives file's filter removed; and a warning line for each test-split choice the job was
 allowed (eval.allow_test_selection)."""
 
 from splade_peft.evaluation.suites import verdict_line
@@ -50,5 +50,17 @@ def format_table(result: JobResult) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += [verdict_line(suite, entry["verdict"]) for suite, entry in mapping(result.suites).items()
               if isinstance(entry, dict) and isinstance(entry.get("verdict"), dict)]
+    if result.negatives_mining:
+        lines.append(mining_line(result.negatives_mining))
     lines += [f"warning: {line}" for line in result.warnings or ()]
     return "\n".join(lines)
+
+
+def mining_line(mining: dict) -> str:
+    """What the job's mined negatives file says of its mining (mine.py's stats)."""
+    removed, negative_filter = mapping(mining.get("removed_per_query")), mapping(mining.get("filter"))
+    line = f"negatives: {mining.get('file')}, mined by {mining.get('retriever')}"
+    if negative_filter.get("method", "none") != "none":
+        line += (f"; {negative_filter['method']} {negative_filter.get('value')} removed {removed.get('mean', 0):.1f} "
+                 f"candidates per query (max {removed.get('max')}), {mining.get('queries_without_negatives')} queries left without negatives")
+    return line

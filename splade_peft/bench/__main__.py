@@ -24,6 +24,7 @@ from splade_peft.bench.indexing import bench_indexing, replicated_corpus
 from splade_peft.memory import process_peak_rss_mb
 from splade_peft.bench.results import machine, write_report
 from splade_peft.bench.search import bench_search
+from splade_peft.bench.suite import suite_section
 from splade_peft.bench.training import bench_training
 from splade_peft.config import validate
 from splade_peft.data.collection import Collection
@@ -95,6 +96,8 @@ def main(argv: list[str]) -> None:
     print("[bench] search engines", flush=True)
     results.update(engines_section(args.engine_documents, args.engine_queries, latency_queries=200,
                                    threads=args.threads, seed=cfg.seed, overrides=args.overrides))
+    print("[bench] one local-suite evaluation job per engine", flush=True)
+    results.update(suite_section(cfg.paths.checkpoints, args.overrides))
     results["peak_rss_mb"] = process_peak_rss_mb()
     results["seconds"] = time.perf_counter() - started
     # On a shared machine the wall time mostly measures the other processes; CPU time does not.

@@ -11,6 +11,9 @@ TARGETS = {
     "encoding_vs_sentence_transformers": 1.3,
     "encoding_fraction_of_matmul": 0.70,
     "lightning_overhead": 0.10,
+    "engine_qps_vs_lucene": 10.0,  # issue 21: a learned-sparse engine >= 10x Lucene's q/s ...
+    "engine_quality_vs_exact": 0.99,  # ... at >= 0.99 of exact search's nDCG@10 (synthetic: overlap@10)
+    "suite_wall_exact_vs_lucene": 0.5,
 }
 
 
@@ -42,6 +45,10 @@ def summary_markdown(results: dict) -> str:
     if "engines" in results:  # results written before the engines section existed have none
         from splade_peft.bench.engines import engines_markdown  # here: engines.py imports this module
         lines += engines_markdown(results)
+    if "suite" in results:
+        from splade_peft.bench.suite import suite_markdown
+
+        lines += suite_markdown(results)
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {'yes' if met else 'no'} |" for name, value, met in target_checks(results)]
     return "\n".join(lines) + "\n"
@@ -68,7 +75,30 @@ def target_checks(results: dict) -> list[tuple[str, str, bool]]:
             checks.append((f"{path} rankings identical to exact (k={k})",
                            f"{agreed['identical']}/{agreed['queries']} (up to cut-off ties {agreed['identical_up_to_cutoff_ties']})",
                            agreed["identical_up_to_cutoff_ties"] == agreed["queries"]))
+    return checks + engine_checks(results.get("engines")) + suite_checks(results.get("suite"))
+
+
+def engine_checks(engines: dict | None) -> list[tuple[str, str, bool]]:
+    checks = []
+    for corpus in ("scifact", "synthetic") if engines else ():
+        rows = engines[corpus]["engines"]
+        quality = next(key for key in rows["seismic"] if key.endswith("_vs_exact"))
+        seismic = rows["seismic"]
+        checks.append((f"seismic >= {TARGETS['engine_qps_vs_lucene']:.0f}x Lucene's q/s at >= "
+                       f"{TARGETS['engine_quality_vs_exact']} of exact's {quality.removesuffix('_vs_exact')} "
+                       f"({corpus}, {engines[corpus]['documents']} documents)",
+                       f"{seismic['qps_vs_lucene']:.1f}x at {seismic[quality]:.4f}",
+                       seismic["qps_vs_lucene"] >= TARGETS["engine_qps_vs_lucene"]
+                       and seismic[quality] >= TARGETS["engine_quality_vs_exact"]))
     return checks
+
+
+def suite_checks(suite: dict | None) -> list[tuple[str, str, bool]]:
+    if not suite:
+        return []
+    ratio = suite["exact_vs_lucene_wall"]
+    return [(f"local-suite job, index=exact <= {TARGETS['suite_wall_exact_vs_lucene']} of index=lucene's wall time",
+             f"{ratio:.2f}", ratio <= TARGETS["suite_wall_exact_vs_lucene"])]
 
 
 def _encoding(encoding: dict) -> list[str]:

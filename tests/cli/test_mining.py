@@ -195,3 +195,14 @@ def test_a_jobs_adapter_mines_as_its_evaluation_loads_it(family, beir_folder, tm
         # margin 0: nothing scored above the positive survives as a negative
         kept = next((r["neg_ids"] for r in records if r["query_id"] == query_id), [])
         assert all(retrieved.get(d, float("-inf")) <= min(positives.values()) for d in kept)
+
+
+def test_the_job_table_says_what_the_mining_filter_removed():
+    from splade_peft.results import JobResult
+    from splade_peft.summary import format_table
+
+    mining = {"file": "mined.jsonl", "retriever": "adapter", "filter": {"method": "percpos", "value": 0.95},
+              "removed_per_query": {"mean": 21.83, "max": 155, "total": 17664}, "queries_without_negatives": 77}
+    table = format_table(JobResult.from_payload({"status": "completed", "negatives_mining": mining}))
+    assert ("negatives: mined.jsonl, mined by adapter; percpos 0.95 removed 21.8 candidates per query (max 155), "
+            "77 queries left without negatives") in table
