@@ -44,7 +44,8 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     saved = saved_encoder(cfg.model.adapter)  # a job's adapter folder to evaluate
     with stage("data"):
         # A selection-stage job never opens the splits it would be confirmed on.
-        evaluated = load_eval_collections({} if cfg.eval.selection_only else cfg.eval.datasets, cfg.paths.cache)
+        evaluated = load_eval_collections({} if cfg.eval.selection_only else cfg.eval.datasets, cfg.paths.cache,
+                                          cfg.eval.local_copies)
         eval_collections = evaluated.collections
         train_collection = load_data(cfg.data, cfg.data.train_split, cfg.paths.cache) if needs_training_split(cfg) else None
         dev_split = carved_dev(cfg, train_collection)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from omegaconf import OmegaConf
+
 from splade_peft.data.collection import Collection
 from splade_peft.data.config import DATA_SOURCES
 from splade_peft.data.embedded import COLLECTION_NAME, build_embedded_collection, embedded_folder
@@ -460,16 +462,30 @@ class EvaluationCollections:
     max_lengths: dict[str, tuple[int | None, int | None]]
 
 
-def load_eval_collections(specs: Mapping, cache_dir: str | Path) -> EvaluationCollections:
+def load_eval_collections(specs: Mapping, cache_dir: str | Path, local_copies: str | Path | None = None) -> EvaluationCollections:
+    """Every eval.datasets entry; a hub entry whose key names a folder under `local_copies` (eval.local_copies:
+    BEIR's downloads unpacked side by side) is read from that folder in BEIR layout instead."""
     loaded = EvaluationCollections({}, {}, {})
     for key, spec in specs.items():
+        spec = local_copy(spec, key, local_copies)
         try:
             collection = load_data(spec, spec.split, cache_dir)
         except SpladePeftError as error:  # a suite lists many datasets: say which one could not be loaded
-            offline = f"for offline use set eval.datasets.{key}.source=beir eval.datasets.{key}.path=<folder>"
+            offline = (f"for offline use put a BEIR-layout copy at {Path(local_copies) / key}" if local_copies else
+                       f"for offline use set eval.local_copies=<folder holding {key}/> or "
+                       f"eval.datasets.{key}.source=beir eval.datasets.{key}.path=<folder>")
             raise SpladePeftError(f"eval.datasets.{key}: {str(error).replace(OFFLINE_HINT, offline)}") from error
         loaded.collections[collection.name] = collection
         if spec.get("suite"):
             loaded.suites.setdefault(spec.suite, []).append(collection.name)
         loaded.max_lengths[collection.name] = (spec.get("query_max_length"), spec.get("doc_max_length"))
     return loaded
+
+
+def local_copy(spec, key: str, local_copies: str | Path | None):
+    folder = Path(local_copies) / key if local_copies else None
+    if spec.get("source") != "hub" or folder is None or not folder.is_dir():
+        return spec
+    copy = OmegaConf.create(OmegaConf.to_container(spec, resolve=True))
+    copy.source, copy.path = "beir", str(folder)
+    return copy

@@ -115,3 +115,41 @@ def test_the_sweep_table_shows_the_suite_beside_the_in_domain_dataset(tmp_path):
     column = [header.strip() for header in headers].index("s avg nDCG@10")
     cells = {row[0].strip(): row[column].strip() for row in rows if not row[0].startswith(" ---")}
     assert cells["1"] == "0.300" and cells["8"] == "**0.400**" and cells["zero-shot (reference)"] == "0.400"
+
+
+def write_beir_copy(folder, name: str) -> None:
+    """A tiny BEIR-layout test set; in ArguAna and Quora a query is also a document, as in BEIR."""
+    (folder / "qrels").mkdir(parents=True)
+    docs = {f"{name}-d{i}": f"{name} document {i} about topic {i % 3}" for i in range(6)}
+    queries = {f"{name}-q{i}": f"topic {i} {name}" for i in range(3)}
+    if name in ("arguana", "quora"):
+        docs[f"{name}-q0"] = queries[f"{name}-q0"]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in docs.items()))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n"
+                                               + "".join(f"{name}-q{i}\t{name}-d{i}\t1\n" for i in range(3)))
+
+
+def test_local_copies_stand_in_for_the_hub_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    write_beir_copy(tmp_path / "scifact", "scifact")
+    cfg = composed("eval=beir13", f"eval.local_copies={tmp_path}")
+    loaded = load_eval_collections({"scifact": cfg.eval.datasets.scifact}, "/tmp/splade-peft-test-cache", tmp_path)
+    assert len(loaded.collections["scifact"].corpus) == 6 and loaded.suites == {"beir13": ["scifact"]}
+    with pytest.raises(SpladePeftError, match=rf"^eval.datasets.nq: .*put a BEIR-layout copy at {tmp_path / 'nq'}"):
+        load_eval_collections({"nq": cfg.eval.datasets.nq}, "/tmp/splade-peft-test-cache", tmp_path)
+
+
+@pytest.mark.slow
+def test_a_beir13_job_on_local_copies_prints_the_beir_average_over_13_datasets(tmp_path):
+    from tests.helpers import run_cli
+
+    for name in BEIR13:
+        write_beir_copy(tmp_path / "beir" / name, name)
+    done = run_cli(tmp_path / "job", "eval=beir13", f"eval.local_copies={tmp_path / 'beir'}", "lora=frozen", "model=tiny",
+                   "index=exact", "eval.bm25=false", "logger=none", f"paths.cache={tmp_path / 'cache'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "job" / "results.json").read_text())
+    suite = result["suites"]["beir13"]
+    assert set(suite["datasets"]) == BEIR13 and 0 <= suite["metrics"]["ndcg@10"] <= 1
+    assert "beir13 avg" in done.stdout + done.stderr
