@@ -1,6 +1,7 @@
 # `make run`: install, fetch the offline checkpoints, run the main job on its defaults.
 # `make test`: install, fetch the offline checkpoints, run the whole test suite.
-# `make bench`: measure encoding, training, indexing and search; writes bench/results.json and bench/summary.md.
+# `make bench`: measure encoding, training, indexing, search, the search engines (SciFact and ENGINE_DOCUMENTS
+# synthetic documents) and one local-suite job per engine; writes bench/results.json and bench/summary.md.
 # `make wandb-sync`: upload the offline W&B runs under outputs/ (after `wandb login`).
 # The targets call the project's command, .venv/bin/splade-peft (`splade-peft --help` lists its subcommands).
 SHELL := /bin/bash
@@ -84,8 +85,10 @@ test: install checkpoints
 test-fast: install checkpoints
 	$(PY) -m pytest -m "not slow"
 
+# 1M synthetic documents is the issue's size; a smaller ENGINE_DOCUMENTS fits a small machine's time (RESULTS.md#search-engines).
+ENGINE_DOCUMENTS ?= 1000000
 bench: install checkpoints
-	$(CLI) bench --out bench
+	$(CLI) bench --out bench --engine-documents $(ENGINE_DOCUMENTS)
 
 # Lucene vs Seismic vs exact search on SciFact and 1M synthetic documents -> bench/engines.json, bench/engines.md
 bench-engines: install checkpoints

@@ -19,7 +19,6 @@ from typing import Any
 
 import yaml
 
-from splade_peft.evaluation.metrics import macro_average
 from splade_peft.model.adapters import METADATA_FILE
 from splade_peft.model.config import ADAPTER_METHODS, TARGETING
 from splade_peft.records import redact
@@ -78,12 +77,10 @@ class CardInputs:
 
 # --- facts the card states, each from one place ---------------------------------------------------------------
 
-def suites_of(result: JobResult, payload: Mapping) -> dict[str, Suite]:
-    """results.json `suites`, read forgivingly: from JobResult once it carries the field, else from the raw
-    payload; absent in older results."""
-    raw = mapping(getattr(result, "suites", None)) or mapping(mapping(payload).get("suites"))
+def suites_of(result: JobResult) -> dict[str, Suite]:
+    """results.json `suites` (absent in older results)."""
     suites = {}
-    for name, entry in raw.items():
+    for name, entry in mapping(result.suites).items():
         datasets = mapping(entry).get("datasets")
         suites[str(name)] = Suite([str(d) for d in datasets] if isinstance(datasets, list) else [],
                                   numbers(mapping(entry).get("metrics")))
@@ -135,13 +132,6 @@ def eval_spec(inputs: CardInputs, dataset: str) -> dict:
 def eval_split(inputs: CardInputs, dataset: str) -> str | None:
     described = mapping(mapping(mapping(inputs.result.data).get("eval")).get(dataset))
     return described.get("split") or eval_spec(inputs, dataset).get("split")
-
-
-def suite_reference(evaluation: Evaluation, suite: Suite) -> dict[str, float]:
-    """A reference row's macro average over a suite, only when it was measured on every dataset of it."""
-    if not suite.datasets or any(name not in evaluation.metrics for name in suite.datasets):
-        return {}
-    return macro_average({name: numbers(evaluation.metrics[name]) for name in suite.datasets})
 
 
 # --- front matter -----------------------------------------------------------------------------------------------
@@ -317,7 +307,7 @@ def metric_rows(inputs: CardInputs) -> list[list]:
             rows.append(metric_row(name, "**this model**", split, *result.trained.on(name)))
     for suite_name, suite in inputs.suites.items():
         for system, evaluation in references.items():
-            if reference := suite_reference(evaluation, suite):
+            if reference := result.suite_average(evaluation, suite_name):
                 rows.append(metric_row(f"{suite_name} (suite)", REFERENCE_LABELS.get(system, system), "", reference, {}))
         rows.append(metric_row(f"{suite_name} (suite)", "**this model**", "", suite.metrics, {}))
     if len(result.datasets) > 1 and (average := numbers(mapping(result.metrics).get(AVERAGE))):
@@ -432,9 +422,9 @@ def checkpoint_facts(name_or_path: str | None) -> CheckpointFacts:
     )
 
 
-def job_record(run_dir: Path) -> tuple[JobResult, dict]:
-    """results.json (typed, and raw for fields JobResult may not carry yet); the saved Hydra config, redacted,
-    stands in for the config when results.json is missing or lacks it."""
+def job_record(run_dir: Path) -> JobResult:
+    """results.json; the saved Hydra config, redacted, stands in for the config when results.json is missing
+    or lacks it."""
     try:
         payload = mapping(json.loads((run_dir / RESULTS_FILE).read_text()))
     except (OSError, ValueError):
@@ -450,7 +440,7 @@ def job_record(run_dir: Path) -> tuple[JobResult, dict]:
             config = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
         payload = {**payload, "config": redact(config)}
         result = JobResult.from_payload(payload)
-    return result, payload
+    return result
 
 
 def write_model_card(adapter_folder: Path, out_dir: Path, encoder: str, sentence_transformers: bool = True) -> Path:
@@ -458,11 +448,11 @@ def write_model_card(adapter_folder: Path, out_dir: Path, encoder: str, sentence
     is in; an adapter moved out of its run folder gets a card of what its own files say."""
     metadata_path = adapter_folder / METADATA_FILE
     adapter = mapping(json.loads(metadata_path.read_text())) if metadata_path.exists() else {}
-    result, payload = job_record(adapter_folder.parent)
+    result = job_record(adapter_folder.parent)
     # The path the adapter was trained on is the one the export loaded: read the checkpoint's facts there.
     base = adapter.get("base_model") or mapping(mapping(result.config).get("model")).get("name_or_path")
     inputs = CardInputs(result, Path(out_dir).name, encoder, adapter, checkpoint_facts(base),
-                        suites_of(result, payload), sentence_transformers)
+                        suites_of(result), sentence_transformers)
     target = Path(out_dir) / CARD_FILE
     target.write_text(model_card(inputs))
     return target

@@ -7,6 +7,7 @@ from splade_peft.results import Evaluation, JobResult, mapping
 
 SUMMARY_COLUMNS = ["dataset", "system", "nDCG@10", "MRR@10", "R@100", "R@1000", "doc nnz", "query nnz"]
 METRIC_KEYS = ["ndcg@10", "mrr@10", "recall@100", "recall@1000"]
+REFERENCE_LABELS = {"bm25": "BM25", "zero_shot": "zero-shot", "fusion": "BM25 + zero-shot"}
 SELECTION_ROW = "chosen on"  # the dataset column of the dev figure's row
 
 
@@ -16,17 +17,14 @@ def row(dataset: str, system: str, evaluation: Evaluation) -> list:
 
 
 def summary_rows(result: JobResult) -> list[list]:
-    rows, references = [], result.reference_rows
-    for dataset in result.datasets:
-        for system, label in (("bm25", "BM25"), ("zero_shot", "zero-shot"), ("fusion", "BM25 + zero-shot")):
-            if system in references and dataset in references[system].metrics:
-                rows.append(row(dataset, label, references[system]))
-        if dataset in result.trained.metrics:
-            rows.append(row(dataset, "trained", result.trained))
-    systems = {"BM25": references.get("bm25"), "zero-shot": references.get("zero_shot"), "trained": result.trained}
+    references = result.reference_rows
+    systems = {label: references[system] for system, label in REFERENCE_LABELS.items() if system in references}
+    systems["trained"] = result.trained
+    rows = [row(dataset, label, evaluation) for dataset in result.datasets
+            for label, evaluation in systems.items() if dataset in evaluation.metrics]
     for suite in result.suite_members:
         for label, evaluation in systems.items():
-            if evaluation and (average := result.suite_average(evaluation, suite)):
+            if average := result.suite_average(evaluation, suite):
                 rows.append(row(f"{suite} avg", label, Evaluation({f"{suite} avg": average})))
     if result.dev_at_start:
         rows.append(row(SELECTION_ROW, "at start", Evaluation({SELECTION_ROW: result.dev_at_start})))

@@ -50,7 +50,7 @@ RESULTS = {
 def card_from(payload: dict, **changes) -> str:
     result = JobResult.from_payload(payload)
     inputs = CardInputs(result, "scifact-lora", "splade", {"method": "lora", "base_model": "naver/splade-2l"},
-                        suites=suites_of(result, payload), **changes)
+                        suites=suites_of(result), **changes)
     return model_card(inputs)
 
 
