@@ -284,6 +284,9 @@ def config_error(error: OmegaConfBaseException, root_cls, prefix: str = "", valu
         if holders and name.split(".")[0] not in fields_of(owner):
             return ConfigError(key, f"is not a key of this {group} option",
                                f"it belongs to {' and '.join(f'{group}={h}' for h in holders)}")
+        if owner is None and holds_entries(root_cls, parent_path):
+            return ConfigError(key, "is a new entry, and Hydra adds a key only when asked",
+                               f"add it with a leading +: +{key}={{name:...,source:...,path:...,split:...}}")
         return unknown_key(key, owner)
     if value is None:
         found = VALUE.search(str(error.msg))
@@ -297,6 +300,14 @@ def unknown_key(key: str, owner) -> ConfigError:
     known = [f"{parent}.{name}" if parent else name for name in fields_of(owner)]
     return ConfigError(key, "is not a key this project reads (a typo?)",
                        f"remove it or use one of: {', '.join(known)}" if known else "remove it")
+
+
+def holds_entries(root_cls, path: str) -> bool:
+    """Whether the section at `path` is a mapping of named entries (eval.datasets, data.mixture.datasets)."""
+    parent, _, name = path.rpartition(".")
+    owner = section_class(root_cls, parent) if parent else root_cls
+    declared = fields_of(owner).get(name) if owner else None
+    return declared is not None and "entries" in declared.metadata
 
 
 def section_class(root_cls, path: str):

@@ -23,7 +23,7 @@ class EvalConfig(Section):
     validation_max_documents: Optional[int] = setting(at_least=1)
     allow_test_selection: bool = setting()
     selection_only: bool = setting()
-    local_copies: Optional[str] = setting(None, note="null: hub entries are read from the hub")
+    local_copies: Optional[str] = setting(note="null: hub entries are read from the hub")
 
     def check_selection_only(self, root) -> None:
         if root.lora.method == "frozen":

@@ -63,6 +63,8 @@ def composition_failure(*overrides: str) -> str:
         ("data.teacher.scorers=bm25", "data.teacher.scorers", "use a list"),
         ("lora.layers=[a]", "lora.layers", "use a list of integers or null"),
         ("encoder.normalize=true", "encoder.normalize", "it belongs to encoder=dense"),
+        ("eval.datasets.cran={name:cran,source:beir,path:/x,split:test}", "eval.datasets.cran",
+         "add it with a leading +: +eval.datasets.cran="),
     ],
 )
 def test_unknown_keys_and_wrong_types_fail_at_composition_naming_the_key(override, key, says):
