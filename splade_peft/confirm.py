@@ -69,9 +69,10 @@ def sweep_name(point_overrides: list[str], sweep_dir: Path) -> str:
 
 
 def confirmation_command(point_overrides: list[str], given: list[str], name: str) -> list[str]:
-    replaced = {override_key(entry) for entry in given} | {"eval.selection_only", "sweep.name"}
-    kept = [entry for entry in point_overrides if override_key(entry) not in replaced]
-    return [sys.executable, "-m", "splade_peft", "-m", *kept, "eval.selection_only=false", f"sweep.name={name}", *given]
+    given_keys = {override_key(entry) for entry in given}
+    kept = [entry for entry in point_overrides if override_key(entry) not in given_keys | {"eval.selection_only", "sweep.name"}]
+    named = [] if "sweep.name" in given_keys else [f"sweep.name={name}"]
+    return [sys.executable, "-m", "splade_peft", "-m", *kept, "eval.selection_only=false", *named, *given]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -38,6 +38,8 @@ def test_the_confirmation_command_replaces_what_it_is_given(tmp_path, capsys):
     command = capsys.readouterr().out.strip().split("): ", 1)[1].split()
     assert command == ["-m", "splade_peft", "-m", "+sweep=recipe_selection", "eval.selection_only=false",
                        "sweep.name=recipe_selection_confirmation", "seed=1,2,3", "loss.weights.kl=3.0"]
+    assert main([str(tmp_path), "--dry-run", "sweep.name=recipe_confirmation"]) == 0
+    assert capsys.readouterr().out.count("sweep.name=") == 1
 
 
 def test_a_grid_without_dev_figures_is_refused_unless_asked(tmp_path, capsys):
