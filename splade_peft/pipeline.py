@@ -2,10 +2,11 @@
 evaluation of the trained encoder -> the result record. Each stage lives in its own module; this one
 only composes them and gathers what they return into results.json's fields."""
 
+import copy
 from pathlib import Path
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from splade_peft.config import validate
 from splade_peft.data.collection import Collection
@@ -170,8 +171,14 @@ def evaluation_settings(cfg: DictConfig, max_lengths: dict | None = None) -> Eva
 
 
 def training_fingerprint(cfg: DictConfig) -> str:
-    """What a checkpoint must have been trained with to be resumed (the study bookkeeping aside)."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    """What a checkpoint must have been trained with to be resumed (the study bookkeeping aside). Paths are
+    named, not expanded: the same job run from another checkout or cache (a git worktree) is the same job,
+    where a mismatch would discard its checkpoints."""
+    placed = copy.deepcopy(cfg)
+    with open_dict(placed):
+        for key in list(placed.paths):
+            placed.paths[key] = f"<paths.{key}>"
+    config = OmegaConf.to_container(placed, resolve=True)
     return fingerprint({key: value for key, value in config.items() if key not in ("sweep", "logger")})
 
 

@@ -39,3 +39,12 @@ def test_a_selection_job_never_opens_an_evaluation_dataset(tmp_path):
     assert "| dev nDCG@10 |" in report.markdown and "on dev only" in report.markdown
     zero_shot = next(line for line in report.table.splitlines() if line.startswith("| zero-shot"))
     assert f"{result['dev_at_start']['ndcg@10']:.3f}" in zero_shot
+
+
+def test_a_checkpoint_belongs_to_the_same_job_run_from_another_checkout():
+    from splade_peft.pipeline import training_fingerprint
+
+    here, there = composed("experiment=smoke"), composed("experiment=smoke", "paths.root=/elsewhere/checkout")
+    assert there.model.name_or_path != here.model.name_or_path or there.paths.cache != here.paths.cache
+    assert training_fingerprint(here) == training_fingerprint(there)
+    assert training_fingerprint(here) != training_fingerprint(composed("experiment=smoke", "lora.r=2"))
