@@ -73,4 +73,4 @@ def test_a_confirmation_runs_the_chosen_row_as_a_sweep_of_its_own(tmp_path):
     result = json.loads((job / "results.json").read_text())
     assert result["status"] == "completed" and result["seed"] == 7 and "average" in result["metrics"]
     carried = [entry for entry in best[2] if not entry.startswith("eval.selection_only=")]
-    assert set(carried) <= set(result["overrides"]) and "eval.selection_only=false" in result["overrides"]
+    assert set(carried) <= set(result["overrides"]) and "eval.selection_only=False" in result["overrides"]  # Hydra's spelling
