@@ -74,3 +74,20 @@ def test_a_confirmation_runs_the_chosen_row_as_a_sweep_of_its_own(tmp_path):
     assert result["status"] == "completed" and result["seed"] == 7 and "average" in result["metrics"]
     carried = [entry for entry in best[2] if not entry.startswith("eval.selection_only=")]
     assert set(carried) <= set(result["overrides"]) and "eval.selection_only=False" in result["overrides"]  # Hydra's spelling
+
+
+def test_a_confirmation_filed_beside_an_earlier_stage_has_only_real_axes(tmp_path):
+    """Jobs started by different commands spell bookkeeping keys and defaults apart: neither is an axis."""
+    from splade_peft.sweep.load import load_sweep
+
+    for seed, overrides, negatives_file in ((1, ["seed=1", "+sweep=recipe_confirmation"], None),
+                                            (1, ["seed=1", "+sweep=mining_selection", "eval.selection_only=false",
+                                                 "sweep.name=recipe_confirmation", "logger.group=x",
+                                                 "data.negatives_file=mined.jsonl"], "mined.jsonl")):
+        folder = tmp_path / ",".join(overrides).replace("/", "_")
+        folder.mkdir()
+        config = {"seed": seed, "eval": {"selection_only": False}, "data": {"negatives_file": negatives_file},
+                  "sweep": {"name": "recipe_confirmation"}}
+        (folder / "results.json").write_text(json.dumps({"status": "completed", "seed": seed, "overrides": overrides,
+                                                         "config": config, "metrics": {"average": {"ndcg@10": 0.5}}}))
+    assert load_sweep(tmp_path).swept == ["data.negatives_file"]
