@@ -13,7 +13,6 @@ TARGETS = {
     "lightning_overhead": 0.10,
     "engine_qps_vs_lucene": 10.0,  # issue 21: a learned-sparse engine >= 10x Lucene's q/s ...
     "engine_quality_vs_exact": 0.99,  # ... at >= 0.99 of exact search's nDCG@10 (synthetic: overlap@10)
-    "suite_wall_exact_vs_lucene": 0.5,
 }
 
 
@@ -75,7 +74,8 @@ def target_checks(results: dict) -> list[tuple[str, str, bool]]:
             checks.append((f"{path} rankings identical to exact (k={k})",
                            f"{agreed['identical']}/{agreed['queries']} (up to cut-off ties {agreed['identical_up_to_cutoff_ties']})",
                            agreed["identical_up_to_cutoff_ties"] == agreed["queries"]))
-    return checks + engine_checks(results.get("engines")) + suite_checks(results.get("suite"))
+    # The suite section has no target: issue 21's (half of the wall time before the issue) compares two commits.
+    return checks + engine_checks(results.get("engines"))
 
 
 def engine_checks(engines: dict | None) -> list[tuple[str, str, bool]]:
@@ -91,14 +91,6 @@ def engine_checks(engines: dict | None) -> list[tuple[str, str, bool]]:
                        seismic["qps_vs_lucene"] >= TARGETS["engine_qps_vs_lucene"]
                        and seismic[quality] >= TARGETS["engine_quality_vs_exact"]))
     return checks
-
-
-def suite_checks(suite: dict | None) -> list[tuple[str, str, bool]]:
-    if not suite:
-        return []
-    ratio = suite["exact_vs_lucene_wall"]
-    return [(f"local-suite job, index=exact <= {TARGETS['suite_wall_exact_vs_lucene']} of index=lucene's wall time",
-             f"{ratio:.2f}", ratio <= TARGETS["suite_wall_exact_vs_lucene"])]
 
 
 def _encoding(encoding: dict) -> list[str]:

@@ -87,15 +87,14 @@ def test_exact_java_batch_and_python_wrapper_rank_identically(tmp_path):
 
 
 
-def test_the_suite_and_engine_targets_are_read_from_the_measured_ratios():
-    from splade_peft.bench.results import engine_checks, suite_checks
+def test_the_suite_table_and_the_engine_targets_are_read_from_the_measured_ratios():
+    from splade_peft.bench.results import engine_checks
     from splade_peft.bench.suite import suite_markdown
 
     row = {"timing": {"encode_s": 10.0, "index_s": 1.0, "search_s": 2.0}, "suite_ndcg@10": 0.5,
            "datasets": ["scifact", "cranfield"]}
     suite = {"suite": "local", "overrides": [], "exact_vs_lucene_wall": 0.6,
              "engines": {"lucene": {**row, "wall_s": 100.0}, "exact": {**row, "wall_s": 60.0}}}
-    assert suite_checks(suite) == [("local-suite job, index=exact <= 0.5 of index=lucene's wall time", "0.60", False)]
     assert "| exact | 60.0 | 10.0 | 1.0 | 2.0 | 0.5000 |" in suite_markdown({"suite": suite})
     corpus = lambda qps, quality, key: {"documents": 5, "engines": {"seismic": {"qps_vs_lucene": qps, key: quality}}}
     checks = engine_checks({"scifact": corpus(11.0, 1.0, "ndcg@10_vs_exact"),
