@@ -22,7 +22,7 @@ from pathlib import Path
 
 from splade_peft.sweep.load import DEV_PREFIX, load_sweep
 from splade_peft.sweep.points import JOBS
-from splade_peft.results import JobResult
+from splade_peft.results import AVERAGE, JobResult
 
 # Overrides of a stage-1 job that say where it ran, not what it computed.
 PLACEMENT_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir")
@@ -48,7 +48,7 @@ def selected_points(sweep_dir: Path, top: int, allow_test_selection: bool) -> li
                 f"{sweep_dir}: no completed job reports a dev {sweep.metric} (results.json `dev`), so its rows can "
                 "only have been chosen on test -- rerun the grid with a dev split (data.dev.queries) and "
                 "eval.selection_only=true, or pass --allow-test-selection to confirm a row chosen on test anyway")
-        column = f"average/{sweep.metric}"
+        column = f"{AVERAGE}/{sweep.metric}"
         print(f"confirm: {sweep_dir} reports no dev figure: rows ranked on the test average, a selection "
               "figure (--allow-test-selection)", file=sys.stderr)
     ranked = points.dropna(subset=[column]).sort_values(column, ascending=False).head(top)

@@ -172,21 +172,26 @@ def is_bookkeeping(key: str) -> bool:
     return any(key == prefix or key.startswith(prefix.rstrip(".") + ".") for prefix in BOOKKEEPING_PREFIXES)
 
 
-def same_in_every_config(key: str, jobs: list) -> bool:
+MISSING_VALUE = object()
+
+
+def saved_configs(jobs: list) -> list | None:
+    """Every job's saved config as OmegaConf, or None when a job has none (then no key can be compared)."""
+    configs = [job.result.config if job.result else None for job in jobs]
+    return [OmegaConf.create(config) for config in configs] if configs and all(configs) else None
+
+
+def same_in_every_config(key: str, configs: list | None) -> bool:
     """Whether every job's saved config holds `key` with one value: a key overridden in some jobs to what the
     others have by default (eval.selection_only=false) is not an axis."""
-    configs = [job.result.config if job.result else None for job in jobs]
-    if not configs or any(not config for config in configs):
+    if configs is None:
         return False
     values = set()
-    for config in map(OmegaConf.create, configs):
+    for config in configs:
         if OmegaConf.select(config, key, default=MISSING_VALUE) is MISSING_VALUE:
             return False
         values.add(repr(select_setting(config, key)))
     return len(values) == 1
-
-
-MISSING_VALUE = object()
 
 
 # --- one job ----------------------------------------------------------------------------------------------
@@ -342,8 +347,9 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     folders = sorted((folder for folder in directory.iterdir() if is_job_folder(folder)), key=lambda f: natural_key(f.name))
     jobs = [read_job(folder) for folder in folders]
     known = [job.overrides for job in jobs if job.overrides is not None]
+    configs = saved_configs(jobs)
     swept = [key for key in dict.fromkeys(declared_sweep_keys(multirun) + varying_keys(known))
-             if not is_bookkeeping(key) and not same_in_every_config(key, jobs)]
+             if not is_bookkeeping(key) and not same_in_every_config(key, configs)]
     fixed = {key: value for overrides in known for key, value in overrides.items() if key not in swept}
     # sort is stable: jobs at the same grid point stay in folder order
     jobs.sort(key=lambda job: [grid_sort_key((job.overrides or {}).get(key)) for key in swept])
