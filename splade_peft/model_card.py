@@ -22,7 +22,7 @@ import yaml
 from splade_peft.model.adapters import METADATA_FILE
 from splade_peft.model.config import ADAPTER_METHODS, TARGETING
 from splade_peft.records import redact
-from splade_peft.results import AVERAGE, COMPLETED, RESULTS_FILE, Evaluation, JobResult, mapping, numbers
+from splade_peft.results import AVERAGE, COMPLETED, RESULTS_FILE, JobResult, mapping, numbers
 from splade_peft.summary import format_cell
 
 CARD_FILE = "README.md"

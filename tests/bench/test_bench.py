@@ -8,9 +8,9 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 from tests.helpers import WORDS, word_tokenizer
-from splade_peft.bench.encoding import compare, naive_vectors, project_vectors
-from splade_peft.bench.indexing import replicated_corpus
-from splade_peft.bench.search import agreement, bench_search
+from bench.encoding import compare, naive_vectors, project_vectors
+from bench.indexing import replicated_corpus
+from bench.search import agreement, bench_search
 from splade_peft.index.impact import build_impact_index, write_vector_collection
 from splade_peft.model.projection import MaskedMaxProjection
 
@@ -88,8 +88,8 @@ def test_exact_java_batch_and_python_wrapper_rank_identically(tmp_path):
 
 
 def test_the_suite_table_and_the_engine_targets_are_read_from_the_measured_ratios():
-    from splade_peft.bench.results import engine_checks
-    from splade_peft.bench.suite import suite_markdown
+    from bench.results import engine_checks
+    from bench.suite import suite_markdown
 
     row = {"timing": {"encode_s": 10.0, "index_s": 1.0, "search_s": 2.0}, "suite_ndcg@10": 0.5,
            "datasets": ["scifact", "cranfield"]}

@@ -216,7 +216,7 @@ def test_an_exact_smoke_job_runs_end_to_end(tmp_path):
 
 @pytest.mark.slow  # about 50 s: four JVM starts (index, search, JVM timing, pyserini's searcher)
 def test_the_engines_benchmark_compares_the_three_on_a_synthetic_corpus():
-    from splade_peft.bench.engines import SyntheticCorpus, compare_engines, engines_markdown
+    from bench.engines import SyntheticCorpus, compare_engines, engines_markdown
 
     corpus = SyntheticCorpus(300, seed=0)
     assert 100 <= corpus.description()["doc_nnz_mean"] <= 200 and all(20 <= len(query) <= 40 for query in

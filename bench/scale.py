@@ -1,6 +1,6 @@
 """Scale benchmark: encode and index a synthetic corpus with the tiny model, report peak memory and throughput.
 
-`python -m splade_peft.bench.scale [--documents 200000]` runs the project's own encode -> quantise -> write ->
+`python -m bench.scale [--documents 200000]` runs the project's own encode -> quantise -> write ->
 Lucene-index path at half and at the full size, each in a fresh process (peak RSS is per process), and writes
 `bench/scale.json`: per size the peak RSS of Python and of the Java indexer and documents per second, plus
 the memory growth per 100k documents between the two sizes. Bounded (streaming) memory shows as a growth
@@ -29,7 +29,7 @@ from splade_peft.model.backbones import load_backbone
 from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.records import write_json_atomic
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 WORDS_PER_DOCUMENT = (40, 120)
 
 
@@ -108,7 +108,7 @@ def measure(documents: int, work_dir: Path) -> dict:
 
 def measure_in_fresh_process(documents: int) -> dict:
     finished = subprocess.run(
-        [sys.executable, "-m", "splade_peft.bench.scale", "--one-size", str(documents)],
+        [sys.executable, "-m", "bench.scale", "--one-size", str(documents)],
         cwd=REPO, capture_output=True, text=True, check=False,
     )
     if finished.returncode != 0:

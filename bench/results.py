@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -27,27 +28,25 @@ def machine() -> dict:
     }
 
 
-def write_report(results: dict, folder: Path) -> str:
+def write_report(results: dict, folder: Path, sections: Mapping[str, Callable[[dict], list[str]]]) -> str:
+    """results.json and summary.md in `folder`; `sections` renders each optional section that `results` holds
+    (key -> its Markdown lines), so that this module imports none of the sections' modules."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    summary = summary_markdown(results)
+    summary = summary_markdown(results, sections)
     (folder / "summary.md").write_text(summary)
     return summary
 
 
-def summary_markdown(results: dict) -> str:
+def summary_markdown(results: dict, sections: Mapping[str, Callable[[dict], list[str]]]) -> str:
     lines = [f"# Benchmark ({results['device']})", "",
              f"Command: `{results['command']}`; {results['seconds']:.0f} s wall, {results.get('cpu_seconds', float('nan')):.0f} s CPU; machine {json.dumps(results['machine'])}.",
              "Ratios are measured within this one run; absolute figures depend on the load of the machine.", ""]
     lines += _encoding(results["encoding"]) + _training(results["training"])
     lines += _indexing(results["indexing"]) + _search(results["search"])
-    if "engines" in results:  # results written before the engines section existed have none
-        from splade_peft.bench.engines import engines_markdown  # here: engines.py imports this module
-        lines += engines_markdown(results)
-    if "suite" in results:
-        from splade_peft.bench.suite import suite_markdown
-
-        lines += suite_markdown(results)
+    for key, markdown in sections.items():
+        if key in results:  # results written before a section existed have none
+            lines += markdown(results)
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {'yes' if met else 'no'} |" for name, value, met in target_checks(results)]
     return "\n".join(lines) + "\n"

@@ -1,6 +1,6 @@
 """pyserini's in-process searcher (`LuceneImpactSearcher`), timed in a child process of its own.
 
-`python -m splade_peft.bench.pyserini_wrapper REQUEST.json RESPONSE.json`. A child process because
+`python -m bench.pyserini_wrapper REQUEST.json RESPONSE.json`. A child process because
 an embedded JVM next to PyTorch crashes (see `splade_peft.index.pyserini_env`); the benchmark's
 parent never imports pyserini. The request holds the index folder, `{qid: {term: int}}` queries,
 the k values and the threads of `batch_search`; the response holds, per k, the run, the per-query

@@ -1,4 +1,4 @@
-"""`python -m splade_peft.bench [--texts N ...] [hydra overrides]`: every stage measured in one process run.
+"""`python -m bench [--texts N ...] [hydra overrides]`: every stage measured in one process run.
 
 Writes `<out>/results.json` and `<out>/summary.md` and prints the summary. Data and checkpoint come
 from the project's config (default: SciFact from ../shared/data and the splade-2l checkpoint).
@@ -14,19 +14,18 @@ from itertools import islice
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from splade_peft.bench.encoding import bench_encoding
-from splade_peft.bench.engines import engines_section
-from splade_peft.bench.indexing import bench_indexing, replicated_corpus
+from bench.encoding import bench_encoding
+from bench.config import project_config
+from bench.engines import engines_markdown, engines_section
+from bench.indexing import bench_indexing, replicated_corpus
 from splade_peft.memory import process_peak_rss_mb
-from splade_peft.bench.results import machine, write_report
-from splade_peft.bench.search import bench_search
-from splade_peft.bench.suite import suite_section
-from splade_peft.bench.training import bench_training
-from splade_peft.config import validate
+from bench.results import machine, write_report
+from bench.search import bench_search
+from bench.suite import suite_markdown, suite_section
+from bench.training import bench_training
 from splade_peft.data.collection import Collection
 from splade_peft.data.sources import load_data
 from splade_peft.data.pairs import TrainingCollator, TrainingSet, random_candidates, training_pairs
@@ -35,12 +34,11 @@ from splade_peft.index.impact import quantize
 from splade_peft.model.backbones import load_backbone
 from splade_peft.model.encoder import SpladeEncoder
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 ADAPTERS = ("lora", "dora", "full")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m splade_peft.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads, Anserini threads and shards")
     parser.add_argument("--texts", type=int, default=24, help="documents encoded by each of the three encoders")
@@ -51,27 +49,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--train-warmup", type=int, default=2)
     parser.add_argument("--train-batch", type=int, default=4, help="queries per training batch")
     parser.add_argument("--engine-documents", type=int, default=1_000_000,
-                        help="synthetic corpus size of the search engines section (splade_peft/bench/engines.py)")
+                        help="synthetic corpus size of the search engines section (bench/engines.py)")
     parser.add_argument("--engine-queries", type=int, default=1000, help="synthetic queries of that section")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the project's config, e.g. model=tiny")
     return parser.parse_args(argv)
-
-
-def bench_config(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["data=scifact", "logger=none", *overrides])
-    validate(cfg)
-    return cfg
 
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
-    cfg = bench_config(args.overrides)
+    cfg = project_config(args.overrides)
     test = load_data(cfg.data, cfg.data.eval_split, cfg.paths.cache)
     masked_lm, tokenizer = load_backbone(cfg.model, cfg.paths.cache)
-    results = {"command": "python -m splade_peft.bench " + shlex.join(argv), "machine": machine(),
+    results = {"command": "python -m bench " + shlex.join(argv), "machine": machine(),
                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",
                "model": cfg.model.name, "data": cfg.data.name}
     texts = dict(islice(sorted(test.corpus.items()), args.texts))
@@ -103,7 +94,7 @@ def main(argv: list[str]) -> None:
     # On a shared machine the wall time mostly measures the other processes; CPU time does not.
     results["cpu_seconds"] = sum(getattr(resource.getrusage(who), field) for who in
                                  (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for field in ("ru_utime", "ru_stime"))
-    print(write_report(results, args.out))
+    print(write_report(results, args.out, sections={"engines": engines_markdown, "suite": suite_markdown}))
 
 
 def quantised(encoder, tokenizer, texts, max_length: int, factor: float) -> dict:
@@ -120,7 +111,7 @@ def training_batches(cfg, tokenizer, batch_size: int, steps: int) -> list[dict]:
 
 
 def adapter_config(overrides: list[str], adapter: str) -> dict:
-    return OmegaConf.to_container(bench_config([*overrides, f"lora={adapter}"]).lora)
+    return OmegaConf.to_container(project_config([*overrides, f"lora={adapter}"]).lora)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`python -m splade_peft.bench.engines --out bench [--documents N]`: the sparse search engines side by side.
+"""`python -m bench.engines --out bench [--documents N]`: the sparse search engines side by side.
 
 Lucene (`impact_search`, the pipeline's path), Seismic (conf/index/seismic.yaml's parameters) and exact
 (`ExactImpactSearcher`) search the same quantised vectors of two corpora, in one process run:
@@ -13,7 +13,7 @@ Per engine: build seconds; queries per second over one batched search at k = 100
 --latency-queries queries searched one at a time (Lucene: pyserini's in-process searcher in a child
 process, since the pipeline's path starts a JVM per call); ratios against Lucene's q/s (without its JVM
 start, which favours Lucene) and against exact's quality. Writes <out>/engines.json and <out>/engines.md.
-`python -m splade_peft.bench` runs this section too (--engine-documents).
+`python -m bench` runs this section too (--engine-documents).
 """
 
 import argparse
@@ -24,13 +24,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from splade_peft.bench.results import machine
-from splade_peft.bench.search import python_wrapper_runs
+from bench.config import project_config
+from bench.results import machine
+from bench.search import python_wrapper_runs
 from splade_peft.index.impact import build_impact_index, write_vector_collection
 from splade_peft.search.exact import ExactImpactSearcher
 from splade_peft.search.lucene import impact_search
@@ -43,7 +44,7 @@ Vectors = Mapping[str, Mapping[str, int]]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m splade_peft.bench.engines", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.engines", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench"))
     parser.add_argument("--documents", type=int, default=1_000_000, help="synthetic corpus size")
@@ -58,7 +59,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
-    results = {"command": "python -m splade_peft.bench.engines " + shlex.join(argv), "machine": machine(),
+    results = {"command": "python -m bench.engines " + shlex.join(argv), "machine": machine(),
                **engines_section(args.documents, args.queries, args.latency_queries, args.threads, args.seed,
                                  args.overrides)}
     results["seconds"] = time.perf_counter() - started
@@ -71,7 +72,7 @@ def main(argv: list[str]) -> None:
 
 def engines_section(documents: int, queries: int, latency_queries: int, threads: int, seed: int,
                     overrides: list[str]) -> dict:
-    """{"engines": {...}} for both corpora: what `python -m splade_peft.bench` adds to its results too."""
+    """{"engines": {...}} for both corpora: what `python -m bench` adds to its results too."""
     cfg = engine_config(overrides)
     seismic = dict(cfg.index.seismic)
     print("[bench engines] SciFact", flush=True)
@@ -86,15 +87,7 @@ def engines_section(documents: int, queries: int, latency_queries: int, threads:
 
 
 def engine_config(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from splade_peft.bench.__main__ import CONF
-    from splade_peft.config import validate
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["data=scifact", "logger=none", "index=seismic", *overrides])
-    validate(cfg)
-    return cfg
+    return project_config(["index=seismic", *overrides])
 
 
 # --- the corpora ----------------------------------------------------------------------------------------------

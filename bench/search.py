@@ -47,7 +47,7 @@ def bench_search(index_dir: Path, corpus: Mapping[str, Mapping[str, int]], queri
 def python_wrapper_runs(index_dir: Path, queries, ks: list[int], threads: int, workdir: Path) -> dict:
     request, response = workdir / "wrapper-request.json", workdir / "wrapper-response.json"
     request.write_text(json.dumps({"index": str(index_dir), "queries": queries, "ks": ks, "threads": threads}))
-    finished = subprocess.run([sys.executable, "-m", "splade_peft.bench.pyserini_wrapper", str(request), str(response)],
+    finished = subprocess.run([sys.executable, "-m", "bench.pyserini_wrapper", str(request), str(response)],
                               capture_output=True, text=True, check=False)
     if finished.returncode != 0:
         raise RuntimeError(f"pyserini wrapper exited with {finished.returncode}: {finished.stderr[-2000:]}")

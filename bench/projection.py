@@ -1,4 +1,4 @@
-"""`python -m splade_peft.bench.projection`: the SPLADE encoder's training step, before vs after the batched projection.
+"""`python -m bench.projection`: the SPLADE encoder's training step, before vs after the batched projection.
 
 Times forward + backward of the encoder (the default LoRA on splade-2l) on one batch of the default SciFact
 training shape (experiment=scifact_local: 8 queries of at most 32 tokens, 8 x (1 + 4) documents of at most
@@ -23,7 +23,7 @@ from splade_peft.model import encoder as encoder_module
 from splade_peft.model.adapters import wrap_with_adapter
 from splade_peft.model.encoder import SpladeEncoder
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 QUERIES, DOCUMENTS_PER_QUERY, QUERY_LENGTH, DOCUMENT_LENGTH = 8, 1 + 4, 32, 256
 
 

@@ -1,1 +1,0 @@
-"""`python -m splade_peft.bench` (`make bench`): throughput of every stage, as ratios measured in one run."""
