@@ -8,7 +8,7 @@ RULE: adding a config key is one dataclass field plus its default value in the g
 The annotation is the key's type, checked while Hydra composes: `loss.label_smoothing=abc` stops with
 "config key 'loss.label_smoothing': 'abc' has the wrong type -- use a number", and `loss.label_smoothng=0.1`
 with "is not a key this project reads". `setting(...)` states the range (at_least, above, at_most, below,
-one_of, each_of, or allows + says), checked by `validate` with the same one-line ConfigError; a rule between
+one_of, or allows + says), checked by `validate` with the same one-line ConfigError; a rule between
 keys goes in the dataclass's `check()`. The value lives only in the YAML file (the field's default stays
 `???`), so every option of a group must get it: they start from one file (lora.yaml, splade.yaml, embedded.yaml,
 ...) or set every key. Nothing else to edit: validation, error messages and the tests read the dataclasses.

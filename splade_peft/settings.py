@@ -36,19 +36,15 @@ class Rule:
     at_most: float | None = None
     below: float | None = None
     one_of: tuple | None = None
-    each_of: tuple | None = None           # a list whose items are all among these
     allows: Callable[[Any], bool] | None = None
     says: str | None = None                # the allowed values in words, where the bounds cannot say it
     note: str | None = None                # appended in brackets, e.g. "0: off"
-    read_by: tuple[str, ...] | None = None  # lora.*: the lora.method values that read the key
 
     def admits(self, value) -> bool:
         if value is None:  # only reached where the type allows null
             return True
         if self.one_of is not None:
             return any(value == v and type(value) is type(v) for v in self.one_of)
-        if self.each_of is not None and not set(value) <= set(self.each_of):
-            return False
         for number in value if isinstance(value, list) else [value]:
             if isinstance(number, (int, float)) and not isinstance(number, bool) and not self.within(number):
                 return False
@@ -63,8 +59,6 @@ class Rule:
             return self.says
         if self.one_of is not None:
             text = "one of " + ", ".join(map(words, self.one_of))
-        elif self.each_of is not None:
-            text = f"a list of {', '.join(map(str, self.each_of))} (or [])"
         else:
             kind, high = describe_type(non_null(annotation)), self.at_most if self.at_most is not None else self.below
             if self.at_least is not None and high is not None:
@@ -79,13 +73,12 @@ class Rule:
         return f"null or {text}" if type(None) in typing.get_args(annotation) else text
 
 
-def setting(default=MISSING, *, at_least=None, above=None, at_most=None, below=None, one_of=None, each_of=None,
-            allows=None, says=None, note=None, read_by=None):
+def setting(default=MISSING, *, at_least=None, above=None, at_most=None, below=None, one_of=None,
+            allows=None, says=None, note=None):
     """A config key with its range: `setting(at_least=1)`, `setting(one_of=POOLINGS)`, `setting(at_least=0,
     below=1)` for [0, 1). The default value lives in the group's YAML file, so `default` stays MISSING (`???`)
     except in dataset entries, whose optional keys may be left out."""
-    rule = Rule(at_least, above, at_most, below, None if one_of is None else tuple(one_of),
-                None if each_of is None else tuple(each_of), allows, says, note, None if read_by is None else tuple(read_by))
+    rule = Rule(at_least, above, at_most, below, None if one_of is None else tuple(one_of), allows, says, note)
     return field(default=default, metadata={RULE: rule})
 
 
@@ -103,7 +96,7 @@ def entries(spec):
 
 def free_mapping():
     """A mapping of any keys, passed on as it is (index.submitit: submitit's parameters)."""
-    return field(default_factory=dict, metadata={"free": True})
+    return field(default_factory=dict)
 
 
 class Section:

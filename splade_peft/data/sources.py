@@ -358,6 +358,7 @@ def load_hub(hub_id: str, split: str, name: str | None, cache_dir: Path, unknown
 
 
 def hub_parts(hub_id: str, split: str, cache_dir: Path, digest: Digest) -> Parts:
+    """BEIR's hub layout: `<id>` with corpus and queries configurations, graded judgements in `<id>-qrels`."""
     import datasets
 
     hub_cache = str(cache_dir / "hub")
@@ -365,16 +366,7 @@ def hub_parts(hub_id: str, split: str, cache_dir: Path, digest: Digest) -> Parts
     queries = datasets.load_dataset(hub_id, "queries", split="queries", cache_dir=hub_cache)
     qrels = datasets.load_dataset(f"{hub_id}-qrels", split=split, cache_dir=hub_cache)
     origins = Origins(f"{hub_id} (corpus)", f"{hub_id} (queries)", f"{hub_id}-qrels ({split})")
-    documents = (
-        (row_number, str(row["_id"]), document_text(row.get("title") or "", row["text"]))
-        for row_number, row in hashed_rows(corpus, digest)
-    )
-    query_records = ((row_number, str(row["_id"]), row["text"]) for row_number, row in hashed_rows(queries, digest))
-    judgements = (
-        Judgement(row_number, str(row["query-id"]), str(row["corpus-id"]), int(row["score"]))
-        for row_number, row in hashed_rows(qrels, digest)
-    )
-    return Parts(origins, documents, query_records, judgements)
+    return rows_as_parts(origins, corpus, queries, qrels, digest)
 
 
 def nanobeir_parts(hub_id: str, split: str, cache_dir: Path, digest: Digest) -> Parts:
@@ -386,6 +378,12 @@ def nanobeir_parts(hub_id: str, split: str, cache_dir: Path, digest: Digest) -> 
     corpus, queries, qrels = (datasets.load_dataset(hub_id, part, split=split, cache_dir=hub_cache)
                               for part in ("corpus", "queries", "qrels"))
     origins = Origins(f"{hub_id} (corpus)", f"{hub_id} (queries)", f"{hub_id} (qrels)")
+    return rows_as_parts(origins, corpus, queries, qrels, digest)
+
+
+def rows_as_parts(origins: Origins, corpus: Iterable[dict], queries: Iterable[dict], qrels: Iterable[dict],
+                  digest: Digest) -> Parts:
+    """BEIR's row schema (_id/title/text, query-id/corpus-id/score; a missing score is relevant) as Parts."""
     documents = ((row_number, str(row["_id"]), document_text(row.get("title") or "", row["text"]))
                  for row_number, row in hashed_rows(corpus, digest))
     query_records = ((row_number, str(row["_id"]), row["text"]) for row_number, row in hashed_rows(queries, digest))
