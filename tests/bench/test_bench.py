@@ -8,7 +8,10 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 from tests.helpers import WORDS, word_tokenizer
-from splade_peft.bench.encoding import compare, naive_vectors, project_vectors
+from omegaconf import OmegaConf
+
+from splade_peft.bench.encoding import bench_corpus_files, compare, naive_vectors, project_vectors
+from splade_peft.bench.results import _files
 from splade_peft.bench.indexing import replicated_corpus
 from splade_peft.bench.search import agreement, bench_search
 from splade_peft.index.impact import build_impact_index, write_vector_collection
@@ -35,6 +38,18 @@ def test_project_encoder_gives_the_naive_loops_vectors(masked_lm, tokenizer):
     project = project_vectors(masked_lm, tokenizer, TEXTS, max_length=12)
     assert (naive > 0).any()
     assert compare(naive, project)["identical"]
+
+
+def test_corpus_files_of_the_pipeline_and_the_per_document_reference_are_compared_byte_for_byte(masked_lm, tokenizer):
+    from splade_peft.model.encoder import SpladeEncoder
+
+    index = OmegaConf.create({"tokens_per_batch": 32, "max_batch_size": 2, "quantization": 100, "shards": 2})
+    texts = {f"d{i}": text for i, text in enumerate(TEXTS * 3)}
+    files = bench_corpus_files(SpladeEncoder(masked_lm), tokenizer, texts, 12, index, rounds=1)
+    assert files["identical_files"] and files["written"] > 0 and files["texts"] == len(texts)
+    assert files["pipeline_vs_per_document"] == pytest.approx(
+        files["pipeline_docs_per_s"] / files["per_document_docs_per_s"])
+    assert f"{files['pipeline_vs_per_document']:.2f}x; files identical" in "".join(_files({"corpus_files": files}))
 
 
 def test_compare_catches_a_changed_weight():
