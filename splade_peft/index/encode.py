@@ -91,10 +91,10 @@ def nonzero_entries(weights: torch.Tensor, quantization: float | None) -> tuple[
         rows, columns, values = rows[kept], columns[kept], values[kept]
     entries = torch.stack([rows.double(), columns.double(), values]).cpu().numpy()
     rows, columns, values = entries[0].astype(np.int64), entries[1].astype(np.int64), entries[2]
-    return rows, columns, values if quantization is None else impacts(values)
+    return rows, columns, values if quantization is None else finite_impacts(values)
 
 
-def impacts(values: np.ndarray) -> np.ndarray:
+def finite_impacts(values: np.ndarray) -> np.ndarray:
     if not np.isfinite(values).all():
         raise IndexingError("the encoder produced non-finite weights (NaN or inf), which have no integer impact "
                             "-- its training diverged: evaluate an earlier checkpoint or lower optim.lr")

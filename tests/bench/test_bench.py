@@ -1,20 +1,20 @@
-"""The benchmark's correctness checks on tiny inputs: same vectors as the naive loop, same rankings
-across the three searchers (the validation during training is tested in tests/training/test_validation.py)."""
+"""The benchmark's correctness checks on tiny inputs: same vectors as the naive loop, the same vector files
+from the pipeline as from the per-document reference, same rankings across the three searchers (the validation during training is tested in tests/training/test_validation.py)."""
 
 import random
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 from tests.helpers import WORDS, word_tokenizer
-from omegaconf import OmegaConf
-
 from splade_peft.bench.encoding import bench_corpus_files, compare, naive_vectors, project_vectors
 from splade_peft.bench.results import _files
 from splade_peft.bench.indexing import replicated_corpus
 from splade_peft.bench.search import agreement, bench_search
 from splade_peft.index.impact import build_impact_index, write_vector_collection
+from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.model.projection import MaskedMaxProjection
 
 TEXTS = ["the cat sat on the mat", "dog", "blue car on the long road ran past the green tree and the red house",
@@ -41,8 +41,6 @@ def test_project_encoder_gives_the_naive_loops_vectors(masked_lm, tokenizer):
 
 
 def test_corpus_files_of_the_pipeline_and_the_per_document_reference_are_compared_byte_for_byte(masked_lm, tokenizer):
-    from splade_peft.model.encoder import SpladeEncoder
-
     index = OmegaConf.create({"tokens_per_batch": 32, "max_batch_size": 2, "quantization": 100, "shards": 2})
     texts = {f"d{i}": text for i, text in enumerate(TEXTS * 3)}
     files = bench_corpus_files(SpladeEncoder(masked_lm), tokenizer, texts, 12, index, rounds=1)
