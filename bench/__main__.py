@@ -43,6 +43,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads, Anserini threads and shards")
     parser.add_argument("--texts", type=int, default=24, help="documents encoded by each of the three encoders")
     parser.add_argument("--rounds", type=int, default=2, help="passes per encoder and per training loop; the best one counts")
+    parser.add_argument("--file-texts", type=int, default=256,
+                        help="documents encoded into vector files by the pipeline and by the per-document reference")
     parser.add_argument("--index-source-texts", type=int, default=64, help="documents encoded for the index")
     parser.add_argument("--index-documents", type=int, default=4000, help="index size (encoded texts, replicated)")
     parser.add_argument("--train-steps", type=int, default=12)
@@ -68,7 +70,8 @@ def main(argv: list[str]) -> None:
     texts = dict(islice(sorted(test.corpus.items()), args.texts))
     print(f"[bench] encoding {len(texts)} documents x 3 encoders x {args.rounds} rounds", flush=True)
     results["encoding"] = bench_encoding(masked_lm, tokenizer, Path(masked_lm.name_or_path), texts,
-                                         cfg.model.doc_max_length, args.rounds)
+                                         cfg.model.doc_max_length, args.rounds,
+                                         dict(islice(sorted(test.corpus.items()), args.file_texts)), cfg.index)
     print("[bench] training", flush=True)
     results["training"] = bench_training(masked_lm, training_batches(cfg, tokenizer, args.train_batch, args.train_steps),
                                          {name: adapter_config(args.overrides, name) for name in ADAPTERS},

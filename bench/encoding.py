@@ -1,19 +1,24 @@
-"""Corpus encoding: the project's encoder vs a naive loop and sentence-transformers, on the same texts.
+"""Corpus encoding: the project's encoder vs a naive loop and sentence-transformers, on the same texts; and
+corpus encoding into vector files, the pipeline's path vs the per-document reference it replaced.
 
-All three produce log(1 + relu(logits)) max-pooled over the real tokens of the same checkpoint with
+All three encoders produce log(1 + relu(logits)) max-pooled over the real tokens of the same checkpoint with
 the same max length and threads; the naive loop is the textbook version (fixed batches in input
 order, the full (batch, length, vocab) logits tensor in float32). The fraction of the machine's
 matmul throughput is counted from the model's FLOPs on the real (unpadded) tokens.
 """
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 
+from splade_peft.index.encode import (dimension_names, encode_texts, encoded_batches, length_sorted_batches,
+                                      term_weights, vocabulary_terms)
+from splade_peft.index.impact import quantize, write_impact_batches, write_vector_collection
+from splade_peft.index.sparsity import SparsityCounter
 from splade_peft.memory import peak_memory
-from splade_peft.index.encode import encode_texts, vocabulary_terms
 from splade_peft.model.encoder import SpladeEncoder
 
 WEIGHT_TOLERANCE = 1e-4
@@ -106,8 +111,55 @@ def timed(encode: Callable[[], torch.Tensor], rounds: int) -> tuple[torch.Tensor
     return vectors, best, memory.peak_growth_mb
 
 
+@torch.inference_mode()
+def per_document_files(encoder, tokenizer, texts: Mapping[str, str], max_length: int, folder: Path, index) -> int:
+    """The reference for the pipeline's corpus encoding (as it was before issue 27): each batch's dense
+    (batch, vocabulary) block copied to the host, a dict per document, quantised in Python, the JSON written in
+    series with the encoder. Returns documents written."""
+    terms = vocabulary_terms(tokenizer)
+    ids = list(texts)
+    token_ids = tokenizer([texts[i] for i in ids], truncation=True, max_length=max_length)["input_ids"]
+
+    def documents():
+        for batch in length_sorted_batches([len(t) for t in token_ids], index.tokens_per_batch, index.max_batch_size):
+            padded = tokenizer.pad({"input_ids": [token_ids[i] for i in batch]}, return_tensors="pt")
+            weights = encoder(padded["input_ids"], padded["attention_mask"]).float().cpu()
+            for row, position in enumerate(batch):
+                yield ids[position], quantize(term_weights(weights[row], terms), index.quantization)
+
+    return write_vector_collection(documents(), folder, index.shards)
+
+
+def pipeline_files(encoder, tokenizer, texts: Mapping[str, str], max_length: int, folder: Path, index) -> int:
+    """The pipeline's corpus encoding (evaluation/retrieval.py): non-zeros quantised where the encoder runs, one
+    copy per batch, the JSON written by a background thread."""
+    batches = encoded_batches(encoder, tokenizer, texts, max_length, index.tokens_per_batch, index.max_batch_size,
+                              index.quantization)
+    return write_impact_batches(batches, dimension_names(encoder, tokenizer), folder, index.shards, SparsityCounter())
+
+
+def bench_corpus_files(encoder, tokenizer, texts: Mapping[str, str], max_length: int, index, rounds: int) -> dict:
+    """Both ways of encoding a corpus into vector files on the same documents, taking turns for `rounds` rounds
+    (each keeps its fastest), and whether they wrote the same bytes."""
+    paths = {"per_document": per_document_files, "pipeline": pipeline_files}
+    best = dict.fromkeys(paths, float("inf"))
+    with tempfile.TemporaryDirectory(prefix="splade-bench-files-") as scratch:
+        for _ in range(rounds):
+            for name, write in paths.items():
+                started = time.perf_counter()
+                written = write(encoder, tokenizer, texts, max_length, Path(scratch) / name, index)
+                best[name] = min(best[name], time.perf_counter() - started)
+        identical = all((Path(scratch) / "per_document" / part.name).read_bytes() == part.read_bytes()
+                        for part in (Path(scratch) / "pipeline").glob("*.jsonl"))
+    return {"texts": len(texts), "written": written, "rounds": rounds, "tokens_per_batch": index.tokens_per_batch,
+            "max_batch_size": index.max_batch_size, "identical_files": identical,
+            **{f"{name}_docs_per_s": len(texts) / seconds for name, seconds in best.items()},
+            "pipeline_vs_per_document": best["per_document"] / best["pipeline"]}
+
+
 def bench_encoding(masked_lm, tokenizer, checkpoint: Path, texts: Mapping[str, str], max_length: int,
-                   rounds: int) -> dict:
+                   rounds: int, corpus: Mapping[str, str] | None = None, index=None) -> dict:
+    """The three encoders on `texts`; with `corpus` and the `index` section, bench_corpus_files on `corpus`."""
     text_list = list(texts.values())
     lengths = [len(ids) for ids in tokenizer(text_list, truncation=True, max_length=max_length)["input_ids"]]
     encoders = {
@@ -120,6 +172,7 @@ def bench_encoding(masked_lm, tokenizer, checkpoint: Path, texts: Mapping[str, s
         vectors[name], seconds, growth_mb = timed(encode, rounds)
         results[name] = {"seconds": seconds, "docs_per_s": len(text_list) / seconds,
                          "tokens_per_s": sum(lengths) / seconds, "peak_rss_growth_mb": growth_mb}
+    files = bench_corpus_files(SpladeEncoder(masked_lm), tokenizer, corpus, max_length, index, rounds) if corpus else None
     config = masked_lm.config
     matmul = matmul_gflops(max(lengths), config.hidden_size, config.vocab_size)
     flops = model_flops(config, lengths)
@@ -134,10 +187,12 @@ def bench_encoding(masked_lm, tokenizer, checkpoint: Path, texts: Mapping[str, s
         "model_gflops_per_pass": flops / 1e9,
         "projection_share_of_flops": 2 * sum(lengths) * config.hidden_size * config.vocab_size / flops,
         "encoders": results,
+        **({"corpus_files": files} if files else {}),
         "ratios": {
             "project_vs_naive": results["naive"]["seconds"] / results["project"]["seconds"],
             "project_vs_sentence_transformers":
                 results["sentence_transformers"]["seconds"] / results["project"]["seconds"],
             "project_fraction_of_matmul": results["project"]["fraction_of_matmul"],
+            **({"files_pipeline_vs_per_document": files["pipeline_vs_per_document"]} if files else {}),
         },
     }

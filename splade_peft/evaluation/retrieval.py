@@ -17,8 +17,8 @@ from splade_peft.device import on_job_device
 from splade_peft.evaluation.metrics import evaluate
 from splade_peft.index.config import SEARCH_ENGINES
 from splade_peft.index.sparsity import SparsityCounter, sparsity_report
-from splade_peft.index.encode import encode_texts
-from splade_peft.index.impact import build_impact_index, quantize, read_vector_collection, write_vector_collection
+from splade_peft.index.encode import dimension_names, encoded_batches
+from splade_peft.index.impact import build_impact_index, read_vector_collection, write_impact_batches
 from splade_peft.index.sharded import encode_corpus_sharded
 from splade_peft.model.variants import SparseEncoder, as_sparse_encoder
 from splade_peft.progress import bar, stage
@@ -134,21 +134,27 @@ def encode_documents(encoder: SparseEncoder, tokenizer, collection: Collection, 
     if index.encode_shards > 1:
         vectors = (encoding_folder or folder / "encoding") / "vectors"
         _, documents = encode_corpus_sharded(encoder.side("documents"), tokenizer, collection.corpus, index,
-                                             settings.doc_max_length, vectors.parent)
+                                             settings.doc_max_length, vectors.parent, settings.trainer.precision)
         return vectors, documents
-    documents = SparsityCounter()
-    write_vector_collection(quantised_vectors(encoder.side("documents"), tokenizer, collection.corpus,
-                                              settings.doc_max_length, index, documents, "documents"),
-                            folder / "vectors", index.shards)
+    documents, side = SparsityCounter(), encoder.side("documents")
+    batches = impact_batches(side, tokenizer, collection.corpus, settings.doc_max_length, index)
+    write_impact_batches(batches, dimension_names(side, tokenizer), folder / "vectors", index.shards, documents,
+                         total=len(collection.corpus))
     return folder / "vectors", documents
+
+
+def impact_batches(side, tokenizer, texts: Mapping[str, str], max_length: int, index):
+    """The texts' quantised vectors by encode.encoded_batches, batched by the index section's keys."""
+    return encoded_batches(side, tokenizer, texts, max_length, index.tokens_per_batch, index.max_batch_size,
+                           index.quantization)
 
 
 def quantised_vectors(side, tokenizer, texts: Mapping[str, str], max_length: int, index, counter: SparsityCounter,
                       desc: str) -> Iterator[tuple[str, dict[str, int]]]:
     """(id, integer impacts) of every text, counted into `counter` as they stream past."""
-    for text_id, vector in bar(encode_texts(side, tokenizer, texts, max_length, index.tokens_per_batch,
-                                            index.max_batch_size), total=len(texts), desc=f"encoding {desc}"):
-        impacts = quantize(vector, index.quantization)
+    terms = dimension_names(side, tokenizer)
+    vectors = (vector for batch in impact_batches(side, tokenizer, texts, max_length, index) for vector in batch.vectors(terms))
+    for text_id, impacts in bar(vectors, total=len(texts), desc=f"encoding {desc}"):
         counter.add(impacts)
         yield text_id, impacts
 

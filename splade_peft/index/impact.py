@@ -8,21 +8,33 @@ documents with a positive score. Skipping them here keeps the check "indexed == 
 
 import json
 import numbers
+import queue
 import re
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from splade_peft.errors import IndexingError
+from splade_peft.index.encode import SparseBatch
 from splade_peft.index.pyserini_env import anserini_jar, java_binary, java_complaint
+from splade_peft.index.sparsity import SparsityCounter
+from splade_peft.progress import bar
 from splade_peft.records import staged
 
 _WHITESPACE = re.compile(r"\s")
 # Anserini prints counts with thousands separators: "indexed:  5,194".
 _COUNTER = re.compile(r"\b(indexed|unindexable|empty|skipped|errors):\s+([\d,]+)\s*$", re.MULTILINE)
+
+
+# Encoded batches waiting for the writer thread: enough to absorb a slow write, few enough that memory stays flat.
+WRITE_QUEUE_BATCHES = 4
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,67 @@ def write_vector_collection(docs: Iterable[tuple[str, Mapping[str, int]]], folde
     number of documents the index will hold.
     """
     return write_jsonl_shards(_vector_records(docs), folder, shards)
+
+
+def write_impact_batches(batches: Iterable[SparseBatch], terms: Sequence[str], folder: Path, shards: int,
+                         counter: SparsityCounter, total: int | None = None) -> int:
+    """write_vector_collection over the documents of `batches` (quantised: encode.encoded_batches with a
+    quantization), each counted into `counter`. The JSON is written by a background thread while this thread
+    produces the batches, so the encoder's device does not wait on the files; returns documents written."""
+    def documents(batches: Iterable[SparseBatch]) -> Iterator[tuple[str, dict[str, int]]]:
+        for batch in batches:
+            for doc_id, impacts in batch.vectors(terms):
+                counter.add(impacts)
+                yield doc_id, impacts
+
+    return consumed_in_background(batches, lambda received: write_vector_collection(
+        bar(documents(received), total=total, desc="encoding documents"), folder, shards))
+
+
+class _ProducerFailed(Exception):
+    """Raised inside the consumer when the producer failed, so that the consumer unwinds (staged folders removed)."""
+
+
+def consumed_in_background(items: Iterable[Item], consume: Callable[[Iterator[Item]], Result],
+                           depth: int = WRITE_QUEUE_BATCHES) -> Result:
+    """consume(iterator over `items`) run in a thread, fed through a queue of `depth` items while this thread
+    produces them. An exception on either side stops both and is raised here."""
+    channel: queue.Queue = queue.Queue(depth)
+    done, failed = object(), object()
+
+    def received() -> Iterator[Item]:
+        while (item := channel.get()) is not done:
+            if item is failed:
+                raise _ProducerFailed
+            yield item
+
+    with ThreadPoolExecutor(1, thread_name_prefix="writer") as pool:
+        consumer = pool.submit(consume, received())
+        try:
+            for item in items:
+                _hand_over(channel, item, consumer)
+        except BaseException:
+            _hand_over(channel, failed, consumer, raise_failure=False)
+            consumer.exception()  # wait for it to unwind before this exception propagates
+            raise
+        _hand_over(channel, done, consumer)
+        return consumer.result()
+
+
+def _hand_over(channel: queue.Queue, item, consumer: Future, raise_failure: bool = True) -> None:
+    """Put `item` in the queue, waiting while it is full, unless the consumer has stopped: then its exception
+    is raised (or nothing, with raise_failure=False)."""
+    while True:
+        if consumer.done():
+            if raise_failure:
+                consumer.result()
+                raise IndexingError("the vector writer stopped before the last document")
+            return
+        try:
+            channel.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 def read_vector_collection(folder: Path) -> Iterator[tuple[str, dict[str, int]]]:

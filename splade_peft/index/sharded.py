@@ -22,19 +22,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from splade_peft.device import inference_precision
+from splade_peft.index.encode import dimension_names, encoded_batches
+from splade_peft.index.impact import write_impact_batches
 from splade_peft.index.sparsity import SparsityCounter
-from splade_peft.index.encode import encode_texts
-from splade_peft.index.impact import quantize, write_vector_collection
 from splade_peft.records import StageStore, mapping_fingerprint, remove
-
 
 
 @dataclass(frozen=True)
 class EncodeSettings:
+    """What a shard's vectors depend on besides the encoder and the texts; every launcher's shard applies all
+    of it itself (a spawned process or a SLURM job inherits no autocast), and all of it is fingerprinted."""
+
     max_length: int
     tokens_per_batch: int
     max_batch_size: int
     quantization: float
+    precision: str  # trainer.precision: bf16-mixed encodes under bf16 autocast with TF32 matmuls on CUDA
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,13 @@ class ShardJob:
 
 
 def encode_corpus_sharded(encoder: nn.Module, tokenizer, corpus: Mapping[str, str], index_cfg, max_length: int,
-                          folder: Path) -> tuple[int, SparsityCounter]:
-    """Encode `corpus` with `encoder` (a module taking input_ids, attention_mask) into index.encode_shards
-    vector shards under `folder`/vectors, reusing complete ones; (documents written, their sparsity counts)."""
+                          folder: Path, precision: str) -> tuple[int, SparsityCounter]:
+    """Encode `corpus` with `encoder` (a module taking input_ids, attention_mask) at `precision` (the trainer's)
+    into index.encode_shards vector shards under `folder`/vectors, reusing complete ones; (documents written,
+    their sparsity counts)."""
     folder = Path(folder)
-    settings = EncodeSettings(max_length, index_cfg.tokens_per_batch, index_cfg.max_batch_size, index_cfg.quantization)
+    settings = EncodeSettings(max_length, index_cfg.tokens_per_batch, index_cfg.max_batch_size, index_cfg.quantization,
+                              precision)
     jobs = shard_jobs(encoder, tokenizer, corpus, settings, folder, index_cfg.encode_shards)
     remove_other_shards(folder, {job.name for job in jobs})
     store = StageStore(folder / "stages")
@@ -138,21 +144,25 @@ def launch_submitit(jobs: list[ShardJob], index_cfg: DictConfig, folder: Path) -
     # A job runs on a machine of its own: its device is that machine's first GPU, or its CPU.
     device = "cuda" if jobs[0].device.startswith("cuda") else "cpu"
     moved = [replace(job, device=device) for job in jobs]
-    for submitted in executor.map_array(encode_shard, moved):
-        submitted.result()  # waits; raises the job's exception with its log
+    # Submitted from inside a SLURM job (a sweep's), the array would inherit that job's SLURM_* variables.
+    with submitit.helpers.clean_env():
+        submitted = executor.map_array(encode_shard, moved)
+    for job in submitted:
+        job.result()  # waits; raises the job's exception with its log
 
 
 def encode_shard(job: ShardJob) -> dict:
     """Encode one shard into vectors/<name>.jsonl (as a stage: nothing half-written is ever trusted); its summary."""
     encoder = job.encoder.to(job.device)
     counter = SparsityCounter()
+    settings = job.settings
 
     def produce(staging: Path) -> dict:
-        vectors = encode_texts(encoder, job.tokenizer, job.texts, job.settings.max_length,
-                               job.settings.tokens_per_batch, job.settings.max_batch_size)
-        quantised = ((doc_id, counter_added(counter, quantize(vector, job.settings.quantization)))
-                     for doc_id, vector in vectors)
-        documents = write_vector_collection(quantised, staging / "vectors", shards=1)
+        batches = encoded_batches(encoder, job.tokenizer, job.texts, settings.max_length, settings.tokens_per_batch,
+                                  settings.max_batch_size, settings.quantization)
+        with inference_precision({"precision": settings.precision}, torch.device(job.device)):
+            documents = write_impact_batches(batches, dimension_names(encoder, job.tokenizer), staging / "vectors",
+                                             1, counter)
         # One rename, before the marker: a reader (or a concurrent writer of the same shard) never sees half a file.
         (job.folder / "vectors").mkdir(parents=True, exist_ok=True)
         os.replace(staging / "vectors" / "part-00000.jsonl", job.folder / "vectors" / f"{job.name}.jsonl")
@@ -160,9 +170,4 @@ def encode_shard(job: ShardJob) -> dict:
         return {"documents": documents, "lengths": counter.lengths, "term_frequency": dict(counter.term_frequency)}
 
     return StageStore(job.folder / "stages").run(job.name, job.inputs, produce)[1]
-
-
-def counter_added(counter: SparsityCounter, impacts: dict[str, int]) -> dict[str, int]:
-    counter.add(impacts)
-    return impacts
 

@@ -76,24 +76,33 @@ class DenseEncoder(nn.Module):
         return F.normalize(pooled, dim=-1) if self.normalize else pooled
 
     def prepared(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: list[int]):
-        """Each text's tokens with the prefix in front and (pooling=eos) the EOS token behind, re-padded on the
-        right whatever side the tokenizer padded: positions then count from the first token of every row."""
+        """Each text's tokens with the prefix in front (after a leading BOS) and (pooling=eos) the EOS token
+        behind unless it ends with one, re-padded on the right whatever side the tokenizer padded: positions then
+        count from the first token of every row. Tensor operations on the whole batch: no per-row host sync."""
         if not prefix and self.pooling != "eos" and attention_mask[:, 0].all():
             return input_ids, attention_mask  # nothing to add, and every row starts at 0: right-padded already
-        rows = [self.framed(ids[mask], prefix) for ids, mask in zip(input_ids, attention_mask.bool())]
-        length = max(len(row) for row in rows)
-        padded = input_ids.new_zeros((len(rows), length))
-        mask = attention_mask.new_zeros((len(rows), length))
-        for index, row in enumerate(rows):
-            padded[index, :len(row)], mask[index, :len(row)] = row, 1
-        return padded, mask
-
-    def framed(self, tokens: torch.Tensor, prefix: list[int]) -> torch.Tensor:
-        head = tokens[:1] if self.bos_token_id is not None and len(tokens) and tokens[0] == self.bos_token_id else tokens[:0]
-        parts = [head, tokens.new_tensor(prefix), tokens[len(head):]]
-        if self.pooling == "eos" and (not len(tokens) or tokens[-1] != self.eos_token_id):
-            parts.append(tokens.new_tensor([self.eos_token_id]))  # a tokenizer that appends it already is left alone
-        return torch.cat(parts)
+        real = attention_mask.bool()
+        lengths = real.sum(dim=1)
+        rank = real.cumsum(dim=1) - 1  # each real token's place among its row's real tokens
+        first = input_ids.gather(1, real.int().argmax(dim=1, keepdim=True)).squeeze(1)
+        last = input_ids.gather(1, (real.shape[1] - 1 - real.flip(1).int().argmax(dim=1, keepdim=True))).squeeze(1)
+        none = torch.zeros_like(real[:, 0])
+        keeps_head = (lengths > 0) & (first == self.bos_token_id) if self.bos_token_id is not None else none
+        adds_eos = (lengths == 0) | (last != self.eos_token_id) if self.pooling == "eos" else none
+        new_lengths = lengths + len(prefix) + adds_eos
+        width = int(new_lengths.max())
+        # One spare column takes the writes that have no place (padding, rows without an EOS to add); dropped below.
+        spare = width
+        targets = torch.where(real, rank + len(prefix) * (rank >= keeps_head.long().unsqueeze(1)), spare)
+        padded = input_ids.new_zeros((len(input_ids), width + 1)).scatter_(1, targets, input_ids)
+        if prefix:
+            places = keeps_head.long().unsqueeze(1) + torch.arange(len(prefix), device=input_ids.device)
+            padded.scatter_(1, places, input_ids.new_tensor(prefix).expand(len(input_ids), -1))
+        if self.pooling == "eos":
+            places = torch.where(adds_eos, lengths + len(prefix), spare).unsqueeze(1)
+            padded.scatter_(1, places, padded.new_full(places.shape, self.eos_token_id))
+        mask = torch.arange(width, device=input_ids.device) < new_lengths.unsqueeze(1)
+        return padded[:, :width].contiguous(), mask.to(attention_mask.dtype)
 
     def side(self, name: str) -> nn.Module:
         return EncoderSide(self, name)

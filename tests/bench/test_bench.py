@@ -1,17 +1,20 @@
-"""The benchmark's correctness checks on tiny inputs: same vectors as the naive loop, same rankings
-across the three searchers (the validation during training is tested in tests/training/test_validation.py)."""
+"""The benchmark's correctness checks on tiny inputs: same vectors as the naive loop, the same vector files
+from the pipeline as from the per-document reference, same rankings across the three searchers (the validation during training is tested in tests/training/test_validation.py)."""
 
 import random
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 from tests.helpers import WORDS, word_tokenizer
-from bench.encoding import compare, naive_vectors, project_vectors
+from bench.encoding import bench_corpus_files, compare, naive_vectors, project_vectors
+from bench.results import _files
 from bench.indexing import replicated_corpus
 from bench.search import agreement, bench_search
 from splade_peft.index.impact import build_impact_index, write_vector_collection
+from splade_peft.model.encoder import SpladeEncoder
 from splade_peft.model.projection import MaskedMaxProjection
 
 TEXTS = ["the cat sat on the mat", "dog", "blue car on the long road ran past the green tree and the red house",
@@ -35,6 +38,16 @@ def test_project_encoder_gives_the_naive_loops_vectors(masked_lm, tokenizer):
     project = project_vectors(masked_lm, tokenizer, TEXTS, max_length=12)
     assert (naive > 0).any()
     assert compare(naive, project)["identical"]
+
+
+def test_corpus_files_of_the_pipeline_and_the_per_document_reference_are_compared_byte_for_byte(masked_lm, tokenizer):
+    index = OmegaConf.create({"tokens_per_batch": 32, "max_batch_size": 2, "quantization": 100, "shards": 2})
+    texts = {f"d{i}": text for i, text in enumerate(TEXTS * 3)}
+    files = bench_corpus_files(SpladeEncoder(masked_lm), tokenizer, texts, 12, index, rounds=1)
+    assert files["identical_files"] and files["written"] > 0 and files["texts"] == len(texts)
+    assert files["pipeline_vs_per_document"] == pytest.approx(
+        files["pipeline_docs_per_s"] / files["per_document_docs_per_s"])
+    assert f"{files['pipeline_vs_per_document']:.2f}x; files identical" in "".join(_files({"corpus_files": files}))
 
 
 def test_compare_catches_a_changed_weight():

@@ -83,6 +83,34 @@ def test_eos_is_appended_when_the_tokenizer_does_not(tokenizer):
     assert mask.tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]]
 
 
+def framed_row_by_row(tokens: list[int], prefix: list[int], bos: int | None, eos: int | None) -> list[int]:
+    """The reference: one text's real tokens with the prefix after a leading BOS and an EOS behind unless there."""
+    head = tokens[:1] if bos is not None and tokens and tokens[0] == bos else []
+    tail = [eos] if eos is not None and (not tokens or tokens[-1] != eos) else []
+    return head + prefix + tokens[len(head):] + tail
+
+
+@pytest.mark.parametrize("pooling", ["eos", "mean"])
+def test_the_batched_framing_matches_the_row_by_row_reference(pooling):
+    generator = torch.Generator().manual_seed(0)
+    bos, eos = 2, 7
+    for case in range(60):
+        rows, width = 1 + case % 5, 1 + case % 7
+        ids = torch.randint(2, 10, (rows, width), generator=generator)  # BOS and EOS occur, leading and trailing
+        lengths = torch.randint(0, width + 1, (rows,), generator=generator)  # empty rows too
+        positions = torch.arange(width)
+        left_padded = case % 2 == 1
+        mask = (positions >= width - lengths.unsqueeze(1)) if left_padded else (positions < lengths.unsqueeze(1))
+        prefix = [[], [5], [5, 6]][case % 3]
+        encoder = DenseEncoder(None, pooling, eos_token_id=eos, bos_token_id=None if case % 4 == 3 else bos)
+        got_ids, got_mask = encoder.prepared(ids, mask.long(), prefix)
+        expected = [framed_row_by_row(row[keep].tolist(), prefix, encoder.bos_token_id, eos if pooling == "eos" else None)
+                    for row, keep in zip(ids, mask)]
+        assert [row[keep.bool()].tolist() for row, keep in zip(got_ids, got_mask)] == expected, (case, prefix)
+        assert got_mask.dtype == torch.long
+        assert got_mask.tolist() == [[1] * len(row) + [0] * (got_mask.shape[1] - len(row)) for row in expected]
+
+
 def test_prefixes_change_only_their_side(tokenizer):
     llama = tiny_llama(tokenizer)
     plain = build_encoder(dense_cfg(query_prefix=None, document_prefix=None), llama, tokenizer, {}, 16)
