@@ -10,8 +10,7 @@ from omegaconf import OmegaConf
 
 from splade_peft.errors import ConfigError
 
-GPU_ACCELERATORS = ("gpu", "cuda")  # a GPU or nothing
-CUDA_ACCELERATORS = (*GPU_ACCELERATORS, "auto")  # auto: the GPU when there is one, else the CPU
+CUDA_ACCELERATORS = ("gpu", "cuda", "auto")  # gpu and cuda: a GPU or a ConfigError; auto: else the CPU
 
 
 class DeviceKeys(NamedTuple):

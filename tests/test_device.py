@@ -181,6 +181,6 @@ def test_the_trained_encoder_is_evaluated_on_the_training_device(tmp_path, monke
     assert seen["autocast"] == CUDA  # bf16-mixed training, bf16 encoding
 
 
-def test_no_autocast_on_the_cpu_or_in_full_precision():
+def test_no_autocast_on_the_cpu_or_in_full_precision(tf32_off):
     assert not isinstance(inference_precision(TRAINER, torch.device("cpu")), torch.autocast)
     assert not isinstance(inference_precision({"precision": "32-true"}, torch.device("cuda")), torch.autocast)
