@@ -1,5 +1,7 @@
 """Memory measurement for jobs and benchmarks: the process's resident peak (Linux VmHWM, resettable), and the
-peak of one block of code sampled from /proc (CPU tensors are invisible to tracemalloc)."""
+peak of one block of code sampled from /proc (CPU tensors are invisible to tracemalloc). CUDA peaks are those of
+the process's current GPU (device.set_up_job_device makes it the rank's), and only once the process has used
+CUDA: asking earlier would open a context on GPU 0 from every process, CPU jobs and other ranks included."""
 
 import resource
 import threading
@@ -10,6 +12,10 @@ from pathlib import Path
 import torch
 
 _PAGE_BYTES = resource.getpagesize()
+
+
+def uses_cuda() -> bool:
+    return torch.cuda.is_initialized()
 
 
 def current_rss_mb() -> float:
@@ -43,7 +49,7 @@ def peak_memory(interval_s: float = 0.005):
             measured.peak_mb = max(measured.peak_mb, current_rss_mb())
             time.sleep(interval_s)
 
-    if torch.cuda.is_available():
+    if uses_cuda():
         torch.cuda.reset_peak_memory_stats()
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -53,7 +59,7 @@ def peak_memory(interval_s: float = 0.005):
         stop.set()
         sampler.join()
         measured.peak_mb = max(measured.peak_mb, current_rss_mb())
-        if torch.cuda.is_available():
+        if uses_cuda():
             measured.peak_cuda_mb = torch.cuda.max_memory_allocated() / 2**20
 
 
@@ -70,7 +76,7 @@ def reset_peak_memory() -> float:
     """Start the peak-memory marks afresh, so that the training peak is not the loading or zero-shot peak;
     return the resident peak so far, which the reset forgets."""
     peak_before = resident_peak_mb()
-    if torch.cuda.is_available():
+    if uses_cuda():
         torch.cuda.reset_peak_memory_stats()
     try:
         # Linux: writing 5 resets the process's resident-set high-water mark (VmHWM), see proc(5).
@@ -82,6 +88,6 @@ def reset_peak_memory() -> float:
 
 def peak_memory_mb(prefix: str = "") -> dict:
     peak = {f"{prefix}peak_rss_mb": resident_peak_mb()}
-    if torch.cuda.is_available():
+    if uses_cuda():
         peak[f"{prefix}peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return peak

@@ -6,6 +6,9 @@ query and its own score of every judged positive (what positive-aware filtering 
 - adapter: what a training job saved (`<run_dir>` or `<run_dir>/adapter`), rebuilt from the job's saved config
   the way `model.adapter=<run_dir>` evaluation rebuilds it; sparse families search an exact impact index, dense
   ones an exact inner-product scan.
+
+The encoders run on the device and at the precision of a trainer section (`trainer`: the saved job's, or the
+mining command's options), as the job's own evaluation does.
 """
 
 from collections.abc import Iterable, Iterator, Mapping
@@ -13,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import OmegaConf
 
 from splade_peft.data.collection import Collection
+from splade_peft.device import job_device, on_job_device
 from splade_peft.errors import DataError
 from splade_peft.index.encode import encode_texts
 from splade_peft.index.impact import quantize
@@ -96,11 +99,12 @@ def impact_dot(query: Mapping[str, int], document: Mapping[str, int]) -> float:
     return float(sum(w * document[t] for t, w in query.items() if w > 0 and document.get(t, 0) > 0))
 
 
-def splade_checkpoint_ranking(checkpoint: str | Path, collection: Collection, k: int) -> Ranking:
+def splade_checkpoint_ranking(checkpoint: str | Path, collection: Collection, k: int, trainer) -> Ranking:
     from splade_peft.training.teacher_scoring import load_splade
 
     encoder, tokenizer = load_splade(checkpoint)
-    return sparse_ranking(encoder, encoder, tokenizer, collection, k, SPLADE_QUERY_LENGTH, SPLADE_DOC_LENGTH)
+    with on_job_device(encoder, trainer):
+        return sparse_ranking(encoder, encoder, tokenizer, collection, k, SPLADE_QUERY_LENGTH, SPLADE_DOC_LENGTH)
 
 
 # --- dense encoders -------------------------------------------------------------------------------------------------
@@ -137,9 +141,10 @@ def job_config(run_folder: str | Path):
     return OmegaConf.load(path)
 
 
-def saved_job_encoder(run_folder: str | Path, collection: Collection, cache_dir: str):
+def saved_job_encoder(run_folder: str | Path, collection: Collection, cache_dir: str, trainer):
     """(encoder, tokenizer, job config): the job's backbone with its saved adapter and own parameters put on it,
-    exactly as pipeline.run_job does for `model.adapter=<run_dir> lora=frozen`."""
+    exactly as pipeline.run_job does for `model.adapter=<run_dir> lora=frozen`; a k-bit backbone is loaded onto
+    the device of `trainer` (the trainer section), as bitsandbytes places it when loading."""
     from splade_peft.model.backbones import load_backbone
     from splade_peft.model.saved import backbone_config, saved_encoder
     from splade_peft.model.variants import build_encoder
@@ -149,20 +154,19 @@ def saved_job_encoder(run_folder: str | Path, collection: Collection, cache_dir:
     if saved is None:
         raise DataError(run_folder, "is an exported model, not a job's adapter folder",
                         fix="mine with the run folder the export was made from")
-    on_gpu = torch.cuda.is_available()
-    masked_lm, tokenizer = load_backbone(backbone_config(cfg.model), cache_dir, cfg.lora.quantization, on_gpu=on_gpu)
+    masked_lm, tokenizer = load_backbone(backbone_config(cfg.model), cache_dir, cfg.lora.quantization,
+                                         trainer.get("precision", "32-true"), on_gpu=job_device(trainer).type == "cuda")
     # The inference-free query table is initialised from this corpus, then replaced by the saved table.
     encoder = build_encoder(cfg.encoder, masked_lm, tokenizer, collection.corpus, cfg.model.doc_max_length,
                             adapt=saved.adapt())
     saved.load_own_parameters(encoder)
-    if on_gpu and not cfg.lora.quantization:  # a k-bit model is placed on the GPU when loaded
-        encoder.to("cuda")
     return encoder.eval(), tokenizer, cfg
 
 
-def adapter_ranking(run_folder: str | Path, collection: Collection, k: int, cache_dir: str) -> Ranking:
-    encoder, tokenizer, cfg = saved_job_encoder(run_folder, collection, cache_dir)
+def adapter_ranking(run_folder: str | Path, collection: Collection, k: int, cache_dir: str, trainer) -> Ranking:
+    encoder, tokenizer, cfg = saved_job_encoder(run_folder, collection, cache_dir, trainer)
     lengths = (cfg.model.query_max_length, cfg.model.doc_max_length)
-    if encoder.is_sparse:
-        return sparse_ranking(encoder.side("queries"), encoder.side("documents"), tokenizer, collection, k, *lengths)
-    return dense_ranking(encoder, tokenizer, collection, k, *lengths)
+    with on_job_device(encoder, trainer):
+        if encoder.is_sparse:
+            return sparse_ranking(encoder.side("queries"), encoder.side("documents"), tokenizer, collection, k, *lengths)
+        return dense_ranking(encoder, tokenizer, collection, k, *lengths)

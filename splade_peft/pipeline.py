@@ -12,7 +12,7 @@ from splade_peft.config import validate
 from splade_peft.data.collection import Collection
 from splade_peft.data.dev_split import DEV_SPLIT, DevSplit, carve_dev
 from splade_peft.data.hard_negatives import mining_record
-from splade_peft.device import job_device
+from splade_peft.device import job_device, set_up_job_device
 from splade_peft.data.sources import load_data, load_eval_collections
 from splade_peft.evaluation.metrics import macro_average, per_query, standard_measures
 from splade_peft.evaluation.config import allowed_test_selection_warnings
@@ -41,6 +41,7 @@ from splade_peft.training.validation import ValidationSplit, selection_metrics
 
 def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     root = validate(cfg)
+    set_up_job_device(cfg.trainer)  # a GPU asked for and not there stops the job here, before any stage
     L.seed_everything(cfg.seed, workers=True)
     saved = saved_encoder(cfg.model.adapter)  # a job's adapter folder to evaluate
     with stage("data"):
@@ -64,7 +65,7 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
         check_targets(masked_lm, cfg.lora)  # a bad lora.target_modules stops the job before any reference row
     if asks_backbone(cfg, masked_lm):
         with stage("backbone check"):
-            results["backbone_check"] = {"answers": check_backbone(masked_lm, tokenizer, cfg.model.chat_template)}
+            results["backbone_check"] = {"answers": check_backbone(masked_lm, tokenizer, cfg.model.chat_template, cfg.trainer)}
     model_fingerprint = describe_model(cfg, masked_lm)
     idf_corpus = (train_collection or next(iter(eval_collections.values()))).corpus
     # Under DDP only rank zero computes the reference rows and evaluates; the other ranks only train.

@@ -1,7 +1,8 @@
-"""Before Hydra starts any job: the command line's config composes, at every value a sweep gives a key, and
-the chosen launcher can start on this machine. Hydra reports a config that does not compose in several lines
-of OmegaConf's wording, and a launcher that cannot start (SLURM without sbatch) with submitit's traceback; this
-says it in one line naming the key and the fix. Nothing here imports torch: a bad command line answers at once."""
+"""Before Hydra starts any job: the command line's config composes, at every value a sweep gives a key, the
+chosen launcher can start on this machine, and a job that asks for a GPU finds one here. Hydra reports a config
+that does not compose in several lines of OmegaConf's wording, a launcher that cannot start (SLURM without sbatch)
+with submitit's traceback, and Lightning a missing GPU only at fit, after the reference rows; this says each in
+one line naming the key and the fix. Only a GPU job imports torch: a bad command line answers at once."""
 
 import shutil
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, OverrideParseException
 
 from splade_peft.config import composition_error
+from splade_peft.errors import ConfigError
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
@@ -35,7 +37,10 @@ def command_line_problem(arguments: list[str], config_dir: Path) -> str | None:
                 if problem is None:
                     return None  # e.g. an unknown option: Hydra's message lists the available ones
                 return str(problem)
-        return launcher_problem(str(cfg.hydra.launcher.get("_target_", "")))
+            problem = device_problem(cfg)
+            if problem:
+                return problem
+        return launcher_problem(launcher_target(cfg))
 
 
 def grid_points(overrides: list[str]) -> Iterator[list[str]]:
@@ -57,6 +62,24 @@ def sweep_values(override) -> list[str]:
         return list(override.sweep_string_iterator())
     except Exception:  # interval sweeps have no finite list of values
         return []
+
+
+def launcher_target(cfg) -> str:
+    return str(cfg.hydra.launcher.get("_target_", ""))
+
+
+def device_problem(cfg) -> str | None:
+    """A job that asks for a GPU where none is visible (or for GPUs this machine lacks). Jobs a SLURM launcher
+    submits run on other machines: each checks its own when it starts (pipeline.run_job)."""
+    if launcher_target(cfg).endswith("SlurmLauncher") or str(cfg.trainer.accelerator) == "cpu":
+        return None  # a CPU job's command line is checked without importing torch
+    from splade_peft.device import job_device
+
+    try:
+        job_device(cfg.trainer)
+    except ConfigError as error:
+        return str(error)
+    return None
 
 
 def launcher_problem(target: str) -> str | None:

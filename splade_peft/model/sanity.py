@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from splade_peft.device import on_job_device
 from splade_peft.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -67,17 +68,20 @@ def ask(model, tokenizer, prompt: str) -> str:
     return tokenizer.decode(output[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def check_backbone(model, tokenizer, chat_template: str | None) -> list[dict]:
-    """Ask QUESTIONS; stop the job when the template drops a question or most answers are empty or echoes."""
-    answers = []
-    for question, expected in QUESTIONS:
-        prompt = prompt_for(tokenizer, question, chat_template)
+def check_backbone(model, tokenizer, chat_template: str | None, trainer_cfg=None) -> list[dict]:
+    """Ask QUESTIONS, on the job's device and precision (`trainer_cfg`, the trainer section; the CPU without
+    one); stop the job when the template drops a question or most answers are empty or echoes."""
+    prompts = {question: prompt_for(tokenizer, question, chat_template) for question, _ in QUESTIONS}
+    for question, prompt in prompts.items():
         if question not in prompt:
             raise ConfigError("model.chat_template", f"renders the question {question!r} as {prompt!r}: the "
                               "template drops the text it is given", "fix the template, or set model.chat_template=null "
                               "to use the tokenizer's (model.sanity_check=false skips this check)")
-        answers.append(Answer(question, prompt, ask(model, tokenizer, prompt), expected))
-        log.info("backbone check: %r -> %r", question, answers[-1].answer)
+    answers = []
+    with on_job_device(model, trainer_cfg or {}):
+        for question, expected in QUESTIONS:
+            answers.append(Answer(question, prompts[question], ask(model, tokenizer, prompts[question]), expected))
+            log.info("backbone check: %r -> %r", question, answers[-1].answer)
     broken = [a for a in answers if a.broken]
     if len(broken) * 2 > len(answers):
         example = broken[0]

@@ -1,11 +1,18 @@
 """Every option of every config group composes; bad values fail before any model is loaded."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from splade_peft.config import composition_error, validate
-from tests.helpers import CONF, composed
+from splade_peft.preflight import command_line_problem
+from tests.helpers import CONF, REPO, composed, run_cli
 from splade_peft.errors import ConfigError
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "paths"))
@@ -81,3 +88,39 @@ def test_out_of_range_values_name_the_key_and_the_allowed_range(override, key):
 def test_beir_without_a_path_asks_for_data_path():
     with pytest.raises(ConfigError, match="data.path"):
         validate(composed("data=beir"))
+
+
+GPU_REFUSAL = "config key 'trainer.accelerator': is gpu and no CUDA device is visible here -- use trainer=cpu"
+no_gpu_here = pytest.mark.skipif(torch.cuda.is_available(), reason="shows the refusal where no GPU is visible")
+
+
+@no_gpu_here
+def test_a_job_or_sweep_that_asks_for_a_missing_gpu_stops_in_one_line_before_any_job(tmp_path):
+    single = run_cli(tmp_path / "job", "trainer=gpu")
+    sweep = run_cli(tmp_path / "unused", "-m", "trainer=gpu", "lora.r=1,4", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    for completed in (single, sweep):
+        assert completed.returncode == 1 and completed.stderr.startswith(f"splade_peft: {GPU_REFUSAL}"), completed.stderr[-2000:]
+        assert len(completed.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "job").exists() and not (tmp_path / "sweep").exists()
+
+
+@no_gpu_here
+def test_a_job_the_preflight_did_not_see_refuses_the_missing_gpu_before_any_stage(tmp_path):
+    """A job on a SLURM node (or started with HYDRA_FULL_ERROR=1) checks its own machine first: no data loaded, no
+    BM25 index built in the cache."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "splade_peft", f"hydra.run.dir={tmp_path / 'job'}", "trainer=gpu", "logger=csv",
+         f"paths.cache={tmp_path / 'cache'}"], cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+    assert completed.returncode == 1
+    result = json.loads((tmp_path / "job" / "results.json").read_text())
+    assert result["status"] == "failed" and result["error"].startswith(f"ConfigError: {GPU_REFUSAL}")
+    assert "data" not in result and not (tmp_path / "cache").exists()
+
+
+@no_gpu_here
+def test_each_value_of_a_sweep_is_checked_for_its_gpu_and_slurm_jobs_on_their_node():
+    assert command_line_problem(["-m", "trainer=cpu,gpu"], CONF).startswith(GPU_REFUSAL)
+    assert command_line_problem(["trainer=gpu", "trainer.accelerator=auto"], CONF) is None  # auto: the CPU fallback
+    # The login node a SLURM sweep starts from has no GPU of its own: only sbatch is checked there.
+    assert "sbatch" in command_line_problem(["-m", "trainer=gpu", "hydra/launcher=slurm"], CONF)

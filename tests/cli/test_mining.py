@@ -1,8 +1,11 @@
 """Mining writes the FlagEmbedding layout with ids and teacher scores, and training reads it back."""
 
+import contextlib
 import json
 
 import pytest
+import torch
+from omegaconf import OmegaConf
 
 from splade_peft.data.sources import load_collection
 from splade_peft.data.hard_negatives import flagembedding_candidates, mining_record, mining_stats_path
@@ -10,7 +13,7 @@ from splade_peft.data.msmarco import MappedCorpus, load_msmarco, read_topics, re
 from splade_peft.training.teacher_scoring import splade_scores
 from splade_peft.data.teachers import load_score_file
 from splade_peft.errors import ConfigError, DataError
-from splade_peft.mine import main
+from splade_peft.mine import CPU_TRAINER, main, mining_trainer, parse_arguments
 from tests.helpers import SHARED_DATA, offline_checkpoint
 
 DOCUMENTS = {
@@ -89,6 +92,66 @@ def test_a_training_split_reads_only_its_own_queries_lines_and_the_job_records_t
     recorded = mining_record(output)
     assert recorded["file"] == str(output) and recorded["retriever"] == "bm25" and recorded["queries"] == 2
     assert mining_record(tmp_path / "mined-elsewhere.jsonl") is None
+
+
+@pytest.fixture
+def gpu_job(tmp_path):
+    """A run folder as a bf16 training job on the second GPU leaves it (its adapter/ and saved config)."""
+    folder = tmp_path / "gpu-job"
+    (folder / "adapter").mkdir(parents=True)
+    (folder / ".hydra").mkdir()
+    trainer = {"accelerator": "gpu", "devices": [1], "precision": "bf16-mixed", "max_steps": 2000}
+    OmegaConf.save(OmegaConf.create({"trainer": trainer}), folder / ".hydra" / "config.yaml")
+    return folder
+
+
+def test_mining_with_a_job_runs_where_it_trained_unless_told_otherwise(gpu_job, beir_folder, tmp_path):
+    assert mining_trainer(str(gpu_job)) == {"accelerator": "gpu", "devices": [1], "precision": "bf16-mixed"}
+    assert mining_trainer(str(gpu_job / "adapter"), accelerator="cpu") == {"accelerator": "cpu", "devices": [1],
+                                                                           "precision": "bf16-mixed"}
+    assert mining_trainer(None) == CPU_TRAINER
+    assert mining_trainer(None, accelerator="gpu", devices="1,", precision="bf16-mixed") == {
+        "accelerator": "gpu", "devices": "1,", "precision": "bf16-mixed"}
+    command = ["--beir", str(beir_folder), "--retriever", "adapter", "--adapter", str(gpu_job), "--output",
+               str(tmp_path / "mined.jsonl")]
+    assert parse_arguments([*command, "--accelerator", "cpu", "--precision", "32-true"]).trainer == {
+        "accelerator": "cpu", "devices": [1], "precision": "32-true"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="shows the refusal where no GPU is visible")
+def test_mining_where_the_jobs_gpu_is_missing_is_refused_before_reading_any_data(gpu_job, tmp_path, capsys):
+    missing = tmp_path / "no-such-collection"
+    with pytest.raises(SystemExit):
+        parse_arguments(["--beir", str(missing), "--retriever", "adapter", "--adapter", str(gpu_job), "--output",
+                         str(tmp_path / "mined.jsonl")])
+    assert ("config key '--accelerator': is gpu and no CUDA device is visible here -- use --accelerator cpu"
+            in capsys.readouterr().err)
+
+
+def test_every_encoder_of_a_mining_run_is_on_the_mining_device_and_precision(beir_folder, tmp_path, monkeypatch):
+    """The splade retriever and the teacher both run under the trainer section the options give (before, the
+    retriever never left the CPU and the teacher was given no section)."""
+    import splade_peft.miners
+    import splade_peft.training.teacher_scoring
+    from splade_peft.device import on_job_device
+
+    placed = []
+
+    @contextlib.contextmanager
+    def recorded(module, trainer_cfg, *arguments):
+        placed.append((type(module).__name__, OmegaConf.to_container(OmegaConf.create(trainer_cfg))))
+        with on_job_device(module, trainer_cfg, *arguments) as device:
+            yield device
+
+    monkeypatch.setattr(splade_peft.miners, "on_job_device", recorded)
+    monkeypatch.setattr(splade_peft.training.teacher_scoring, "on_job_device", recorded)
+    checkpoint = offline_checkpoint("splade-2l")
+    output = tmp_path / "mined.jsonl"
+    main(["--beir", str(beir_folder), "--retriever", "splade", "--retriever-checkpoint", str(checkpoint),
+          "--teacher", str(checkpoint), "--depth", "2", "--precision", "bf16-mixed", "--output", str(output)])
+    expected = {"accelerator": "cpu", "devices": 1, "precision": "bf16-mixed"}
+    assert placed == [("SpladeEncoder", expected)] * 2
+    assert json.loads(mining_stats_path(output).read_text())["trainer"] == expected
 
 
 def test_the_filter_must_come_with_a_value(beir_folder, tmp_path):
@@ -188,7 +251,7 @@ def test_a_jobs_adapter_mines_as_its_evaluation_loads_it(family, beir_folder, tm
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert all(set(r["pos_ids"]).isdisjoint(r["neg_ids"]) for r in records)
     collection = load_collection("beir", "train", path=str(beir_folder))
-    ranking = adapter_ranking(run_dir / "adapter", collection, 5, ".cache")
+    ranking = adapter_ranking(run_dir / "adapter", collection, 5, ".cache", OmegaConf.create(CPU_TRAINER))
     for query_id, positives in ranking.positive_scores.items():
         retrieved = dict(ranking.run[query_id])
         assert all(score == pytest.approx(retrieved[d]) for d, score in positives.items() if d in retrieved)
