@@ -235,8 +235,8 @@ def grid_values(point: pd.Series, keys: Sequence[str]) -> tuple:
 def distinct_points(points: pd.DataFrame, indices: Sequence, keys: Sequence[str]) -> list:
     """The indices, an unfinished job dropped where a completed row stands for the same grid point."""
     completed = {grid_values(points.loc[index], keys) for index in indices if points.at[index, "status"] == COMPLETED}
-    return [index for index in indices if points.at[index, "status"] == COMPLETED or
-            not keys or grid_values(points.loc[index], keys) not in completed]
+    return [index for index in indices
+            if points.at[index, "status"] == COMPLETED or grid_values(points.loc[index], keys) not in completed]
 
 
 def unfinished_label(points: pd.DataFrame, index: Any, labels: Mapping) -> str:

@@ -195,11 +195,14 @@ def comparison_cell(row: pd.Series, prefix: str) -> str:
 
 
 def p_cell(row: pd.Series, prefix: str) -> str:
-    """The Holm-corrected p-value; † marks a row outside the family (its p-value uncorrected)."""
-    p_value = as_number(row.get(f"{prefix}.p_adjusted"))
-    if p_value is None:
+    """The Holm-corrected p-value, with the uncorrected one beside it where Holm moved it (the interval
+    agrees with that one); † marks a row outside the family (its p-value uncorrected)."""
+    adjusted, raw = as_number(row.get(f"{prefix}.p_adjusted")), as_number(row.get(f"{prefix}.p"))
+    if adjusted is None:
         return "-"
-    return f"{p_value:.3g}" + ("" if bool(row.get(f"{prefix}.in_family")) else " †")
+    if not bool(row.get(f"{prefix}.in_family")):
+        return f"{adjusted:.3g} †"
+    return f"{adjusted:.3g}" + (f" (uncorrected {raw:.3g})" if raw is not None and f"{raw:.3g}" != f"{adjusted:.3g}" else "")
 
 
 def seeds_cell(row: pd.Series) -> str:

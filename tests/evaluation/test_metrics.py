@@ -4,6 +4,7 @@ import math
 import random
 
 import pytest
+import pytrec_eval
 from ir_measures import RR, nDCG
 
 from splade_peft.evaluation.metrics import evaluate, macro_average, per_query
@@ -73,7 +74,6 @@ def test_every_measure_breaks_score_ties_as_trec_eval_does():
 
 def test_a_tied_run_scores_as_trec_eval_scores_it():
     """Quantised impacts tie often: every query's figure equals trec_eval's (pytrec_eval) on a run full of ties."""
-    pytrec_eval = pytest.importorskip("pytrec_eval")
     rng = random.Random(0)
     documents = [f"doc{i:03d}" for i in range(60)]
     qrels = {f"q{q}": {doc: rng.choice([1, 1, 2, 3]) for doc in rng.sample(documents, 4)} for q in range(30)}

@@ -345,6 +345,14 @@ def test_a_failed_family_row_counts_with_p_one(tmp_path):
     assert "Counted with p = 1 (no tested row): r=4 (failed), r=5 (not run)." in markdown_report(sweep)
 
 
+def test_a_failed_seed_of_a_completed_row_is_not_a_missing_member(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    for seed, status in ((1, "completed"), (2, "completed"), (3, "failed")):
+        write_seeded_job(sweep_dir, 4, seed, status=status)
+    study = load_sweep(sweep_dir).study
+    assert (study.family_size, study.missing) == (1, [])
+
+
 def test_a_declared_family_counts_its_failed_and_unknown_rows(tmp_path):
     sweep_dir = seeded_sweep(tmp_path / "sweep", {2: 0.01, 3: 0.008, 4: 0.05},
                              {"family": ["lora.r=2", "lora.r=4", "lora.r=99"]}, failed=(4,))
