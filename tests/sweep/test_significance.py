@@ -85,7 +85,7 @@ def significance_rows(markdown: str, section: str = "## Significance") -> dict[s
     return section_table(markdown, section)[1]
 
 
-VS_CONTROL_CELL, VS_BEST_CELL = 3, 8  # with seeds: row, seeds, avg, Δ, p, seed std, query ±, dominant, Δ vs best, p
+VS_CONTROL_CELL, VS_BEST_CELL = 3, 8  # with seeds: row, seeds, avg, Δ, p, seed ±, query ±, dominant, Δ vs best, p
 
 
 def difference(cell: str) -> float:
