@@ -1,8 +1,9 @@
 """Retrieval metrics through ir-measures, averaged over every judged query (a query the run misses scores 0).
 
-Every measure sees one ranking per query: score descending, then document id ascending. ir-measures'
-providers break score ties each their own way (RR@10 and nDCG@10 ranked tied documents in opposite
-orders), so ties are broken here and each document reaches ir-measures with a score that is its rank.
+Every measure sees one ranking per query in trec_eval's order: score descending, then document id descending
+(trec_eval sorts ties by docno in reverse, so figures match published ones). ir-measures' providers break
+score ties each their own way (RR@10 and nDCG@10 ranked tied documents in opposite orders), so ties are
+broken here and each document reaches ir-measures with a score that is its rank.
 """
 
 from collections.abc import Mapping
@@ -54,8 +55,8 @@ def per_query(qrels: Qrels, run: Run, measures: Mapping = MEASURES,
 
 
 def ranked(qid: str, hits: list[tuple[str, float]]) -> list[ScoredDoc]:
-    """The hits in the one tie order, scored n, n-1, ..., 1 so that no measure can reorder them."""
-    ordered = sorted(hits, key=lambda hit: (-hit[1], hit[0]))
+    """The hits in trec_eval's order, scored n, n-1, ..., 1 so that no measure can reorder them."""
+    ordered = sorted(hits, key=lambda hit: (hit[1], hit[0]), reverse=True)
     return [ScoredDoc(qid, doc_id, float(len(ordered) - rank)) for rank, (doc_id, _) in enumerate(ordered)]
 
 

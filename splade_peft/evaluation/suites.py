@@ -2,15 +2,19 @@
 the suite it belongs to) as one result: the macro average of its datasets, each counted once (the notes'
 "BEIR avg"), and a verdict of the trained model against its zero-shot self on every member dataset.
 
-The verdict tests each dataset with the sweep report's paired test (randomization by default), Holm over the
-suite's datasets, and calls a dataset non-inferior when its one-sided 95% lower bound clears -margin: a suite
-is where "it does not forget" is claimed, so it is claimed per dataset, with the noise of each.
+The verdict tests each dataset with the sweep report's paired test (randomization by default; its p-value,
+interval and bounds come from that one test, splade_peft/sweep/paired.py), Holm over the suite's datasets for
+"significantly better / worse", and the standard non-inferiority verdict from the same test's one-sided 95%
+bounds: non-inferior when the lower bound is above -margin, inferior when the upper bound is below -margin,
+inconclusive otherwise. A suite is where "it does not forget" is claimed, so it is claimed per dataset, with
+the noise of each.
 """
 
 from collections.abc import Mapping, Sequence
 
 from splade_peft.evaluation.metrics import macro_average
-from splade_peft.sweep.significance import ALPHA, NON_INFERIOR, WORSE, compare, holm
+from splade_peft.sweep.paired import ALPHA, compare, holm
+from splade_peft.sweep.significance import INCONCLUSIVE, INFERIOR, NON_INFERIOR, verdict as margin_verdict
 
 TRAINED, CONTROL = "trained", "zero_shot"
 
@@ -33,34 +37,40 @@ def suite_summaries(members: Mapping[str, Sequence[str]], metrics: Mapping[str, 
 def suite_verdict(datasets: Sequence[str], per_query: Mapping[str, Mapping], metric: str, margin: float,
                   test: str) -> dict | None:
     """How many of `datasets` the trained row improves significantly, makes significantly worse, and keeps
-    non-inferior, against the zero-shot row, with each dataset's difference, adjusted p-value and verdict."""
+    non-inferior (or shows inferior, or leaves inconclusive) against the zero-shot row, with each dataset's
+    difference, adjusted p-value, bounds and verdict."""
     comparisons = {}
     for name in datasets:
         trained = per_query.get(TRAINED, {}).get(name, {}).get(metric)
         control = per_query.get(CONTROL, {}).get(name, {}).get(metric)
-        if trained and control and (comparison := compare({name: trained}, {name: control}, test)):
+        if trained and control and (comparison := compare([{name: trained}], [{name: control}], test)):
             comparisons[name] = comparison
     if not comparisons:
         return None
     adjusted = dict(zip(comparisons, holm([c.p for c in comparisons.values()])))
     per_dataset = {
-        name: {"diff": c.diff, "p_adjusted": adjusted[name], "lower_bound": c.lower_bound, "verdict": c.verdict(margin)}
+        name: {"diff": c.diff, "ci_low": c.ci_low, "ci_high": c.ci_high, "p": c.p, "p_adjusted": adjusted[name],
+               "lower_bound": c.lower_bound, "upper_bound": c.upper_bound, "verdict": margin_verdict(c, margin)}
         for name, c in comparisons.items()
     }
     significant = {name for name, p in adjusted.items() if p < ALPHA}
+    verdicts = [entry["verdict"] for entry in per_dataset.values()]
     return {
-        "metric": metric, "test": f"{test}, Holm over the suite's datasets", "margin": margin,
-        "datasets": len(comparisons),
+        "metric": metric, "margin": margin, "datasets": len(comparisons),
+        "test": f"{test}, p Holm over the suite's datasets; 95% intervals and one-sided 95% bounds from the same test",
         "improved": sum(1 for name in significant if comparisons[name].diff > 0),
         "worse": sum(1 for name in significant if comparisons[name].diff < 0),
-        "non_inferior": sum(1 for entry in per_dataset.values() if entry["verdict"] == NON_INFERIOR),
-        "worse_than_margin": sum(1 for entry in per_dataset.values() if entry["verdict"] == WORSE),
+        "non_inferior": verdicts.count(NON_INFERIOR), "inferior": verdicts.count(INFERIOR),
+        "inconclusive": verdicts.count(INCONCLUSIVE),
         "per_dataset": per_dataset,
     }
 
 
 def verdict_line(suite: str, verdict: Mapping) -> str:
-    """One line: `<suite>: trained vs zero-shot on 13 datasets: 4 better, 2 worse (...), 7 non-inferior at 0.01`."""
+    """One line: `<suite>: trained vs zero-shot ndcg@10 on 13 datasets: 4 significantly better, 2 significantly
+    worse; at margin 0.01: 7 non-inferior, 1 inferior, 5 inconclusive (...)` (a record written before the
+    inferior / inconclusive counts shows the non-inferior one alone)."""
+    counts = [f"{verdict[key]} {key.replace('_', '-')}" for key in ("non_inferior", "inferior", "inconclusive") if key in verdict]
     return (f"{suite}: trained vs zero-shot {verdict['metric']} on {verdict['datasets']} datasets: "
-            f"{verdict['improved']} significantly better, {verdict['worse']} significantly worse, "
-            f"{verdict['non_inferior']} non-inferior at margin {verdict['margin']:g} ({verdict['test']})")
+            f"{verdict['improved']} significantly better, {verdict['worse']} significantly worse; "
+            f"at margin {verdict['margin']:g}: {', '.join(counts)} ({verdict['test']})")

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from splade_peft.results import AVERAGE, COMPLETED, QUERY_GROUPS_FILE, RESULTS_FILE, SUITE_PREFIX, JobResult, mapping, numbers, read_per_query
-from splade_peft.sweep.points import SEED_KEY, grid_keys, point_frame
-from splade_peft.sweep.significance import QUERY_GROUPS, Groups, Protocol, Study, add_comparisons
+from splade_peft.sweep.points import JOBS, SEED_KEY, grid_keys, point_frame
+from splade_peft.sweep.significance import QUERY_GROUPS, Grid, Groups, Protocol, Setting, Study, add_comparisons
 from splade_peft.sweep.values import display_value, grid_sort_key, natural_key, short_names
 
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
@@ -155,6 +157,35 @@ def declared_sweep_keys(multirun: dict) -> list[str]:
         if override.is_sweep_override() and override.key_or_group not in keys:
             keys.append(override.key_or_group)
     return keys
+
+
+def declared_grid(multirun: dict) -> Grid | None:
+    """The points the multirun launched, seeds aside: its sweeps (sweeper params, then the command line's task
+    overrides, which win) expanded, each point with the launch's fixed overrides; None without a multirun.yaml,
+    for a search (Optuna samples, it declares no grid) or for a sweep this parser cannot enumerate."""
+    hydra_cfg = mapping(multirun.get("hydra"))
+    sweeper = mapping(hydra_cfg.get("sweeper"))
+    if not hydra_cfg or "optuna" in str(sweeper.get("_target_", "")).lower():
+        return None
+    lines = [f"{key}={value}" for key, value in mapping(sweeper.get("params")).items()]
+    lines += [str(line) for line in listing(mapping(hydra_cfg.get("overrides")).get("task"))]
+    parser, values = OverridesParser.create(), {}
+    for line in lines:
+        try:
+            override = parser.parse_override(line)
+        except HydraException:
+            return None
+        key = override.key_or_group
+        if override.is_delete() or is_bookkeeping(key) or key == SEED_KEY:
+            continue
+        if not override.is_sweep_override():
+            values[key] = [override.get_value_element_as_str()]
+        elif override.is_discrete_sweep() and override.value_type != ValueType.GLOB_CHOICE_SWEEP:
+            values[key] = list(override.sweep_string_iterator())
+        else:
+            return None
+    swept = [key for key, options in values.items() if len(options) > 1]
+    return Grid([dict(zip(values, combination)) for combination in product(*values.values())], swept)
 
 
 def varying_keys(known: list[dict[str, str]]) -> list[str]:
@@ -339,6 +370,41 @@ def read_settings(configs: list[dict]) -> dict[str, Any]:
     return settings
 
 
+def point_setting(points: pd.DataFrame, jobs: list[Job]) -> Setting:
+    """A point's value of a config key: its first job's override, else its saved config's (None: unknown)."""
+    by_name = {job.name: job for job in jobs}
+    configs: dict[str, Any] = {}
+
+    def setting(index: Any, key: str) -> Any:
+        job = by_name.get(points.at[index, JOBS][0])
+        if job is None:
+            return None
+        if job.overrides and key in job.overrides:
+            return job.overrides[key]
+        if not (job.result and job.result.config):
+            return None
+        if job.name not in configs:
+            configs[job.name] = OmegaConf.create(job.result.config)
+        return select_setting(configs[job.name], key)
+
+    return setting
+
+
+def corpus_name(entry: dict, default: str | None = None) -> str | None:
+    """The name a collection spec loads under: its `name`, else its folder's name."""
+    return entry.get("name") or (Path(str(entry["path"])).name if entry.get("path") else default)
+
+
+def training_corpora(jobs: list[Job]) -> list[str]:
+    """The collections the jobs trained on, by their saved configs: data and each data.mixture entry."""
+    names = []
+    for job in jobs:
+        data = mapping(mapping(job.result.config if job.result else None).get("data"))
+        names.append(corpus_name(data))
+        names += [corpus_name(mapping(entry), key) for key, entry in mapping(mapping(data.get("mixture")).get("datasets")).items()]
+    return [str(name) for name in dict.fromkeys(names) if name]
+
+
 # --- the sweep ------------------------------------------------------------------------------------------------
 
 def load_sweep(sweep_dir: str | Path) -> Sweep:
@@ -365,6 +431,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         frame, points, references, {job.name: job.per_query for job in jobs}, {job.name: job.query_groups for job in jobs},
         study_metric(settings), zero_shot_shared, Protocol.from_settings(settings),
         dict(zip(points.index, grid_labels(points, keys))), keys, datasets,
+        declared_grid(multirun), point_setting(points, jobs), training_corpora(jobs),
     )
     return Sweep(
         directory=directory,

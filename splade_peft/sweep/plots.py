@@ -270,16 +270,20 @@ def draw_trade_off_panel(ax: Axes, sweep: Sweep, first: str, other: str) -> None
 
 
 def trade_off_figure(sweep: Sweep) -> Figure | None:
-    """The gain over the control on the first evaluation dataset (x) against each other dataset (y), with the
-    paired 95% intervals of the per-dataset significance table; None without per-dataset comparisons."""
-    first, others = sweep.datasets[0] if sweep.datasets else "", sweep.datasets[1:]
+    """The gain over the control on the in-domain dataset (what the jobs trained on; else the first) (x) against
+    each other dataset (y), with the 95% intervals of the per-dataset significance table; None without
+    per-dataset comparisons."""
+    in_domain = [d for d in sweep.datasets if d in sweep.study.trained_on] or sweep.datasets[:1]
+    first = in_domain[0] if in_domain else ""
+    others = [d for d in sweep.datasets if d != first]
     if not others or f"{dataset_prefix(first)}.diff" not in sweep.points:
         return None
     figure = Figure(figsize=(5.2 * len(others), 4.6), layout="constrained")
     for ax, other in zip(figure.subplots(1, len(others), squeeze=False)[0], others):
         draw_trade_off_panel(ax, sweep, first, other)
     figure.suptitle(f"{METRIC_LABELS[sweep.metric]} gain over the control, {first} against the other datasets\n"
-                    "paired 95% t intervals (uncorrected); red line: rows no other beats on both", fontsize="medium")
+                    "95% intervals of the report's paired test (uncorrected); red line: rows no other beats on both",
+                    fontsize="medium")
     return figure
 
 

@@ -11,9 +11,10 @@ import pandas as pd
 
 from splade_peft.results import AVERAGE, COMPLETED, SUITE_PREFIX, as_number
 from splade_peft.sweep.load import DEV_PREFIX, METRIC_LABELS, ZERO_SHOT_PREFIX, Sweep
+from splade_peft.sweep.paired import EXACT_PATTERNS, MONTE_CARLO_ERROR, RESAMPLES
 from splade_peft.sweep.points import SEEDS, std_column
 from splade_peft.sweep.significance import (
-    ALPHA, INCONCLUSIVE, NON_INFERIOR, QUERY_GROUPS, RESAMPLES, SEEN, UNSEEN, VS_BEST, VS_CONTROL, WORSE, ZERO_SHOT,
+    ALPHA, DECLARED, GRID, INCONCLUSIVE, INFERIOR, NON_INFERIOR, QUERY_GROUPS, SEEN, UNSEEN, VS_BEST, VS_CONTROL, ZERO_SHOT,
     dataset_prefix, vs_control_prefix,
 )
 from splade_peft.sweep.values import display_value
@@ -194,11 +195,14 @@ def comparison_cell(row: pd.Series, prefix: str) -> str:
 
 
 def p_cell(row: pd.Series, prefix: str) -> str:
-    """The Holm-corrected p-value; † marks a row outside the family (its p-value uncorrected)."""
-    p_value = as_number(row.get(f"{prefix}.p_adjusted"))
-    if p_value is None:
+    """The Holm-corrected p-value, with the uncorrected one beside it where Holm moved it (the interval
+    agrees with that one); † marks a row outside the family (its p-value uncorrected)."""
+    adjusted, raw = as_number(row.get(f"{prefix}.p_adjusted")), as_number(row.get(f"{prefix}.p"))
+    if adjusted is None:
         return "-"
-    return f"{p_value:.3g}" + ("" if bool(row.get(f"{prefix}.in_family")) else " †")
+    if not bool(row.get(f"{prefix}.in_family")):
+        return f"{adjusted:.3g} †"
+    return f"{adjusted:.3g}" + (f" (uncorrected {raw:.3g})" if raw is not None and f"{raw:.3g}" != f"{adjusted:.3g}" else "")
 
 
 def seeds_cell(row: pd.Series) -> str:
@@ -241,21 +245,18 @@ def compared_rows(sweep: Sweep) -> list[tuple[str, pd.Series]]:
                    for label, (index, row) in zip(sweep.grid_labels(completed), completed.iterrows())]
 
 
-def seed_cells(sweep: Sweep, row: pd.Series) -> list[str]:
-    """The seed spread (std of the per-seed means) beside the query interval's half-width, and the larger."""
-    spread = as_number(row.get(std_column(study_column(sweep))))
-    low, high = as_number(row.get(f"{VS_CONTROL}.ci_low")), as_number(row.get(f"{VS_CONTROL}.ci_high"))
-    half_width = None if low is None or high is None else (high - low) / 2
-    if spread is None or half_width is None:
-        return ["-" if spread is None else metric_cell(spread), "-" if half_width is None else metric_cell(half_width), "-"]
-    return [metric_cell(spread), metric_cell(half_width), "seeds" if spread > half_width else "queries"]
+def seed_cells(row: pd.Series) -> list[str]:
+    """The seed noise and the query noise of the difference to the control, both as 95% half-widths, and the larger."""
+    seed, query = (as_number(row.get(f"{VS_CONTROL}.{name}")) for name in ("seed_half_width", "query_half_width"))
+    cells = ["-" if value is None else metric_cell(value) for value in (seed, query)]
+    return cells + ["-" if seed is None or query is None else "seeds" if seed > query else "queries"]
 
 
 def significance_rows(sweep: Sweep) -> list[list[str]]:
     column = study_column(sweep)
     return [
         [label, seeds_cell(row), value_cell(row, column), comparison_cell(row, VS_CONTROL), p_cell(row, VS_CONTROL),
-         *(seed_cells(sweep, row) if sweep.seeded else []), comparison_cell(row, VS_BEST), p_cell(row, VS_BEST)]
+         *(seed_cells(row) if sweep.seeded else []), comparison_cell(row, VS_BEST), p_cell(row, VS_BEST)]
         for label, row in compared_rows(sweep)
     ]
 
@@ -265,13 +266,17 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def verdict_cell(row: pd.Series, prefix: str) -> str:
-    """"non-inferior (lower bound -0.004)"; "-" without a comparison."""
-    verdict, low = row.get(f"{prefix}.verdict"), as_number(row.get(f"{prefix}.lower_bound"))
-    if not isinstance(verdict, str) or low is None:
+    """"non-inferior (lower bound -0.004)", "inferior (upper bound -0.015)", "inconclusive (-0.014 to +0.004)";
+    "-" without a comparison."""
+    verdict = row.get(f"{prefix}.verdict")
+    low, high = as_number(row.get(f"{prefix}.lower_bound")), as_number(row.get(f"{prefix}.upper_bound"))
+    if not isinstance(verdict, str) or low is None or high is None:
         return "-"
-    high = as_number(row.get(f"{prefix}.upper_bound"))
-    below = ", yet below the control" if verdict == NON_INFERIOR and high is not None and high < 0 else ""
-    return f"{verdict} (lower bound {low:+.{DECIMALS}f}{below})"
+    if verdict == NON_INFERIOR:
+        return f"{verdict} (lower bound {low:+.{DECIMALS}f})"
+    if verdict == INFERIOR:
+        return f"{verdict} (upper bound {high:+.{DECIMALS}f})"
+    return f"{verdict} ({low:+.{DECIMALS}f} to {high:+.{DECIMALS}f})"
 
 
 def per_dataset_table(sweep: Sweep) -> str:
@@ -299,9 +304,10 @@ def per_dataset_table(sweep: Sweep) -> str:
     )
     if judged:
         explanation += (
-            f" Out of domain ({', '.join(judged)}), a row is **{NON_INFERIOR}** when the one-sided 95% lower bound of "
-            f"(row - control) clears -{margin:g} (sweep.margin), **{WORSE}** when the one-sided 95% upper bound is "
-            f"below 0, **{INCONCLUSIVE}** otherwise: \"n.s.\" alone is absence of evidence, not evidence of no loss."
+            f" Out of domain ({', '.join(judged)}), from the same test's one-sided 95% bounds of (row - control): "
+            f"**{NON_INFERIOR}** when the lower bound is above -{margin:g} (sweep.margin), **{INFERIOR}** when the "
+            f"upper bound is below -{margin:g}, **{INCONCLUSIVE}** otherwise: \"n.s.\" alone is absence of evidence, "
+            "not evidence of no loss."
         )
     return "\n\n".join(["### Per dataset", explanation, markdown_table(headers, rows)])
 
@@ -335,34 +341,66 @@ def has_comparisons(sweep: Sweep) -> bool:
     return any(column.startswith((f"{VS_CONTROL}.", f"{VS_BEST}.")) for column in sweep.points.columns)
 
 
-TEST_NAMES = {"randomization": f"paired randomization test (sign flips of the per-query differences, {RESAMPLES:,} "
-                               "resamples, fixed seed)",
-              "t": "paired t-test"}
+def method_line(test: str) -> str:
+    """The one test behind every p-value, interval and bound (splade_peft/sweep/paired.py), with its level."""
+    if test == "t":
+        return ("Test: paired t-test over queries (sweep.test=t); rows with several seeds add their seed standard "
+                "error (Welch-Satterthwaite df). Intervals: the same t, 95% two-sided, so an interval holds 0 exactly "
+                "when p >= 0.05; non-inferiority bounds: one-sided 95% (the 90% interval's ends).")
+    return (f"Test: paired sign-flip randomization test of the mean difference over queries (sweep.test), exact over "
+            f"every sign pattern when tied differences (zeros too) leave at most {EXACT_PATTERNS:,}, else {RESAMPLES:,} "
+            f"random patterns with a fixed seed (Monte Carlo standard error of p near 0.05: {MONTE_CARLO_ERROR:.4f}). "
+            "Rows with several seeds: each pattern adds a draw of the seed noise (the seed mean's standard error "
+            "times a t(k-1) variate), so intervals and p cover seeds and queries. Intervals: the same test inverted "
+            "(the shifts it does not reject), 95% two-sided, so an interval holds 0 exactly when p >= 0.05; "
+            "non-inferiority bounds: one-sided 95% (the 90% interval's ends).")
+
+
+def family_line(sweep: Sweep) -> str:
+    """Which rows are corrected together and where that family comes from, as study_rows builds it."""
+    study = sweep.study
+    source = {
+        DECLARED: "the rows sweep.family names",
+        GRID: "the points of the sweep's grid (multirun.yaml's sweeps and fixed overrides, seeds aside), whatever "
+              "has completed; a job of another grid joining the folder stays outside and changes no row's p "
+              "(Hydra rewrites multirun.yaml at each launch into the folder: a study that adds launches to one "
+              "folder declares sweep.family)",
+    }.get(study.family_source, "every row of the folder, completed or not (no multirun.yaml declares a grid): a job "
+                               "joining the folder joins the family; declare sweep.family to fix it")
+    line = (f"Family: {source}; Holm over its {study.family_size} rows against the control; reference rows and rows "
+            "outside the family show their uncorrected p-value (†) and are never counted.")
+    if study.missing:
+        line += " Counted with p = 1 (no tested row): " + ", ".join(study.missing) + "."
+    return line
+
+
+def domain_line(sweep: Sweep) -> str:
+    study = sweep.study
+    judged = ", ".join(study.out_of_domain) or "none"
+    if study.protocol.out_of_domain is not None:
+        return f"Judged for non-inferiority (sweep.out_of_domain): {judged}."
+    trained = ", ".join(study.trained_on) or "not recorded in the jobs' configs"
+    return f"Trained on (data.name, data.mixture): {trained}; judged for non-inferiority: the other datasets, {judged}."
 
 
 def protocol_lines(sweep: Sweep) -> str:
     """What the rows were compared with, how, and over which family."""
     study, metric = sweep.study, METRIC_LABELS[sweep.metric]
-    family = f"the {len(study.family)} grid rows" if study.protocol.family is None else \
-        f"the {len(study.family)} completed rows of sweep.family"
     lines = [
         f"Control: {control_label(sweep)} (sweep.control). Paired over queries on {metric}: each difference is the "
         "macro average over the evaluation datasets of the mean per-query difference (each dataset counts once; "
         "seed-collapsed rows pair their per-query values averaged over seeds).",
-        f"Test: {TEST_NAMES[study.protocol.test]} (sweep.test). p-values Holm-corrected over the family: {family} "
-        "against the control (sweep.family); reference rows and rows outside the family are shown with their "
-        "uncorrected p-value (†) and never counted, so a row's p-value does not depend on what else ran in the folder. "
-        "Intervals: paired t, 95%, uncorrected.",
-        f"**n.s.**: corrected p not below {ALPHA:g} -- no difference shown, whatever the means say. "
-        + ("Δ vs best: against the family's best row, " + ("chosen on its dev figure (results.json `dev`)." if study.best_on_dev
-                                                        else "chosen on test: a selection figure, no job reports a dev figure.")
-           if study.best is not None else "Δ vs best: no family row has a value.")
+        method_line(study.protocol.test) + " Intervals are uncorrected; **n.s.**: Holm-corrected p not below "
+        f"{ALPHA:g} -- no difference shown, whatever the means say.",
+        family_line(sweep),
+        domain_line(sweep),
+        "Δ vs best: against the family's best row, " + ("chosen on its dev figure (results.json `dev`)." if study.best_on_dev
+                                                       else "chosen on test: a selection figure, no job reports a dev figure.")
+        if study.best is not None else "Δ vs best: no family row has a value.",
     ]
     if sweep.seeded:
-        lines.append("seed std: standard deviation of the per-seed means of the study metric; query ±: half-width of the "
-                     "query interval vs control; dominant: the larger of the two.")
-    if study.unmatched:
-        lines.append("sweep.family entries no completed row matches: " + ", ".join(f"`{entry}`" for entry in study.unmatched))
+        lines.append("seed ± / query ±: the seed noise and the query noise of Δ vs control alone, each as a 95% "
+                     "half-width; dominant: the larger.")
     return "  \n".join(lines)
 
 
@@ -371,7 +409,7 @@ def significance_section(sweep: Sweep) -> str:
     if not has_comparisons(sweep):
         return "## Significance\n\nNo job kept per-query values (per_query.json): differences are not tested."
     metric = METRIC_LABELS[sweep.metric]
-    seeds = ["seed std", "query ±", "dominant"] if sweep.seeded else []
+    seeds = ["seed ±", "query ±", "dominant"] if sweep.seeded else []
     headers = ["row", SEEDS, f"avg {metric}", "Δ vs control [95% CI]", "p", *seeds, "Δ vs best [95% CI]", "p"]
     parts = ["## Significance", protocol_lines(sweep), markdown_table(headers, significance_rows(sweep)),
              per_dataset_table(sweep), query_groups_table(sweep)]

@@ -1,8 +1,10 @@
 """Metric values on hand-checked examples (research-notes section 8) agree with what the project reports."""
 
 import math
+import random
 
 import pytest
+import pytrec_eval
 from ir_measures import RR, nDCG
 
 from splade_peft.evaluation.metrics import evaluate, macro_average, per_query
@@ -60,10 +62,26 @@ def test_sparsity_report_counts_postings_and_expected_flops():
     assert report["flops"] == pytest.approx(0.5 * 2 / 3)
 
 
-def test_every_measure_breaks_score_ties_by_document_id():
-    """ir-measures' RR and nDCG providers order tied documents oppositely; here both see a, b, c, d."""
+def test_every_measure_breaks_score_ties_as_trec_eval_does():
+    """Score descending, then document id descending (trec_eval's order); ir-measures' RR and nDCG providers
+    order tied documents oppositely, so both get the one order here: d, c, b, a."""
     qrels = {"q1": {"c": 1}, "q2": {"a": 1}}
-    run = {"q1": [(doc, 1.0) for doc in "dbca"], "q2": [("z", 2.0)] + [(doc, 1.0) for doc in "cab"]}
+    run = {"q1": [(doc, 1.0) for doc in "bdac"], "q2": [("z", 2.0)] + [(doc, 1.0) for doc in "cab"]}
     metrics = per_query(qrels, run)
-    assert metrics["mrr@10"] == {"q1": pytest.approx(1 / 3), "q2": pytest.approx(1 / 2)}
-    assert metrics["ndcg@10"] == {"q1": pytest.approx(1 / math.log2(4)), "q2": pytest.approx(1 / math.log2(3))}
+    assert metrics["mrr@10"] == {"q1": pytest.approx(1 / 2), "q2": pytest.approx(1 / 4)}
+    assert metrics["ndcg@10"] == {"q1": pytest.approx(1 / math.log2(3)), "q2": pytest.approx(1 / math.log2(5))}
+
+
+def test_a_tied_run_scores_as_trec_eval_scores_it():
+    """Quantised impacts tie often: every query's figure equals trec_eval's (pytrec_eval) on a run full of ties."""
+    rng = random.Random(0)
+    documents = [f"doc{i:03d}" for i in range(60)]
+    qrels = {f"q{q}": {doc: rng.choice([1, 1, 2, 3]) for doc in rng.sample(documents, 4)} for q in range(30)}
+    run = {qid: [(doc, float(rng.randint(1, 4))) for doc in rng.sample(documents, 40)] for qid in qrels}
+    ours = per_query(qrels, run)
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank", "ndcg_cut.10", "recall.100"}).evaluate(
+        {qid: dict(hits) for qid, hits in run.items()})
+    for qid in qrels:
+        assert ours["mrr@10"][qid] == pytest.approx(trec[qid]["recip_rank"] if trec[qid]["recip_rank"] >= 0.1 else 0.0)
+        assert ours["ndcg@10"][qid] == pytest.approx(trec[qid]["ndcg_cut_10"])
+        assert ours["recall@100"][qid] == pytest.approx(trec[qid]["recall_100"])

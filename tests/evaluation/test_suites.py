@@ -64,19 +64,30 @@ def per_query(rng, queries, shift):
 
 def test_the_suite_average_counts_each_dataset_once_and_the_verdict_counts_datasets():
     rng = random.Random(0)
-    control = {"a": per_query(rng, 200, 0.3), "b": per_query(rng, 200, 0.3), "c": per_query(rng, 20, 0.3)}
+    control = {"a": per_query(rng, 200, 0.3), "b": per_query(rng, 200, 0.3), "c": per_query(rng, 20, 0.3),
+               "d": per_query(rng, 100, 0.3)}
+    spread = random.Random(1)
+    noise = [spread.gauss(0, 0.04) for _ in control["d"]]
+    noise = [v - sum(noise) / len(noise) for v in noise]  # a loss of exactly 0.0055 on average
     trained = {"a": {q: v + 0.1 for q, v in control["a"].items()},   # better on every query
-               "b": {q: v - 0.05 for q, v in control["b"].items()},  # worse on every query
-               "c": dict(control["c"])}                              # the same
+               "b": {q: v - 0.05 for q, v in control["b"].items()},  # worse on every query: inferior at 0.01
+               "c": dict(control["c"]),                              # the same: non-inferior
+               "d": {q: v - 0.0055 + e for (q, v), e in zip(control["d"].items(), noise)}}  # a small loss, noisy
     per_query_values = {"trained": {d: {"ndcg@10": v} for d, v in trained.items()},
                         "zero_shot": {d: {"ndcg@10": v} for d, v in control.items()}}
     metrics = {d: {"ndcg@10": sum(v.values()) / len(v)} for d, v in trained.items()}
-    summary = suite_summaries({"s": ["a", "b", "c"]}, metrics, per_query_values, "ndcg@10", 0.01, "randomization")["s"]
-    assert summary["metrics"]["ndcg@10"] == pytest.approx(sum(m["ndcg@10"] for m in metrics.values()) / 3)
+    summary = suite_summaries({"s": ["a", "b", "c", "d"]}, metrics, per_query_values, "ndcg@10", 0.01, "randomization")["s"]
+    assert summary["metrics"]["ndcg@10"] == pytest.approx(sum(m["ndcg@10"] for m in metrics.values()) / 4)
     verdict = summary["verdict"]
-    assert (verdict["improved"], verdict["worse"], verdict["non_inferior"], verdict["worse_than_margin"]) == (1, 1, 2, 1)
-    assert verdict["per_dataset"]["b"]["verdict"] == "worse" and verdict["per_dataset"]["c"]["verdict"] == "non-inferior"
-    assert verdict_line("s", verdict).startswith("s: trained vs zero-shot ndcg@10 on 3 datasets: 1 significantly better, 1 significantly worse")
+    counts = ("improved", "worse", "non_inferior", "inferior", "inconclusive")
+    assert tuple(verdict[key] for key in counts) == (1, 1, 2, 1, 1)
+    per_dataset = verdict["per_dataset"]
+    assert [per_dataset[d]["verdict"] for d in "abcd"] == ["non-inferior", "inferior", "non-inferior", "inconclusive"]
+    assert per_dataset["b"]["upper_bound"] < -0.01 and per_dataset["d"]["upper_bound"] > -0.01 > per_dataset["d"]["lower_bound"]
+    for entry in per_dataset.values():  # the interval and the p-value come from one test
+        assert (entry["ci_low"] <= 0 <= entry["ci_high"]) == (entry["p"] >= 0.05)
+    assert verdict_line("s", verdict).startswith("s: trained vs zero-shot ndcg@10 on 4 datasets: 1 significantly better, "
+                                                 "1 significantly worse; at margin 0.01: 2 non-inferior, 1 inferior, 1 inconclusive")
 
 
 RECORD = {

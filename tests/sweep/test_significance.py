@@ -1,4 +1,5 @@
-"""Effect or noise: seed-collapsed rows and paired tests on a synthetic sweep with per-query values."""
+"""Effect or noise: seed-collapsed rows and paired tests on a synthetic sweep with per-query values; the one
+test behind each p-value, interval and verdict, checked on designed per-query values."""
 
 import json
 import time
@@ -14,7 +15,8 @@ from splade_peft.errors import ConfigError
 from splade_peft.results import write_per_query
 from splade_peft.sweep import build_report, load_sweep
 from splade_peft.sweep.plots import trade_off_figure
-from splade_peft.sweep.significance import compare, holm, weighted_differences
+from splade_peft.sweep.paired import MONTE_CARLO_ERROR, paired
+from splade_peft.sweep.significance import compare, holm
 from splade_peft.sweep.table import markdown_report
 
 DATASETS = {"scifact": 60, "nfcorpus": 40}  # queries per dataset
@@ -39,7 +41,8 @@ def means(per_dataset: dict[str, dict[str, float]]) -> dict[str, dict[str, float
     return {**metrics, "average": {"ndcg@10": float(np.mean([m["ndcg@10"] for m in metrics.values()]))}}
 
 
-def write_seeded_job(sweep_dir: Path, r: int, seed: int, study: dict | None = None, dev: dict | None = None) -> None:
+def write_seeded_job(sweep_dir: Path, r: int, seed: int, study: dict | None = None, dev: dict | None = None,
+                     status: str = "completed") -> None:
     overrides = [f"seed={seed}", f"lora.r={r}"]
     folder = sweep_dir / f"seed={seed},lora.r={r}"
     (folder / ".hydra").mkdir(parents=True)
@@ -48,7 +51,11 @@ def write_seeded_job(sweep_dir: Path, r: int, seed: int, study: dict | None = No
             "bm25": {d: {q: v - 0.1 for q, v in zero_shot(d).items()} for d in DATASETS}}
     write_per_query(folder, {row: {d: {"ndcg@10": values} for d, values in per_dataset.items()} for row, per_dataset in rows.items()})
     references = {system: {d: {"metrics": means(rows[system])[d]} for d in DATASETS} for system in ("bm25", "zero_shot")}
-    results = {"status": "completed", "overrides": overrides, "config": {"sweep": {"metric": "ndcg@10", **(study or {})}},
+    config = {"sweep": {"metric": "ndcg@10", **(study or {})}, "data": {"name": "scifact"}, "lora": {"r": r}}
+    if status != "completed":
+        (folder / "results.json").write_text(json.dumps({"status": status, "error": "boom", "overrides": overrides, "config": config}))
+        return
+    results = {"status": "completed", "overrides": overrides, "config": config,
                "metrics": means(rows["trained"]), "references": references, "params": {"trainable": 1000 * r},
                "timing": {"train_s": 10.0 * r + seed}, "data": {"eval": {d: {} for d in DATASETS}},
                **({"dev": dev} if dev else {})}
@@ -78,7 +85,7 @@ def significance_rows(markdown: str, section: str = "## Significance") -> dict[s
     return section_table(markdown, section)[1]
 
 
-VS_CONTROL_CELL, VS_BEST_CELL = 3, 8  # with seeds: row, seeds, avg, Δ, p, seed std, query ±, dominant, Δ vs best, p
+VS_CONTROL_CELL, VS_BEST_CELL = 3, 8  # with seeds: row, seeds, avg, Δ, p, seed ±, query ±, dominant, Δ vs best, p
 
 
 def difference(cell: str) -> float:
@@ -186,36 +193,115 @@ def test_seed_is_not_a_plot_axis(report):
 def test_paired_difference_is_the_macro_average_and_the_randomization_test_flips_signs():
     row = {"a": {"q1": 0.5, "q2": 0.7}, "b": {"q1": 0.2, "q2": 0.3, "q3": 0.1, "q4": 0.5}}
     other = {"a": {"q1": 0.4, "q2": 0.5}, "b": {"q1": 0.2, "q2": 0.1, "q3": 0.1, "q4": 0.3}}
-    assert compare(row, other).diff == pytest.approx((0.15 + 0.1) / 2)  # dataset a: +0.15, dataset b: +0.10
+    assert compare([row], [other]).diff == pytest.approx((0.15 + 0.1) / 2)  # dataset a: +0.15, dataset b: +0.10
     # four positive differences: only "all +" and "all -" of the 16 sign flips reach the observed sum
-    flipped = compare({"a": dict(zip("wxyz", (0.3, 0.1, 0.2, 0.4)))}, {"a": dict.fromkeys("wxyz", 0.0)})
-    assert flipped.p == pytest.approx(2 / 16)
-    assert compare(row, other, "t").p == pytest.approx(stats.ttest_rel(*weighted(row, other)).pvalue)
-    assert compare({"a": {"q1": 1.0}}, {"a": {"q1": 0.0}}) is None  # one query: nothing to test
+    flipped = compare([{"a": dict(zip("wxyz", (0.3, 0.1, 0.2, 0.4)))}], [{"a": dict.fromkeys("wxyz", 0.0)}])
+    assert flipped.p == pytest.approx(2 / 16) and flipped.exact
+    differences = paired([row], [other]).differences
+    t = stats.ttest_1samp(differences, 0.0)
+    by_t = compare([row], [other], "t")
+    assert by_t.p == pytest.approx(t.pvalue)
+    assert (by_t.ci_low, by_t.ci_high) == pytest.approx(tuple(t.confidence_interval(0.95)))
+    assert compare([{"a": {"q1": 1.0}}], [{"a": {"q1": 0.0}}]) is None  # one query: nothing to test
 
 
-def weighted(row, other) -> tuple[np.ndarray, np.ndarray]:
-    differences = weighted_differences(row, other)
-    return differences, np.zeros_like(differences)
+def one_dataset(values) -> list[dict]:
+    return [{"a": {f"q{i}": float(v) for i, v in enumerate(values)}}]
 
 
-def test_holm_steps_down_and_stays_monotone():
-    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
-    assert holm([0.3, 0.6]) == pytest.approx([0.6, 0.6]) and holm([]) == []
+def scipy_sign_flip_p(differences) -> float:
+    """scipy's exact sign-flip test (permutation_type='samples' on one sample flips signs)."""
+    return stats.permutation_test((np.asarray(differences, dtype=float),), lambda x, axis: np.mean(x, axis=axis),
+                                  permutation_type="samples", n_resamples=np.inf, vectorized=True).pvalue
 
 
-def seeded_sweep(sweep_dir: Path, effects: dict, study: dict | None = None, dev: dict | None = None) -> Path:
-    """SEEDS jobs at each rank of `effects` (rank -> its effect, as in EFFECT), with the study's `sweep` keys."""
+def every_flip_p(differences) -> float:
+    """The two-sided sign-flip p-value over all 2^n sign vectors, by brute force."""
+    x = np.asarray(differences, dtype=float)
+    signs = 1 - 2 * ((np.arange(2 ** len(x))[:, None] >> np.arange(len(x))) & 1).astype(np.int8)
+    return float(np.mean(np.abs(signs @ x) >= abs(x.sum()) * (1 - 1e-9)))
+
+
+# Issue 29, point 1: 20 queries, 7 of them losing, the other 13 unchanged.
+LOSSES = [-0.05, -0.1, -0.05, -0.3, -0.2, -1.0, -0.2]
+
+
+def test_the_p_value_and_the_interval_come_from_one_test():
+    """The old report printed p 0.015 (significant) beside a paired t interval [-0.203, +0.013] that holds 0."""
+    differences = LOSSES + [0.0] * 13
+    result = compare(one_dataset(differences), one_dataset([0.0] * 20))
+    assert result.exact and result.queries == 20
+    assert result.p == pytest.approx(2 / 128) == pytest.approx(scipy_sign_flip_p(LOSSES))  # zeros do not count
+    assert result.ci_high < 0  # p < 0.05, so the interval of the same test excludes 0
+    # The interval is the set of shifts the same test does not reject: p crosses 0.05 at both ends.
+    for end in (result.ci_low, result.ci_high):
+        inside = end + (1e-6 if end == result.ci_low else -1e-6)
+        outside = end - (1e-6 if end == result.ci_low else -1e-6)
+        assert every_flip_p(np.array(differences) - inside) >= 0.05 > every_flip_p(np.array(differences) - outside)
+    assert result.ci_low < result.lower_bound < result.diff < result.upper_bound < result.ci_high  # 90% inside 95%
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_an_interval_holds_zero_exactly_when_p_is_at_least_alpha(seed):
+    rng = np.random.default_rng(seed)
+    queries = int(rng.integers(4, 40))
+    values = rng.choice([0.0, 0.0, 0.1, -0.1, 0.25, -0.3, 0.5, 1.0], size=queries) * rng.choice([1, 0.5])
+    values += rng.normal(0.03, 0.01, queries) * (seed % 2)  # odd seeds: no ties, even seeds: nDCG-like ties
+    for test in ("randomization", "t"):
+        result = compare(one_dataset(values), one_dataset(np.zeros(queries)), test)
+        assert (result.ci_low <= 0 <= result.ci_high) == (result.p >= 0.05), (test, result)
+        assert result.ci_low <= result.lower_bound <= result.upper_bound <= result.ci_high
+
+
+def test_equal_gains_on_a_few_queries_are_not_declared_exact():
+    """Issue 29, point 2: 3 queries each gaining +0.369 read p 0.0; the exact sign-flip p is 2 / 8."""
+    result = compare(one_dataset([0.369] * 3), one_dataset([0.0] * 3))
+    assert result.p == pytest.approx(0.25) == pytest.approx(scipy_sign_flip_p([0.369] * 3))
+    assert (result.ci_low, result.ci_high) == (-np.inf, np.inf)  # 3 queries cannot reject anything at 0.05
+    by_t = compare(one_dataset([0.369] * 3), one_dataset([0.0] * 3), "t")
+    assert by_t.p == 1.0 and by_t.ci_low == -np.inf  # no spread: the t-test has nothing to say
+
+
+def test_zero_differences_leave_a_comparison_exact_and_many_queries_are_drawn():
+    mostly_equal = [0.05, -0.02, 0.3, 0.1, 0.1, -0.4, 0.2, 0.05, 0.05, 0.01] + [0.0] * 290  # as nDCG ties
+    result = compare(one_dataset(mostly_equal), one_dataset([0.0] * 300))
+    assert result.exact and result.p == pytest.approx(scipy_sign_flip_p(mostly_equal[:10]))
+    noisy = np.random.default_rng(8).normal(0.012, 0.1, 300)
+    drawn = compare(one_dataset(noisy), one_dataset(np.zeros(300)))
+    assert not drawn.exact and MONTE_CARLO_ERROR < 0.002
+    scipy_p = stats.permutation_test((noisy,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
+                                     n_resamples=50_000, vectorized=True, random_state=0).pvalue
+    assert 0.01 < scipy_p < 0.1  # near the threshold, where the Monte Carlo error matters
+    assert abs(drawn.p - scipy_p) < 4 * np.sqrt(scipy_p * (1 - scipy_p) * (1 / 20_001 + 1 / 50_000))
+
+
+def seeded_sweep(sweep_dir: Path, effects: dict, study: dict | None = None, dev: dict | None = None,
+                 failed: tuple[int, ...] = ()) -> Path:
+    """SEEDS jobs at each rank of `effects` (rank -> its effect, as in EFFECT), with the study's `sweep` keys;
+    the ranks in `failed` fail."""
     saved = dict(EFFECT)
     EFFECT.update(effects)
     try:
         for seed in SEEDS:
             for r in effects:
-                write_seeded_job(sweep_dir, r, seed, study, (dev or {}).get(r))
+                write_seeded_job(sweep_dir, r, seed, study, (dev or {}).get(r), "failed" if r in failed else "completed")
     finally:
         EFFECT.clear()
         EFFECT.update(saved)
     return sweep_dir
+
+
+def write_multirun(sweep_dir: Path, task: list[str]) -> None:
+    """multirun.yaml as Hydra writes it for `python -m splade_peft -m <task>`."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    hydra = {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+             "overrides": {"hydra": ["hydra.mode=MULTIRUN"], "task": task}}
+    (sweep_dir / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+
+
+def compared(sweep_dir: Path) -> pd.DataFrame:
+    points = load_sweep(sweep_dir).points.set_index("lora.r")
+    return points[[c for c in points.columns if c.startswith(("vs_control", "vs_best"))]]
 
 
 def test_a_rows_p_value_does_not_change_when_an_unrelated_job_joins_the_folder(tmp_path):
@@ -226,17 +312,72 @@ def test_a_rows_p_value_does_not_change_when_an_unrelated_job_joins_the_folder(t
     assert (before["vs_control.p_adjusted"] > before["vs_control.p"]).any()  # Holm moved one: the family counts
     seeded_sweep(sweep_dir, {16: 0.012}, study)  # outside the declared family
     after = load_sweep(sweep_dir).points.set_index("lora.r")
-    compared = [c for c in before.columns if c.startswith(("vs_control", "vs_best"))]
-    pd.testing.assert_frame_equal(after.loc[["2", "3"], compared], before.loc[["2", "3"], compared], check_exact=True)
+    compared_columns = [c for c in before.columns if c.startswith(("vs_control", "vs_best"))]
+    pd.testing.assert_frame_equal(after.loc[["2", "3"], compared_columns], before.loc[["2", "3"], compared_columns], check_exact=True)
     assert not after.at["16", "vs_control.in_family"]
     assert after.at["16", "vs_control.p_adjusted"] == after.at["16", "vs_control.p"]  # shown, uncorrected
 
 
-def test_every_grid_row_is_the_family_by_default(tmp_path):
-    sweep_dir = seeded_sweep(tmp_path / "sweep", {2: 0.01, 3: 0.008})
+def test_the_default_family_is_the_sweeps_grid_not_what_the_folder_holds(tmp_path):
+    """Issue 29, point 4: with sweep.family unset the family was whatever completed rows sat in the folder."""
+    sweep_dir = tmp_path / "sweep"
+    write_multirun(sweep_dir, ["seed=1,2,3", "lora.r=2,3"])
+    seeded_sweep(sweep_dir, {2: 0.01, 3: 0.008})
+    before = compared(sweep_dir)
+    assert before["vs_control.in_family"].all()
+    seeded_sweep(sweep_dir, {16: 0.012})  # an earlier stage's job filed into the folder: not in the grid
+    after = compared(sweep_dir)
+    pd.testing.assert_frame_equal(after.loc[["2", "3"]], before.loc[["2", "3"]], check_exact=True)
+    assert not after.at["16", "vs_control.in_family"] and after.at["16", "vs_control.p_adjusted"] == after.at["16", "vs_control.p"]
+    markdown = markdown_report(load_sweep(sweep_dir))
+    assert "the points of the sweep's grid" in markdown and "Holm over its 2 rows" in markdown
+
+
+def test_a_failed_family_row_counts_with_p_one(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    write_multirun(sweep_dir, ["seed=1,2,3", "lora.r=2,3,4,5"])  # r=5 never ran
+    seeded_sweep(sweep_dir, {2: 0.01, 3: 0.008, 4: 0.05}, failed=(4,))
+    sweep = load_sweep(sweep_dir)
+    points = sweep.completed_points.set_index("lora.r")
+    p_values = [points.at[r, "vs_control.p"] for r in ("2", "3")]
+    assert points.loc[["2", "3"], "vs_control.p_adjusted"].tolist() == pytest.approx(holm(p_values + [1.0, 1.0])[:2])
+    assert sweep.study.family_size == 4 and sweep.study.missing == ["r=4 (failed)", "r=5 (not run)"]
+    assert "Counted with p = 1 (no tested row): r=4 (failed), r=5 (not run)." in markdown_report(sweep)
+
+
+def test_a_failed_seed_of_a_completed_row_is_not_a_missing_member(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    for seed, status in ((1, "completed"), (2, "completed"), (3, "failed")):
+        write_seeded_job(sweep_dir, 4, seed, status=status)
+    study = load_sweep(sweep_dir).study
+    assert (study.family_size, study.missing) == (1, [])
+
+
+def test_a_declared_family_counts_its_failed_and_unknown_rows(tmp_path):
+    sweep_dir = seeded_sweep(tmp_path / "sweep", {2: 0.01, 3: 0.008, 4: 0.05},
+                             {"family": ["lora.r=2", "lora.r=4", "lora.r=99"]}, failed=(4,))
+    sweep = load_sweep(sweep_dir)
+    points = sweep.completed_points.set_index("lora.r")
+    assert points.at["2", "vs_control.p_adjusted"] == pytest.approx(min(1.0, 3 * points.at["2", "vs_control.p"]))
+    assert not points.at["3", "vs_control.in_family"]
+    assert sweep.study.missing == ["r=4 (failed)", "`lora.r=99` (no row)"]
+
+
+def test_a_family_entry_may_name_a_row_by_any_config_key(tmp_path):
+    """recipe_confirmation declares its row by what it is, so a confirmation filed beside it stays outside."""
+    sweep_dir = seeded_sweep(tmp_path / "sweep", {2: 0.01, 3: 0.008}, {"family": ["data.name=scifact,lora.r=3"]})
     points = load_sweep(sweep_dir).points.set_index("lora.r")
+    assert points["vs_control.in_family"].tolist() == [False, True]  # lora.r from the saved config, not a grid key
+    assert points.at["3", "vs_control.p_adjusted"] == points.at["3", "vs_control.p"]
+
+
+def test_without_a_grid_every_row_of_the_folder_is_the_family(tmp_path):
+    sweep_dir = seeded_sweep(tmp_path / "sweep", {2: 0.01, 3: 0.008})
+    sweep = load_sweep(sweep_dir)
+    points = sweep.points.set_index("lora.r")
     assert points["vs_control.in_family"].all()
     assert points["vs_control.p_adjusted"].min() == pytest.approx(2 * points["vs_control.p"].min())  # Holm over 2
+    assert "no multirun.yaml declares a grid" in markdown_report(sweep)
 
 
 def test_out_of_domain_rows_get_a_non_inferiority_verdict_at_the_declared_margin(tmp_path):
@@ -245,8 +386,8 @@ def test_out_of_domain_rows_get_a_non_inferiority_verdict_at_the_declared_margin
     sweep = load_sweep(sweep_dir)
     points = sweep.points.set_index("lora.r")
     assert points.at["2", "vs_control@nfcorpus.verdict"] == "non-inferior"
-    assert points.at["8", "vs_control@nfcorpus.verdict"] == "worse"
-    assert "vs_control@scifact.verdict" not in points  # in domain: the first dataset is not judged
+    assert points.at["8", "vs_control@nfcorpus.verdict"] == "inferior"  # -0.1: the upper bound is below -0.02
+    assert "vs_control@scifact.verdict" not in points  # in domain: the jobs trained on scifact
     headers, rows = section_table(markdown_report(sweep), "### Per dataset")
     assert "nfcorpus verdict (margin 0.02)" in headers
     assert rows["r=2"][headers.index("nfcorpus verdict (margin 0.02)")].startswith("non-inferior (lower bound -0.0")
@@ -256,15 +397,66 @@ def test_out_of_domain_rows_get_a_non_inferiority_verdict_at_the_declared_margin
     assert strict.points.iloc[0]["vs_control@nfcorpus.verdict"] == "inconclusive"  # 0 inside the interval
 
 
-def test_seed_spread_is_shown_beside_the_query_interval(report):
+def test_seed_noise_and_query_noise_are_shown_as_half_widths_side_by_side(report):
     headers, rows = section_table(report.markdown)
-    assert headers[5:8] == ["seed std", "query ±", "dominant"]
+    assert headers[5:8] == ["seed ±", "query ±", "dominant"]
     for label in ("r=1", "r=4"):
         spread, half_width, dominant = rows[label][5:8]
         assert dominant == ("seeds" if float(spread) > float(half_width) else "queries")
     points = report.sweep.points.set_index("lora.r")
-    half_width = (points.at["4", "vs_control.ci_high"] - points.at["4", "vs_control.ci_low"]) / 2
-    assert rows["r=4"][6] == f"{half_width:.3f}" and rows["r=4"][5] == f"{points.at['4', 'average/ndcg@10 std']:.3f}"
+    assert rows["r=4"][6] == f"{points.at['4', 'vs_control.query_half_width']:.3f}"
+    # like for like: the seed mean's 95% half-width, t(2) times its standard error
+    seed_error = points.at["4", "average/ndcg@10 std"] / np.sqrt(3)
+    assert points.at["4", "vs_control.seed_half_width"] == pytest.approx(stats.t.ppf(0.975, 2) * seed_error, rel=0.1)
+
+
+def test_the_interval_covers_seeds_as_well_as_queries():
+    """Issue 29, point 6: seeds averaged per query, then tested over queries, left the seed noise out."""
+    base = np.random.default_rng(5).uniform(0.3, 0.7, 200)
+    row = [{"a": {f"q{i}": v + 0.02 + shift for i, v in enumerate(base)}} for shift in (0.0, 0.03, -0.03)]
+    control = one_dataset(base)
+    result = compare(row, control)
+    single = compare([row[0]], control)
+    assert result.diff == pytest.approx(0.02) and result.ci_high - result.ci_low > 2 * result.query_half_width
+    assert result.seed_half_width > result.query_half_width and not result.exact
+    assert (result.ci_low <= 0 <= result.ci_high) == (result.p >= 0.05)
+    assert single.p < 0.001 and result.p > 0.05  # one seed looks certain; three that disagree do not
+    by_t = compare(row, control, "t")
+    assert (by_t.ci_low <= 0 <= by_t.ci_high) == (by_t.p >= 0.05) and by_t.p > 0.05
+
+
+def margin_case(mean: float, spread: float, queries: int = 100) -> dict:
+    """A row whose per-query differences to zero-shot on nfcorpus have this mean and spread."""
+    noise = np.random.default_rng(0).normal(0, spread, queries)
+    return {f"q{i}": mean + v - noise.mean() for i, v in enumerate(noise)}
+
+
+@pytest.mark.parametrize("mean, spread, expected", [
+    (-0.03, 0.02, "inferior"),        # the upper bound is below -margin
+    (-0.0055, 0.03, "inconclusive"),  # the old report: "worse", the upper bound below 0
+    (-0.0055, 0.005, "non-inferior"),  # a loss, but the lower bound is above -margin
+])
+def test_non_inferiority_in_its_standard_form(mean, spread, expected):
+    from splade_peft.sweep.significance import verdict
+
+    differences = margin_case(mean, spread)
+    result = compare([{"nfcorpus": differences}], [{"nfcorpus": dict.fromkeys(differences, 0.0)}])
+    assert verdict(result, 0.01) == expected
+    assert (result.upper_bound < -0.01) == (expected == "inferior") and (result.lower_bound > -0.01) == (expected == "non-inferior")
+
+
+def test_in_domain_is_what_the_jobs_trained_on_not_the_first_dataset(tmp_path):
+    """Issue 29, point 10: without sweep.out_of_domain the first listed dataset was taken as in-domain."""
+    sweep_dir = seeded_sweep(tmp_path / "sweep", {2: {"scifact": 0.1, "nfcorpus": 0.0}})
+    for results in sweep_dir.glob("*/results.json"):
+        record = json.loads(results.read_text())
+        record["config"]["data"]["name"] = "nfcorpus"
+        results.write_text(json.dumps(record))
+    sweep = load_sweep(sweep_dir)
+    assert sweep.datasets[0] == "scifact" and sweep.study.trained_on == ["nfcorpus"]
+    assert "vs_control@scifact.verdict" in sweep.points and "vs_control@nfcorpus.verdict" not in sweep.points
+    assert "Trained on (data.name, data.mixture): nfcorpus; judged for non-inferiority: the other datasets, scifact." \
+        in markdown_report(sweep)
 
 
 def test_seen_and_unseen_queries_get_their_own_comparison(tmp_path):
