@@ -29,7 +29,7 @@ from splade_peft.model.saved import backbone_config, saved_encoder
 from splade_peft.model.variants import build_encoder
 from splade_peft.progress import stage
 from splade_peft.records import fingerprint, folder_fingerprint, library_versions, redact, write_json_atomic
-from splade_peft.data.overlap import query_groups
+from splade_peft.data.exposure import query_groups
 from splade_peft.results import QUERY_GROUPS_FILE, write_per_query
 from splade_peft.search.runs import read_trec_run
 from splade_peft.training.distributed import is_rank_zero
@@ -143,8 +143,8 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     if evaluated.suites:
         results["suites"] = suite_summaries(evaluated.suites, results["metrics"], per_query_values, cfg.sweep.metric,
                                             cfg.sweep.margin, cfg.sweep.test)
-    if train_collection is not None:
-        write_seen_unseen(run_dir / QUERY_GROUPS_FILE, train_collection, eval_collections)
+    if data.members:
+        write_query_groups(run_dir / QUERY_GROUPS_FILE, data.examples(), eval_collections)
     return results
 
 
@@ -154,11 +154,10 @@ def scale_trained_adapters(encoder, scale: float) -> None:
                           "layer", "evaluate a LoRA adapter, or use eval.adapter_scale=1")
 
 
-def write_seen_unseen(path: Path, train_collection: Collection, eval_collections: dict[str, Collection]) -> None:
-    """The evaluation queries whose relevant documents training saw as positives, and those it never saw, per
-    dataset on the training corpus: the sweep report's seen / unseen split."""
-    groups = {name: grouped for name, collection in eval_collections.items()
-              if (grouped := query_groups(train_collection, collection)) is not None}
+def write_query_groups(path: Path, examples, eval_collections: dict[str, Collection]) -> None:
+    """Per evaluated dataset, its queries whose relevant documents training took as positives, pushed down as
+    negatives, or never used: the sweep report's seen / exposed / unseen split."""
+    groups = query_groups(examples, eval_collections)
     if groups:
         write_json_atomic(path, groups)
 

@@ -39,6 +39,17 @@ def test_tracker_and_summary_read_the_same_record():
     ]
 
 
+def test_a_kept_best_checkpoints_dev_figure_is_labelled_as_the_maximum_it_was_chosen_as():
+    from splade_peft.summary import KEPT_BEST, KEPT_NOTE, format_table
+
+    dev = {"ndcg@10": 0.7}
+    last = JobResult.from_payload({**RECORD, "dev": dev, "training": {"steps": 200}})
+    kept = JobResult.from_payload({**RECORD, "dev": dev, "training": {"steps": 200, "kept": {"step": 150}}})
+    assert summary_rows(last)[-1][:3] == ["chosen on", "trained", 0.7]
+    assert summary_rows(kept)[-1][:3] == ["chosen on", KEPT_BEST, 0.7]
+    assert KEPT_NOTE in format_table(kept) and KEPT_NOTE not in format_table(last)
+
+
 def test_a_record_that_is_not_an_object_is_refused(tmp_path):
     (tmp_path / "results.json").write_text("[1, 2]")
     with pytest.raises(ValueError):

@@ -86,6 +86,7 @@ class DevConfig(Section):
 
     queries: int = setting(at_least=0, note="0: no dev split")
     seed: int = setting()
+    clean_pools: bool = setting()
 
 
 @dataclass

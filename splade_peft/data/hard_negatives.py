@@ -98,6 +98,13 @@ class FlagEmbeddingSet(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def examples(self) -> Iterator[tuple[str, list[str]]]:
+        """(positive text, the line's negative texts) per positive of each line (data/exposure.py)."""
+        for index in range(len(self.lines)):
+            _, record = self.lines.json(index)
+            for positive in record.get("pos") or []:
+                yield positive, record.get("neg") or []
+
     def __getitem__(self, index: int) -> dict:
         line, record = self.lines.json(index)
         path = self.lines.path
@@ -163,6 +170,12 @@ class TriplesSet(Dataset):
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def examples(self) -> Iterator[tuple[str, list[str]]]:
+        for index in range(len(self.lines)):
+            columns = self.lines[index][1].split("\t")
+            if len(columns) == 3:
+                yield columns[1], [columns[2]]
 
     def __getitem__(self, index: int) -> dict:
         line, text = self.lines[index]

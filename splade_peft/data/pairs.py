@@ -2,6 +2,7 @@
 
 import logging
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -46,10 +47,16 @@ def random_candidates(collection: Collection, depth: int, seed: int) -> dict:
     return candidates
 
 
-def training_pairs(collection: Collection, candidates: dict, negatives: int) -> list[TrainingPair]:
-    pairs = []
+def training_pairs(collection: Collection, candidates: dict, negatives: int,
+                   withheld: frozenset[str] = frozenset()) -> list[TrainingPair]:
+    """One pair per relevant document of each training query with at least `negatives` candidates, the
+    `withheld` documents (a carved dev split's relevant ones) taken out of every pool: training pushing them
+    down as negatives would bias the dev figure that chooses."""
+    pairs, removed = [], 0
     for query_id in sorted(collection.queries):
-        pool = candidates.get(query_id, ())
+        offered = candidates.get(query_id, ())
+        pool = tuple(doc_id for doc_id in offered if doc_id not in withheld)
+        removed += len(offered) - len(pool)
         if len(pool) < negatives:
             continue
         pairs.extend(TrainingPair(query_id, doc_id, pool) for doc_id in relevant_ids(collection, query_id))
@@ -58,6 +65,8 @@ def training_pairs(collection: Collection, candidates: dict, negatives: int) -> 
             "data.negatives", f"no training query has {negatives} negative candidates",
             "lower data.negatives or raise data.negatives_depth",
         )
+    if removed:
+        log.info("%d negative candidates are relevant to dev queries: left out of the pools", removed)
     return pairs
 
 
@@ -113,6 +122,12 @@ class TrainingSet(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def examples(self) -> Iterator[tuple[str, Iterator[str]]]:
+        """(positive text, its negative pool's texts) per pair: what training can draw (data/exposure.py)."""
+        corpus = self.collection.corpus
+        for pair in self.pairs:
+            yield corpus[pair.positive_id], (corpus[doc_id] for doc_id in pair.candidates)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

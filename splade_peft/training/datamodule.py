@@ -7,6 +7,8 @@ The batches are a function of the seed alone: the same with any number of DataLo
 carries its epoch), and a resumed run continues the interrupted order (EpochShuffle keeps its position).
 """
 
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 
 import lightning as L
@@ -45,6 +47,7 @@ class TrainingData(L.LightningDataModule):
         self.seed, self.workspace, self.loss_reads_teacher = seed, workspace, loss_reads_teacher
         self.selection_split, self.dev = selection_split, dev
         self.dataset: Dataset | None = None
+        self.members: list[Dataset] = []  # the training sets batches come from: the dataset, then the mixture's
         self.sampler: EpochShuffle | None = None  # None for a mixture, whose order is a function of seed and epoch
         self.loader: DataLoader | None = None
         self.selection: RetrievalValidation | None = None  # what the trained model's dev figure is measured on
@@ -61,12 +64,13 @@ class TrainingData(L.LightningDataModule):
             self.build()
 
     def build(self) -> None:
-        self.dataset = self.items_of(self.collection)
+        withheld = dev_relevant(self.dev) if self.data.dev.clean_pools else frozenset()
+        self.dataset = self.items_of(self.collection, withheld)
         collate = TrainingCollator(self.tokenizer, *self.max_lengths)
+        self.members = [self.dataset] + [self.items_of(load_data(spec, spec.split, self.workspace.cache_dir))
+                                         for spec in self.data.mixture.datasets.values()]
         if self.data.mixture.datasets:
-            members = [self.dataset] + [self.items_of(load_data(spec, spec.split, self.workspace.cache_dir))
-                                        for spec in self.data.mixture.datasets.values()]
-            self.loader = mixture_loader(members, collate, self.data, self.seed)
+            self.loader = mixture_loader(self.members, collate, self.data, self.seed)
         else:
             self.loader, self.sampler = training_loader(self.dataset, collate, self.data, self.seed)
         collection = self.selection_collection()
@@ -86,9 +90,13 @@ class TrainingData(L.LightningDataModule):
         spec = OmegaConf.merge(self.data, {"max_queries": split.max_queries, "max_documents": split.max_documents})
         return load_data(spec, split.split, self.workspace.cache_dir)
 
-    def items_of(self, collection: Collection) -> Dataset:
+    def items_of(self, collection: Collection, withheld: frozenset[str] = frozenset()) -> Dataset:
         scored = self.loss_reads_teacher or self.data.sampling == "teacher_rank"
-        return training_set(collection, self.data, self.seed, scored, self.workspace)
+        return training_set(collection, self.data, self.seed, scored, self.workspace, withheld)
+
+    def examples(self) -> Iterator[tuple[str, Iterable[str]]]:
+        """(positive text, negative pool texts) of every training example of every member (data/exposure.py)."""
+        return chain.from_iterable(member.examples() for member in self.members)
 
     def train_dataloader(self) -> DataLoader:
         return self.loader
@@ -113,6 +121,13 @@ class ValidatedTrainingData(TrainingData):
 
     def val_dataloader(self) -> DataLoader:
         return self.validation_loader
+
+
+def dev_relevant(dev: Collection | None) -> frozenset[str]:
+    """The documents judged relevant (grade > 0, as a training positive is) to a carved dev split's queries."""
+    if dev is None:
+        return frozenset()
+    return frozenset(doc_id for judged in dev.qrels.values() for doc_id, grade in judged.items() if grade > 0)
 
 
 def training_data(collection: Collection | None, data: DictConfig, tokenizer, query_max_length: int,

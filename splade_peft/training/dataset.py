@@ -93,15 +93,16 @@ def training_teacher(collection: Collection, pairs: list[TrainingPair], teacher_
     return combined, " + ".join(names)
 
 
-def training_set(collection: Collection, data: DictConfig, seed: int, scored: bool, workspace: ScoringWorkspace) -> Dataset:
+def training_set(collection: Collection, data: DictConfig, seed: int, scored: bool, workspace: ScoringWorkspace,
+                 withheld: frozenset[str] = frozenset()) -> Dataset:
     """The training items: from a hard-negative file used as it is, or from the collection's qrels with
-    negatives from BM25, random draws or a mined file, scored by data.teacher when `scored` (the loss or
-    data.sampling reads teacher scores)."""
+    negatives from BM25, random draws or a mined file (none of the `withheld` documents among them), scored by
+    data.teacher when `scored` (the loss or data.sampling reads teacher scores)."""
     if data.training_file:
         if data.training_layout == "triples":
             return TriplesSet(data.training_file, data.negatives)
         return FlagEmbeddingSet(data.training_file, data.negatives, seed, data.teacher.from_training_file)
-    pairs = training_pairs(collection, negative_candidates(collection, data, seed, workspace), data.negatives)
+    pairs = training_pairs(collection, negative_candidates(collection, data, seed, workspace), data.negatives, withheld)
     teacher, teacher_name = training_teacher(collection, pairs, data.teacher, workspace) if scored else (None, "")
     if teacher is not None:
         pairs = teacher_scored_pairs(pairs, teacher, data.negatives, data.teacher.missing, teacher_name)

@@ -44,7 +44,7 @@ def tiny_sets(monkeypatch):
 def data_section(workers: int, persistent: bool = False, mixture: bool = False):
     return OmegaConf.create({
         "batch_size": 3, "num_workers": workers, "pin_memory": "auto", "prefetch_factor": 2,
-        "persistent_workers": persistent, "sampling": "uniform",
+        "persistent_workers": persistent, "sampling": "uniform", "dev": {"clean_pools": True},
         "mixture": {"sampling": "round_robin", "datasets": {"other": {"split": "train"}} if mixture else {}},
     })
 
