@@ -150,7 +150,8 @@ def saved_job_encoder(run_folder: str | Path, collection: Collection, cache_dir:
         raise DataError(run_folder, "is an exported model, not a job's adapter folder",
                         fix="mine with the run folder the export was made from")
     on_gpu = torch.cuda.is_available()
-    masked_lm, tokenizer = load_backbone(backbone_config(cfg.model), cache_dir, cfg.lora.quantization, on_gpu=on_gpu)
+    masked_lm, tokenizer = load_backbone(backbone_config(cfg.model), cache_dir, cfg.lora.quantization,
+                                        device=torch.device("cuda" if on_gpu else "cpu"))
     # The inference-free query table is initialised from this corpus, then replaced by the saved table.
     encoder = build_encoder(cfg.encoder, masked_lm, tokenizer, collection.corpus, cfg.model.doc_max_length,
                             adapt=saved.adapt())
