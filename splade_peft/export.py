@@ -102,7 +102,8 @@ def merged_model(folder: Path):
         base_path = metadata["base_model"]
         if metadata["quantization"]:
             model_type = AutoConfig.from_pretrained(base_path).model_type
-            loading = quantized_loading(metadata["quantization"], model_type, torch.float32, on_gpu=torch.cuda.is_available())
+            loading = quantized_loading(metadata["quantization"], model_type, torch.float32,
+                                        torch.device("cuda" if torch.cuda.is_available() else "cpu"))
             # Dequantised before merging: merging into k-bit weights would quantise the sum again.
             base = AutoModelForMaskedLM.from_pretrained(base_path, **loading).dequantize()
         else:

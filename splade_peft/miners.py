@@ -155,7 +155,8 @@ def saved_job_encoder(run_folder: str | Path, collection: Collection, cache_dir:
         raise DataError(run_folder, "is an exported model, not a job's adapter folder",
                         fix="mine with the run folder the export was made from")
     masked_lm, tokenizer = load_backbone(backbone_config(cfg.model), cache_dir, cfg.lora.quantization,
-                                         trainer.get("precision", "32-true"), on_gpu=job_device(trainer).type == "cuda")
+                                         trainer.get("precision", "32-true"), device=job_device(trainer),
+                                         method=cfg.lora.method)
     # The inference-free query table is initialised from this corpus, then replaced by the saved table.
     encoder = build_encoder(cfg.encoder, masked_lm, tokenizer, collection.corpus, cfg.model.doc_max_length,
                             adapt=saved.adapt())

@@ -59,7 +59,7 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
         results["warnings"] = warnings
     masked_lm, tokenizer = load_backbone(
         backbone_config(cfg.model), cfg.paths.cache, cfg.lora.quantization, cfg.trainer.precision,
-        on_gpu=job_device(cfg.trainer).type == "cuda",
+        device=job_device(cfg.trainer), method=cfg.lora.method,
     )
     if not saved:
         check_targets(masked_lm, cfg.lora)  # a bad lora.target_modules stops the job before any reference row

@@ -195,9 +195,18 @@ def wrap_with_adapter(model: nn.Module, lora_cfg, total_steps: int = 1) -> nn.Mo
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     targets = target_modules_for(model, lora_cfg.target_modules)
     adapted = get_peft_model(model, method.implementation(model, lora_cfg, targeting(model, lora_cfg, targets), total_steps))
+    upcast_trained_parameters(adapted)
     if lora_cfg.method == "lora" and lora_cfg.init != "gaussian":
         keep_initial_adapter(adapted)
     return adapted
+
+
+def upcast_trained_parameters(model: nn.Module) -> None:
+    """What trains is fp32 on a half-precision base (backbone_dtype): PEFT upcasts its adapter layers, not the
+    copies of the MLM head it trains (lora.train_head); optimiser updates to bf16 weights would round away."""
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype in (torch.bfloat16, torch.float16):
+            parameter.data = parameter.data.float()
 
 
 def keep_initial_adapter(adapted: PeftModel) -> None:

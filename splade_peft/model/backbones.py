@@ -13,6 +13,7 @@ from transformers.utils import logging as transformers_logging
 
 from splade_peft.errors import ConfigError, MissingCheckpointError, SpladePeftError
 from splade_peft.model.adapters import HEAD_MODULES
+from splade_peft.model.config import ADAPTER_METHODS
 from splade_peft.model.pretrained import FETCH_COMMAND, fetch_command_for
 from splade_peft.model.decoders import language_model_class, random_llama
 from splade_peft.records import fingerprint, locked, staged
@@ -28,16 +29,32 @@ def looks_like_local_path(name_or_path: str) -> bool:
 
 # Lightning precision -> the dtype bitsandbytes computes in (its weights stay 4/8-bit).
 COMPUTE_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32, "64": torch.float64}
+CPU = torch.device("cpu")
 
 
 def compute_dtype(precision) -> torch.dtype:
     return COMPUTE_DTYPES[str(precision).split("-")[0]]
 
 
-def load_backbone(model_cfg, cache_dir: str | Path, quantization: str | None = None, precision="32-true", on_gpu=False):
+def backbone_dtype(device: torch.device, precision, method: str | None) -> torch.dtype:
+    """The dtype an unquantised backbone loads in: bf16 when bf16-mixed trains an adapter on CUDA, else fp32.
+
+    Autocast would otherwise cast the frozen fp32 weights to bf16 at every forward and keep those copies for
+    backward (twice the weights' memory). What trains stays fp32 (wrap_with_adapter); `full` trains every
+    weight, so its fp32 master weights stay. The CPU stays fp32: bf16 matmuls are 25x slower there.
+    """
+    frozen_base = method == "frozen" or (method is not None and ADAPTER_METHODS.get(method).peft)
+    if device.type == "cuda" and str(precision) in ("bf16-mixed", "bf16") and frozen_base:
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_backbone(model_cfg, cache_dir: str | Path, quantization: str | None = None, precision="32-true",
+                  device: torch.device = CPU, method: str | None = None):
     """Return (masked-LM, tokenizer) for `model.name_or_path`, building the tiny random model when asked.
 
-    `quantization` (4bit | 8bit) loads the linear layers through bitsandbytes, in the trainer's precision.
+    `quantization` (4bit | 8bit) loads the linear layers through bitsandbytes onto `device`, computing in the
+    trainer's precision; otherwise the weights load on the CPU in backbone_dtype (the job moves them).
     """
     if model_cfg.get("random_init"):
         name_or_path = str(build_random_backbone(model_cfg.random_init, Path(cache_dir) / "models" / model_cfg.name))
@@ -50,14 +67,18 @@ def load_backbone(model_cfg, cache_dir: str | Path, quantization: str | None = N
                 f"model.name_or_path={name_or_path}: no checkpoint there -- run `{fetch_command_for(name_or_path)}` to fetch the offline "
                 "checkpoints, or set model.name_or_path to a Hugging Face folder or hub id"
             )
-    settings = {}
     if quantization:
         model_type = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code).model_type
-        settings = quantized_loading(quantization, model_type, compute_dtype(precision), on_gpu)
-    return load_pretrained(name_or_path, trust_remote_code, num_layers=model_cfg.get("num_layers"), **settings)
+        settings = quantized_loading(quantization, model_type, compute_dtype(precision), device)
+    else:
+        settings = {"dtype": backbone_dtype(device, precision, method)}
+    model, tokenizer = load_pretrained(name_or_path, trust_remote_code, num_layers=model_cfg.get("num_layers"), **settings)
+    if quantization == "4bit":
+        keep_4bit_layout_trainable(model)
+    return model, tokenizer
 
 
-def quantized_loading(quantization: str, model_type: str, dtype: torch.dtype, on_gpu: bool) -> dict:
+def quantized_loading(quantization: str, model_type: str, dtype: torch.dtype, device: torch.device) -> dict:
     if model_type not in HEAD_MODULES:
         raise ConfigError(
             "lora.quantization", f"cannot quantise a '{model_type}' backbone (its MLM head is unknown, and the head "
@@ -74,8 +95,31 @@ def quantized_loading(quantization: str, model_type: str, dtype: torch.dtype, on
         )
     else:
         config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
-    # bitsandbytes places the quantised weights where they compute: the GPU when training on one.
-    return {"quantization_config": config, "device_map": {"": 0} if on_gpu else "cpu", "dtype": dtype}
+    return {"quantization_config": config, "device_map": quantized_device_map(device), "dtype": dtype}
+
+
+def quantized_device_map(device: torch.device) -> dict | str:
+    """bitsandbytes quantises the weights where they will compute: the job's own GPU (under DDP each rank's,
+    not cuda:0 for all of them), else the CPU."""
+    if device.type != "cuda":
+        return "cpu"
+    return {"": device.index if device.index is not None else torch.cuda.current_device()}
+
+
+def keep_4bit_layout_trainable(model: torch.nn.Module) -> None:
+    """Stop bitsandbytes (0.50) repacking 4-bit weights for CPU inference.
+
+    On a CPU with AVX512-BF16, the first forward of a Linear4bit in eval mode without gradients (the zero-shot
+    row, dev_at_start) rewrites its weight in place into a bf16 inference layout that only a forward-only kernel
+    reads: training afterwards cannot backpropagate through the layer, and the layout's inverse rounds the
+    quantisation scales through bf16. The differentiable fp32 path also keeps every reference row's numbers
+    independent of the CPU's instruction set.
+    """
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def load_pretrained(name_or_path: str, trust_remote_code: bool, num_layers: int | None = None, **loading):

@@ -16,6 +16,9 @@ POOLINGS = ("max", "sum")
 DENSE_POOLINGS = ("eos", "mean", "last", "latent_attention")
 LORA_INITS = ("gaussian", "pissa", "olora")
 QUANTIZATIONS = ("4bit", "8bit")
+# trainer.precision values under which Lightning casts every floating-point weight: with a quantised backbone the
+# adapter would train in that dtype, and the MLM head bitsandbytes leaves unquantised would lose its precision.
+WEIGHT_CASTING_PRECISIONS = ("16-true", "bf16-true", "64-true", "64")
 HEAD_TRAINING = ("frozen", "transform", "full")
 LORA_DEFAULTS = Path(__file__).resolve().parents[2] / "conf" / "lora" / "lora.yaml"
 
@@ -216,5 +219,10 @@ class LoraConfig(Section):
             # PEFT (0.21) turns a PiSSA/OLoRA adapter into a plain LoRA at save time and drops the trained head copies.
             raise ConfigError("lora.train_head", f"{self.train_head!r} with lora.init={self.init}: the trained head "
                               "would not be saved", "use lora.train_head=frozen with lora.init=pissa|olora")
+        precision = str(root.trainer.precision)
+        if self.quantization and precision in WEIGHT_CASTING_PRECISIONS:
+            raise ConfigError("trainer.precision", f"{precision} with lora.quantization={self.quantization} casts "
+                              "every weight bitsandbytes keeps in full precision, the adapter's too",
+                              "use trainer.precision=bf16-mixed (the quantised layers then compute in bf16) or 32-true")
         if self.method == "adalora" and (self.target_r is None or self.target_r > self.r):
             raise ConfigError("lora.target_r", f"{self.target_r!r} with lora.r={self.r}", "use an integer in 1..lora.r")
