@@ -27,7 +27,7 @@ from splade_peft.records import redact, write_json_atomic
 
 RESULTS_FILE = "results.json"
 PER_QUERY_FILE = "per_query.json"
-QUERY_GROUPS_FILE = "query_groups.json"  # {dataset: {"seen": [...], "unseen": [...]}}: data/overlap.py
+QUERY_GROUPS_FILE = "query_groups.json"  # {dataset: {"seen": [...], "exposed": [...], "unseen": [...]}}: data/exposure.py
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 UNKNOWN = "unknown"  # read from a results.json that names no status
 AVERAGE = "average"

@@ -16,7 +16,7 @@ The protocol is declared by the study (the `sweep` config section, read from the
   train on, by their configs' data.name and data.mixture).
 
 p-values are Holm-corrected within each family: one per scope (the macro average, each dataset alone, each
-dataset's seen and unseen queries) and comparison (against the control, against the best row). Intervals are
+dataset's seen, exposed and unseen queries) and comparison (against the control, against the best row). Intervals are
 uncorrected: the 95% interval holds 0 exactly when the uncorrected p is >= 0.05; "n.s." is decided by the
 corrected p-value.
 """
@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from splade_peft.data.exposure import EXPOSED, SEEN, UNSEEN
 from splade_peft.config import SIGNIFICANCE_TESTS as TESTS
 from splade_peft.errors import ConfigError
 from splade_peft.results import AVERAGE, COMPLETED, as_number
@@ -43,8 +44,7 @@ ZERO_SHOT_CONTROL = "zero_shot"
 ZERO_SHOT, BM25 = "zero-shot", "BM25"
 SYSTEMS = {"bm25": BM25, "zero_shot": ZERO_SHOT, "fusion": "BM25 + zero-shot"}  # per_query.json rows -> labels
 VS_CONTROL, VS_BEST = "vs_control", "vs_best"
-SEEN, UNSEEN = "seen", "unseen"
-QUERY_GROUPS = (SEEN, UNSEEN)
+QUERY_GROUPS = (SEEN, EXPOSED, UNSEEN)  # query_groups.json's groups (data/exposure.py)
 NON_INFERIOR, INFERIOR, INCONCLUSIVE = "non-inferior", "inferior", "inconclusive"
 FIELDS = ("diff", "ci_low", "ci_high", "p", "p_adjusted", "significant", "in_family", "queries", "query_half_width",
           "seed_half_width", "exact")
@@ -190,7 +190,7 @@ def reference_values(per_query_by_job: Mapping[str, Mapping], metric: str, zero_
 
 
 def point_groups(points: pd.DataFrame, groups_by_job: Mapping[str, Groups]) -> dict[Any, Groups]:
-    """Each point's seen / unseen queries: its first job's (the split does not depend on the seed)."""
+    """Each point's seen / exposed / unseen queries: its first job's (the split does not depend on the seed)."""
     found = {}
     for index, point in completed_points(points).iterrows():
         if groups := next((groups_by_job[job] for job in point[JOBS] if groups_by_job.get(job)), None):
@@ -318,7 +318,7 @@ def best_point(points: pd.DataFrame, candidates: Sequence, metric: str) -> tuple
     return None, False
 
 
-# --- scopes: the macro average, each dataset alone, each dataset's seen and unseen queries ---------------------
+# --- scopes: the macro average, each dataset alone, each dataset's seen, exposed, unseen queries -------------
 
 def vs_control_prefix(dataset: str | None = None, group: str | None = None) -> str:
     return VS_CONTROL + (f"@{dataset}" if dataset else "") + (f"/{group}" if group else "")

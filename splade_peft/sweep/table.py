@@ -9,12 +9,13 @@ from typing import Any
 
 import pandas as pd
 
+from splade_peft.data.exposure import EXPOSED, SEEN, UNSEEN
 from splade_peft.results import AVERAGE, COMPLETED, SUITE_PREFIX, as_number
 from splade_peft.sweep.load import DEV_PREFIX, METRIC_LABELS, ZERO_SHOT_PREFIX, Sweep
 from splade_peft.sweep.paired import EXACT_PATTERNS, MONTE_CARLO_ERROR, RESAMPLES
 from splade_peft.sweep.points import SEEDS, std_column
 from splade_peft.sweep.significance import (
-    ALPHA, DECLARED, GRID, INCONCLUSIVE, INFERIOR, NON_INFERIOR, QUERY_GROUPS, SEEN, UNSEEN, VS_BEST, VS_CONTROL, ZERO_SHOT,
+    ALPHA, DECLARED, GRID, INCONCLUSIVE, INFERIOR, NON_INFERIOR, QUERY_GROUPS, VS_BEST, VS_CONTROL, ZERO_SHOT,
     dataset_prefix, vs_control_prefix,
 )
 from splade_peft.sweep.values import display_value
@@ -319,7 +320,8 @@ def group_cell(row: pd.Series, prefix: str) -> str:
 
 
 def query_groups_table(sweep: Sweep) -> str:
-    """Each row's gain on the queries whose relevant documents training saw, and on those it never saw."""
+    """Each row's gain on the queries whose relevant documents training took as positives, pushed down as
+    negatives, or never used."""
     grouped = [(d, group) for d in sweep.datasets for group in QUERY_GROUPS
                if f"{vs_control_prefix(d, group)}.diff" in sweep.points.columns]
     if not grouped:
@@ -330,11 +332,13 @@ def query_groups_table(sweep: Sweep) -> str:
             for label, row in compared_rows(sweep) if any(f"{vs_control_prefix(d, g)}.diff" in row and
                                                           as_number(row.get(f"{vs_control_prefix(d, g)}.diff")) is not None for d, g in grouped)]
     explanation = (
-        f"**{SEEN}**: queries whose every relevant document was a training positive; **{UNSEEN}**: queries none of "
-        "whose relevant documents was (query_groups.json of each job). Same test as above, Holm-corrected over the "
-        "family within each group: a gain on seen documents alone is memory, not retrieval."
+        f"**{SEEN}**: queries whose every relevant document was a positive of a pair the job trained on; **{EXPOSED}**: "
+        "queries none of whose relevant documents was a positive and some sat in the job's negative pools (training "
+        f"pushed them down); **{UNSEEN}**: queries none of whose relevant documents training used (query_groups.json of "
+        "each job, matched by text). Same test as above, Holm-corrected over the family within each group: a gain on "
+        "seen documents alone is memory, not retrieval."
     )
-    return "\n\n".join(["### Seen vs unseen documents", explanation, markdown_table(headers, rows)])
+    return "\n\n".join(["### Seen, exposed and unseen documents", explanation, markdown_table(headers, rows)])
 
 
 def has_comparisons(sweep: Sweep) -> bool:

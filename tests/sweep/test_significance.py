@@ -473,7 +473,7 @@ def test_seen_and_unseen_queries_get_their_own_comparison(tmp_path):
     assert point["vs_control@scifact/seen.diff"] == pytest.approx(0.1, abs=0.02) and point["vs_control@scifact/seen.significant"]
     assert abs(point["vs_control@scifact/unseen.diff"]) < 0.02 and not point["vs_control@scifact/unseen.significant"]
     assert point["vs_control@scifact/seen.queries"] == 30 and "vs_control@nfcorpus/seen.diff" not in sweep.points
-    headers, rows = section_table(markdown_report(sweep), "### Seen vs unseen documents")
+    headers, rows = section_table(markdown_report(sweep), "### Seen, exposed and unseen documents")
     assert headers[2] == "scifact seen Δ vs control [95% CI]" and rows["r=1"][4].endswith("n.s. (30 queries)")
     assert "vs_control@scifact/unseen.p_adjusted" in sweep.frame
 
