@@ -27,6 +27,8 @@ LAUNCH_SETTINGS = ("hydra.mode", "hydra.run", "hydra.sweep", "hydra.launcher", "
                    "hydra/sweeper", "hydra.output_subdir", "hydra.job_logging", "hydra/job_logging", "hydra.job.name")
 # Lightning's own choices that start their processes with the popen launcher; any other strategy is the user's.
 POPEN_DDP = ("auto", "ddp")
+# What torch.distributed's env:// rendezvous reads, set by the launcher in rank zero's own environment too.
+RENDEZVOUS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 def data_parallel_strategy(trainer_arguments: dict, timeout_min: float) -> dict:
@@ -43,8 +45,10 @@ def data_parallel_strategy(trainer_arguments: dict, timeout_min: float) -> dict:
 
 
 class JobDDPStrategy(DDPStrategy):
-    """Lightning's DDP, whose extra processes run this job (not the sweep), and whose process group ends with
-    the fit: the next job of a sweep run in this process forms its own, with its own processes."""
+    """Lightning's DDP, whose extra processes run this job (not the sweep), and whose process group and
+    rendezvous variables end with the fit: the next job of a sweep run in this process (Hydra's basic launcher
+    runs them one after another) starts its own processes and forms its own group. Lightning would keep both:
+    with LOCAL_RANK still set it takes the processes to be started by a cluster and starts none."""
 
     def _configure_launcher(self) -> None:
         super()._configure_launcher()
@@ -53,9 +57,10 @@ class JobDDPStrategy(DDPStrategy):
 
     def teardown(self) -> None:
         super().teardown()
-        # Lightning keeps the process group for the life of the process; its other members exit with the fit.
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        if isinstance(self._launcher, JobScriptLauncher) and self._launcher.procs:  # rank zero, which started them
+            if dist.is_initialized():
+                dist.destroy_process_group()  # its other members exit with the fit
+            self._launcher.restore_environment()
 
 
 class JobScriptLauncher(_SubprocessScriptLauncher):
@@ -63,18 +68,25 @@ class JobScriptLauncher(_SubprocessScriptLauncher):
     without Hydra (fit called from Python), on the script's own command line as Lightning does."""
 
     def _call_children_scripts(self) -> None:
+        self.environment_before = {name: os.environ.get(name) for name in RENDEZVOUS_VARIABLES}
         if not HydraConfig.initialized():
             super()._call_children_scripts()
             return
         self._check_can_spawn_children()
         environment = self.cluster_environment
-        # What torch.distributed's env:// rendezvous reads, as Lightning's launcher sets it.
         os.environ.update(MASTER_ADDR=environment.main_address, MASTER_PORT=str(environment.main_port),
                           NODE_RANK=str(environment.node_rank()), LOCAL_RANK=str(environment.local_rank()),
                           WORLD_SIZE=str(self.num_processes * self.num_nodes))
         command, cwd = job_command(), HydraConfig.get().runtime.cwd
         for local_rank in range(1, self.num_processes):
             self.procs.append(subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(local_rank)}, cwd=cwd))
+
+    def restore_environment(self) -> None:
+        for name, value in self.environment_before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def job_command() -> list[str]:
