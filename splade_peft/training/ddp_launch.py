@@ -57,7 +57,7 @@ class JobDDPStrategy(DDPStrategy):
 
     def teardown(self) -> None:
         super().teardown()
-        if isinstance(self._launcher, JobScriptLauncher) and self._launcher.procs:  # rank zero, which started them
+        if isinstance(self._launcher, JobScriptLauncher) and self._launcher.environment_before is not None:
             if dist.is_initialized():
                 dist.destroy_process_group()  # its other members exit with the fit
             self._launcher.restore_environment()
@@ -66,6 +66,8 @@ class JobDDPStrategy(DDPStrategy):
 class JobScriptLauncher(_SubprocessScriptLauncher):
     """Lightning's launcher of the extra local processes, each started on `job_command()` inside a Hydra job;
     without Hydra (fit called from Python), on the script's own command line as Lightning does."""
+
+    environment_before: dict | None = None  # the rendezvous variables before this process (rank zero) set them
 
     def _call_children_scripts(self) -> None:
         self.environment_before = {name: os.environ.get(name) for name in RENDEZVOUS_VARIABLES}
