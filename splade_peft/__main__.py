@@ -100,8 +100,8 @@ def main(cfg: DictConfig) -> float:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if not is_rank_zero():
-        # A process Lightning's DDP launcher started (trainer.devices > 1): it trains beside rank zero,
-        # which writes every file of the job, and exits when training ends.
+        # A process of rank > 0 (trainer.devices > 1: started on this job's overrides by training/ddp_launch.py,
+        # or by the cluster): it trains beside rank zero, which writes every file of the job, and exits after.
         run_job(cfg, run_dir, tracker=None)
         return math.nan
     hide_credentials(run_dir)

@@ -1,14 +1,17 @@
-"""Data-parallel training (trainer.devices > 1): which process this is, and the documents of every
-process gathered for global in-batch negatives.
+"""Data-parallel training (trainer.devices > 1): which process this is, the documents of every process
+gathered for global in-batch negatives, and the check that every process trains the same job.
 
-Lightning's DDP launcher re-runs the job's command once per extra device with LOCAL_RANK set; those
-processes train beside rank zero and write nothing (rank zero writes every file of the job).
+The job's DDP strategy (ddp_launch.py) starts one process per extra device on this job's overrides, with
+LOCAL_RANK set; those processes train beside rank zero and write nothing (rank zero writes every file).
 """
 
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as distributed_autograd
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
+
+from splade_peft.errors import ConfigError
 
 
 def is_rank_zero() -> bool:
@@ -56,3 +59,22 @@ def gathered_objects(value) -> list:
     values = [None] * dist.get_world_size()
     dist.all_gather_object(values, value)
     return values
+
+
+class SameJobOnEveryProcess(Callback):
+    """Stops a fit before its first step unless every process holds this job's training fingerprint: a process
+    started on another job's config (another grid point) would train a different model in lockstep, or hang.
+    `processes` is how many trained the job (1 without DDP): results.json's training.processes."""
+
+    def __init__(self, config_fingerprint: str):
+        self.config_fingerprint = config_fingerprint
+        self.processes = 1
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        fingerprints = gathered_objects(self.config_fingerprint)
+        others = [rank for rank, fingerprint in enumerate(fingerprints) if fingerprint != fingerprints[0]]
+        if others:
+            raise ConfigError("trainer.devices", f"process(es) of rank {others} hold another config than rank 0",
+                              "start every process of a job on that job's overrides (python -m splade_peft "
+                              "<its overrides> hydra.run.dir=<its folder>), as the job's DDP strategy does")
+        self.processes = len(fingerprints)

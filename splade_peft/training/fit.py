@@ -18,7 +18,8 @@ from splade_peft.model.encoder import compiled
 from splade_peft.model.variants import SparseEncoder
 from splade_peft.progress import interactive
 from splade_peft.training.datamodule import TrainingData
-from splade_peft.training.distributed import is_rank_zero
+from splade_peft.training.ddp_launch import data_parallel_strategy
+from splade_peft.training.distributed import SameJobOnEveryProcess, is_rank_zero
 from splade_peft.training.module import SpladeModule, ValidatedSpladeModule
 from splade_peft.training.regularizers import RegularizerWarmup
 from splade_peft.training.resume import BEST_NAME, ResumeState, StagedCheckpointIO, resume_path
@@ -57,13 +58,14 @@ def fit(encoder: SparseEncoder, data: TrainingData, loss_cfg: DictConfig, optim_
     module = ValidatedSpladeModule(*arguments, data.validation) if data.validation else SpladeModule(*arguments)
     folder = run_dir / "checkpoints"
     checkpoints = checkpoint_callbacks(training_cfg, folder, monitor)
+    same_job = SameJobOnEveryProcess(config_fingerprint)
     trainer = L.Trainer(
         **lightning_arguments(trainer_cfg), logger=lightning_logger, default_root_dir=run_dir,
         plugins=[StagedCheckpointIO()], enable_model_summary=False, enable_progress_bar=interactive(),
         # EpochShuffle shards the training set itself (it must know its position to resume), and every
         # process validates on the whole validation split.
         use_distributed_sampler=False,
-        callbacks=[ResumeState(data.sampler, data.batch_size), RegularizerWarmup(loss_cfg), *checkpoints,
+        callbacks=[same_job, ResumeState(data.sampler, data.batch_size), RegularizerWarmup(loss_cfg), *checkpoints,
                    *monitoring_callbacks(training_cfg, monitor, lightning_logger)]
         + [callback for side in encoder.language_model_encoders() for callback in adapter_callbacks(side.masked_lm)],
         **validation_schedule(data.validate_every_n_steps, trainer_cfg.accumulate_grad_batches),
@@ -77,7 +79,7 @@ def fit(encoder: SparseEncoder, data: TrainingData, loss_cfg: DictConfig, optim_
     trainer.fit(module, datamodule=data, ckpt_path=resume_path(folder, config_fingerprint), weights_only=True)
     train_s = time.perf_counter() - started
     training = {"train_s": train_s, "steps": trainer.global_step, "training_pairs": len(data.dataset),
-                "nonfinite_batches": module.nonfinite_batches}
+                "nonfinite_batches": module.nonfinite_batches, "processes": same_job.processes}
     if not is_rank_zero():
         return training
     if training_cfg.keep_best:
@@ -128,10 +130,12 @@ def validation_schedule(every_n_steps: int, accumulate_grad_batches: int) -> dic
 
 
 def lightning_arguments(trainer_cfg: DictConfig) -> dict:
-    """trainer.* as lightning.Trainer takes it: every key but the project's own `compile`."""
+    """trainer.* as lightning.Trainer takes it: every key but the project's own `compile` and `ddp_timeout_min`,
+    and for more than one device the job's DDP strategy (its processes run this job; its timeout that key)."""
     arguments = OmegaConf.to_container(trainer_cfg)
     arguments.pop("compile")
-    return arguments
+    timeout_min = arguments.pop("ddp_timeout_min")
+    return {**arguments, **data_parallel_strategy(arguments, timeout_min)}
 
 
 def compile_backbones(encoder, trainer_cfg: DictConfig) -> None:

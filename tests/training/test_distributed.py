@@ -1,19 +1,29 @@
 """Data-parallel training on CPU (gloo): global in-batch negatives across two processes give the loss and
-gradient of one process holding the global batch; each process draws its own share of every epoch; a
-smoke job with trainer.devices=2 trains on two processes and writes one result."""
+gradient of one process holding the global batch; each process draws its own share of every epoch; processes
+holding different configs stop before training; the job's DDP strategy waits trainer.ddp_timeout_min and starts
+its extra processes on the job's own overrides; a smoke job with trainer.devices=2 trains on two processes and
+writes one result."""
 
 import json
 import os
+import sys
+from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf, open_dict
 from torch import nn
 
-from tests.helpers import run_cli
-from splade_peft.training.distributed import gather_documents
+from tests.helpers import CONF, composed, run_cli
+from splade_peft.errors import ConfigError
+from splade_peft.training.ddp_launch import JobDDPStrategy, job_command
+from splade_peft.training.distributed import SameJobOnEveryProcess, gather_documents
+from splade_peft.training.fit import lightning_arguments
 from splade_peft.training.losses import ranking_loss
 from splade_peft.training.resume import EpochShuffle
 
@@ -79,6 +89,69 @@ def test_each_process_draws_its_own_equal_share_of_the_epoch():
     single = EpochShuffle(dataset, seed=3)
     assert sorted(set(shards[0]) - set(shards[1])) != []  # the shares differ
     assert [index for pair in zip(*shards) for index in pair][:11] == list(single)
+
+
+
+def check_fingerprints(rank: int, world_size: int, init_file: str, results: str, fingerprints: list[str]) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        same_job = SameJobOnEveryProcess(fingerprints[rank])
+        try:
+            same_job.setup(None, None, "fit")
+            outcome = same_job.processes
+        except ConfigError as error:
+            outcome = str(error)
+        torch.save(outcome, os.path.join(results, f"{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fingerprints,expected", [(["job-a", "job-a"], 2), (["job-a", "job-b"], "rank [1]")])
+def test_processes_holding_another_config_than_rank_zero_stop_before_training(tmp_path, fingerprints, expected):
+    mp.spawn(check_fingerprints, args=(2, str(tmp_path / "init"), str(tmp_path), fingerprints), nprocs=2, join=True)
+    outcomes = [torch.load(tmp_path / f"{rank}.pt") for rank in range(2)]
+    if expected == 2:
+        assert outcomes == [2, 2]
+    else:  # every process stops, not only the odd one: none is left waiting in a collective
+        assert all("config key 'trainer.devices'" in outcome and expected in outcome for outcome in outcomes)
+
+
+def test_more_than_one_device_gets_the_job_ddp_strategy_with_the_configured_timeout():
+    arguments = lightning_arguments(composed("trainer.devices=2", "trainer.ddp_timeout_min=90").trainer)
+    assert isinstance(arguments["strategy"], JobDDPStrategy) and "ddp_timeout_min" not in arguments
+    assert arguments["strategy"]._timeout == timedelta(minutes=90)  # Lightning keeps it for init_process_group
+    assert "strategy" not in lightning_arguments(composed("trainer.devices=1").trainer)
+    # A strategy the user names is theirs (its processes are not started by re-running the command line).
+    assert lightning_arguments(composed("trainer.devices=2", "+trainer.strategy=ddp_spawn").trainer)["strategy"] == "ddp_spawn"
+
+
+@pytest.fixture
+def multirun_job(tmp_path):
+    """HydraConfig as a sweep's job `lora.r=1` sees it, in a folder whose name needs quoting on a command line."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=smoke", "trainer.devices=2", "lora.r=1"],
+                      return_hydra_config=True)
+    folder = tmp_path / "eval.zero_shot=false,lora.r=1,trainer.devices=2"
+    with open_dict(cfg):
+        cfg.hydra.overrides.hydra = ["hydra.sweep.dir=/x", "hydra/launcher=basic", "hydra.job.chdir=false", "hydra.mode=MULTIRUN"]
+        cfg.hydra.runtime.output_dir = str(folder)
+    HydraConfig.instance().set_config(cfg)
+    yield folder
+    HydraConfig.instance().cfg = None
+
+
+def test_an_extra_process_runs_its_job_alone_in_the_job_folder(multirun_job, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["splade_peft", "-m", "experiment=smoke", "trainer.devices=2", "lora.r=1,4",
+                                      "--config-dir", "mine"])
+    command = job_command()
+    assert command[:3] == [sys.executable, "-m", "splade_peft"] and "-m" not in command[3:]
+    overrides = {override.key_or_group: override for override in OverridesParser.create().parse_overrides(command[4:])}
+    assert command[3] == "--config-dir=mine"
+    assert overrides["lora.r"].value() == 1 and overrides["hydra.job.chdir"].value() is False
+    assert overrides["hydra.run.dir"].value() == str(multirun_job)  # quoted: the name holds '=' and ','
+    assert overrides["hydra.output_subdir"].value() is None and overrides["hydra/job_logging"].value() == "stdout"
+    assert not {"hydra.sweep.dir", "hydra/launcher", "hydra.mode"} & set(overrides)
 
 
 @pytest.mark.slow
