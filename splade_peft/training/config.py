@@ -86,6 +86,7 @@ class TrainerConfig(Section):
     gradient_clip_val: Optional[Number] = setting(at_least=0)
     log_every_n_steps: int = setting(at_least=1)
     compile: bool = setting()  # the project's own key, not Lightning's: torch.compile on each encoder backbone
+    gradient_checkpointing: bool = setting()  # the project's own key too: activation checkpointing in each backbone
 
     def check_extra(self, path: str, extra: dict) -> None:
         for key, value in extra.items():
