@@ -87,6 +87,7 @@ class TrainerConfig(Section):
     log_every_n_steps: int = setting(at_least=1)
     compile: bool = setting()  # the project's own key, not Lightning's: torch.compile on each encoder backbone
     ddp_timeout_min: Number = setting(above=0)  # the project's own: the DDP process group's timeout (ddp_launch.py)
+    gradient_checkpointing: bool = setting()  # the project's own key too: activation checkpointing in each backbone
 
     def check_extra(self, path: str, extra: dict) -> None:
         for key, value in extra.items():

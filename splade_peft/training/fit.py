@@ -73,6 +73,7 @@ def fit(encoder: SparseEncoder, data: TrainingData, loss_cfg: DictConfig, optim_
     # Lightning keeps the train/eval modes it finds, and the zero-shot pass left the backbone in eval
     # mode: without this, adapter dropout would silently be off.
     encoder.train()
+    checkpoint_backbones(encoder, trainer_cfg)
     compile_backbones(encoder, trainer_cfg)
     peak_before = reset_peak_memory()
     started = time.perf_counter()
@@ -130,12 +131,25 @@ def validation_schedule(every_n_steps: int, accumulate_grad_batches: int) -> dic
 
 
 def lightning_arguments(trainer_cfg: DictConfig) -> dict:
-    """trainer.* as lightning.Trainer takes it: every key but the project's own `compile` and `ddp_timeout_min`,
-    and for more than one device the job's DDP strategy (its processes run this job; its timeout that key)."""
+    """trainer.* as lightning.Trainer takes it: every key but the project's own `compile`, `gradient_checkpointing`
+    and `ddp_timeout_min`, and for more than one device the job's DDP strategy (its processes run this job; its
+    timeout that key)."""
     arguments = OmegaConf.to_container(trainer_cfg)
-    arguments.pop("compile")
+    for own_key in ("compile", "gradient_checkpointing"):
+        arguments.pop(own_key)
     timeout_min = arguments.pop("ddp_timeout_min")
     return {**arguments, **data_parallel_strategy(arguments, timeout_min)}
+
+
+def checkpoint_backbones(encoder, trainer_cfg: DictConfig) -> None:
+    """trainer.gradient_checkpointing=true: every backbone the encoder trains keeps only its layers' inputs and
+    recomputes their activations in backward (Hugging Face's checkpointing, non-reentrant), trading about a
+    third more compute for activation memory. For a text model transformers also makes the input embeddings'
+    output require grad, which an adapter on a frozen base needs once layers are recomputed."""
+    if trainer_cfg.gradient_checkpointing:
+        for side in encoder.language_model_encoders():
+            if trains(side):
+                side.masked_lm.activation_checkpointing_enable({"use_reentrant": False})
 
 
 def compile_backbones(encoder, trainer_cfg: DictConfig) -> None:

@@ -6,10 +6,14 @@ given as a (queries, docs_per_query) tensor in the same order.
 
 Each loss `loss.weights` can name is registered below with RANKING_LOSSES: a function of the batch's
 RankingBatch and the `loss` section; `needs_teacher=True` for those that read teacher scores.
+
+Every score and loss is computed in float32 whatever the autocast state (`in_fp32`): under bf16-mixed the
+vectors come out of the encoder in bf16, and a bf16 score of 32-64 (SPLADE) is only known to +-0.125, a
+dense cos/0.01 logit to +-0.25 -- coarser than the margins the losses learn from.
 """
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, wraps
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +22,28 @@ from splade_peft.errors import ConfigError
 from splade_peft.training.config import RANKING_LOSSES
 
 
+def in_fp32(function):
+    """`function` run with autocast off and its floating-point tensor arguments (also those inside a tuple,
+    like a document pool) cast to float32; integer and boolean tensors pass as they are."""
+
+    @wraps(function)
+    def in_float32(*args, **kwargs):
+        device = next((value.device.type for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor)), "cpu")
+        with torch.autocast(device, enabled=False):
+            return function(*map(as_float32, args), **{name: as_float32(value) for name, value in kwargs.items()})
+
+    return in_float32
+
+
+def as_float32(value):
+    if isinstance(value, tuple):
+        return tuple(map(as_float32, value))
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.float()
+    return value
+
+
+@in_fp32
 def contrastive_loss(
     queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int, in_batch: bool = True, temperature: float = 1.0,
     false_negatives: torch.Tensor | None = None,
@@ -34,6 +60,7 @@ def contrastive_loss(
     return F.cross_entropy(scores / temperature, targets)
 
 
+@in_fp32
 def pooled_contrastive_loss(queries: torch.Tensor, pool: torch.Tensor, first_document: int, docs_per_query: int,
                             temperature: float = 1.0) -> torch.Tensor:
     """InfoNCE of every query against every document of `pool` (loss.in_batch=global: the documents of all
@@ -50,18 +77,21 @@ def without_false_negatives(scores: torch.Tensor, false_negatives: torch.Tensor 
     return scores.masked_fill(false_negatives.to(scores.device), float("-inf"))
 
 
+@in_fp32
 def group_scores(queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int) -> torch.Tensor:
     """(queries, docs_per_query): each query's dot product with the documents of its own group."""
     groups = documents.view(queries.shape[0], docs_per_query, -1)
     return torch.einsum("bv,bnv->bn", queries, groups)
 
 
+@in_fp32
 def margin_mse_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """MarginMSE (Hofstätter et al.): squared error between student and teacher margins positive - negative,
     averaged over every (query, negative)."""
     return F.mse_loss(group_margins(student), group_margins(teacher))
 
 
+@in_fp32
 def kl_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
             teacher_temperature: float | None = None) -> torch.Tensor:
     """KL(teacher || student) between the softmax distributions over each group, averaged over queries.
@@ -107,6 +137,7 @@ def kl(batch: RankingBatch, loss_cfg) -> torch.Tensor:
     return kl_loss(batch.student, batch.teacher, loss_cfg.temperature, loss_cfg.teacher_temperature)
 
 
+@in_fp32
 def ranking_loss(
     loss_cfg, queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int, teacher: torch.Tensor | None,
     document_pool: tuple[torch.Tensor, int] | None = None, false_negatives: torch.Tensor | None = None,
@@ -134,6 +165,7 @@ def needs_teacher_scores(weights) -> bool:
                for name, weight in weights.items())
 
 
+@in_fp32
 def mean_margins(queries: torch.Tensor, documents: torch.Tensor, docs_per_query: int,
                  teacher: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """The mean margin positive - negative of the student (and of the teacher, when there is one) over the

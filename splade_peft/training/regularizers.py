@@ -10,8 +10,10 @@ import torch.distributed.nn.functional as distributed_autograd
 
 from splade_peft.errors import ConfigError
 from splade_peft.training.config import FLOPS_NORMALIZATIONS
+from splade_peft.training.losses import in_fp32
 
 
+@in_fp32
 def flops(weights: torch.Tensor, normalization: str = "batch") -> torch.Tensor:
     """FLOPS regulariser (Paria et al.): sum over the vocabulary of the squared mean activation, the
     expected cost of a query-document product, estimated on the batch's documents.
@@ -25,6 +27,7 @@ def flops(weights: torch.Tensor, normalization: str = "batch") -> torch.Tensor:
     Under data-parallel training the sums run over the global batch (every process's documents), so the
     value and its gradient do not depend on how many devices share the batch: the per-term sums are
     all-reduced with gradient, and DDP's gradient averaging then yields the global gradient.
+    In float32 whatever the vectors' dtype (losses.in_fp32), like the ranking losses it is added to.
     """
     if normalization not in FLOPS_NORMALIZATIONS:
         raise ConfigError("loss.flops_normalization", f"unknown normalisation {normalization!r}",
@@ -43,6 +46,7 @@ def flops(weights: torch.Tensor, normalization: str = "batch") -> torch.Tensor:
     return (term_sums.pow(2) - self_pairs).sum() / (count * (count - 1)).clamp_min(1.0)
 
 
+@in_fp32
 def l1(weights: torch.Tensor) -> torch.Tensor:
     """Mean L1 norm of the vectors."""
     return weights.abs().sum(dim=1).mean()
@@ -103,5 +107,6 @@ def gradient_share(ranking: torch.Tensor, regulariser: torch.Tensor, vectors: to
     ranking_grad, regulariser_grad = (
         torch.autograd.grad(term, vectors, retain_graph=True, allow_unused=True)[0] for term in (ranking, regulariser)
     )
-    norms = [torch.linalg.vector_norm(g) if g is not None else vectors.new_zeros(()) for g in (ranking_grad, regulariser_grad)]
+    norms = [torch.linalg.vector_norm(g, dtype=torch.float32) if g is not None else torch.zeros((), device=vectors.device)
+             for g in (ranking_grad, regulariser_grad)]
     return (norms[1] / (norms[0] + norms[1]).clamp_min(1e-12)).detach()

@@ -138,3 +138,62 @@ def test_unworkable_training_configs_fail_before_any_model_loads(overrides, key)
         cfg = compose(config_name="config", overrides=overrides)
     with pytest.raises(ConfigError, match=f"'{key}'"):
         validate(cfg)
+
+
+# --- precision: scores and losses in float32 whatever the autocast state -----------------------------------
+
+def splade_sized_batch():
+    """2 queries x groups of 3 documents over 512 dimensions, scores about 32 (a SPLADE score's range, where a
+    bf16 number is only known to +-0.125), and teacher scores on another scale."""
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.rand(2, 512, generator=generator) * 0.5
+    documents = torch.rand(6, 512, generator=generator) * 0.5
+    return queries, documents, torch.rand(2, 3, generator=generator) * 10
+
+
+@pytest.mark.parametrize("in_batch", [True, False])
+def test_ranking_losses_under_bf16_autocast_are_the_fp32_losses(in_batch):
+    queries, documents, teacher = splade_sized_batch()
+    cfg = OmegaConf.merge(loss_cfg(contrastive=1.0, margin_mse=1.0, kl=1.0), {"in_batch": in_batch})
+    expected = ranking_loss(cfg, queries, documents, 3, teacher)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = ranking_loss(cfg, queries, documents, 3, teacher)
+        margins = mean_margins(queries, documents, 3, teacher)
+        pooled = ranking_loss(cfg, queries, documents, 3, teacher, document_pool=(documents, 0))["contrastive"]
+    for name, value in expected.items():
+        assert value.dtype == mixed[name].dtype == torch.float32, name
+        assert torch.allclose(mixed[name], value, rtol=1e-5, atol=0), name
+    assert torch.allclose(pooled, expected["contrastive"] if in_batch else ranking_loss(
+        loss_cfg(contrastive=1.0), queries, documents, 3, None)["contrastive"], rtol=1e-5, atol=0)
+    assert margins["student_margin"].dtype == torch.float32
+    assert torch.allclose(margins["student_margin"], mean_margins(queries, documents, 3, teacher)["student_margin"],
+                          rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_vectors_are_scored_in_fp32():
+    """What the encoder returns under bf16-mixed: bf16 vectors. Their scores and losses are those of the same
+    numbers in float32, not of bf16 products."""
+    queries, documents, teacher = splade_sized_batch()
+    queries, documents = queries.bfloat16(), documents.bfloat16()
+    cfg = loss_cfg(contrastive=1.0, margin_mse=1.0)
+    expected = ranking_loss(cfg, queries.float(), documents.float(), 3, teacher)["total"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = ranking_loss(cfg, queries, documents, 3, teacher)["total"]
+        scores = group_scores(queries, documents, 3)
+    assert mixed.dtype == scores.dtype == torch.float32
+    assert torch.allclose(mixed, expected, rtol=1e-6, atol=0)
+    assert torch.equal(scores, group_scores(queries.float(), documents.float(), 3))
+
+
+@pytest.mark.parametrize("normalization", ["batch", "unbiased"])
+def test_regularisers_of_bf16_vectors_are_fp32(normalization):
+    from splade_peft.training.regularizers import flops, l1
+
+    queries, documents, _ = splade_sized_batch()
+    queries, documents = queries.bfloat16(), documents.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = {"flops": flops(documents, normalization), "l1": l1(queries)}
+    expected = {"flops": flops(documents.float(), normalization), "l1": l1(queries.float())}
+    for name, value in expected.items():
+        assert mixed[name].dtype == torch.float32, name
+        assert torch.allclose(mixed[name], value, rtol=1e-6, atol=0), name
