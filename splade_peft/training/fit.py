@@ -22,7 +22,8 @@ from splade_peft.training.ddp_launch import data_parallel_strategy
 from splade_peft.training.distributed import SameJobOnEveryProcess, is_rank_zero
 from splade_peft.training.module import SpladeModule, ValidatedSpladeModule
 from splade_peft.training.regularizers import RegularizerWarmup
-from splade_peft.training.resume import BEST_NAME, ResumeState, StagedCheckpointIO, resume_path
+from splade_peft.training.preemption import CheckpointOnPreemption, cluster_plugins
+from splade_peft.training.resume import BEST_NAME, CHECKPOINT_NAME, ResumeState, StagedCheckpointIO, resume_path
 
 
 class DropLitLoggerTip(logging.Filter):
@@ -59,15 +60,18 @@ def fit(encoder: SparseEncoder, data: TrainingData, loss_cfg: DictConfig, optim_
     folder = run_dir / "checkpoints"
     checkpoints = checkpoint_callbacks(training_cfg, folder, monitor)
     same_job = SameJobOnEveryProcess(config_fingerprint)
+    resume_state = ResumeState(data.sampler, data.batch_size)
     trainer = L.Trainer(
         **lightning_arguments(trainer_cfg), logger=lightning_logger, default_root_dir=run_dir,
-        plugins=[StagedCheckpointIO()], enable_model_summary=False, enable_progress_bar=interactive(),
+        plugins=[StagedCheckpointIO(), *cluster_plugins()], enable_model_summary=False, enable_progress_bar=interactive(),
         # EpochShuffle shards the training set itself (it must know its position to resume), and every
         # process validates on the whole validation split.
         use_distributed_sampler=False,
-        callbacks=[same_job, ResumeState(data.sampler, data.batch_size), RegularizerWarmup(loss_cfg), *checkpoints,
+        callbacks=[same_job, resume_state, RegularizerWarmup(loss_cfg), *checkpoints,
                    *monitoring_callbacks(training_cfg, monitor, lightning_logger)]
-        + [callback for side in encoder.language_model_encoders() for callback in adapter_callbacks(side.masked_lm)],
+        + [callback for side in encoder.language_model_encoders() for callback in adapter_callbacks(side.masked_lm)]
+        # After the callbacks above (Lightning runs ModelCheckpoint later still): it saves the state they leave.
+        + [CheckpointOnPreemption(folder / CHECKPOINT_NAME)],
         **validation_schedule(data.validate_every_n_steps, trainer_cfg.accumulate_grad_batches),
     )
     # Lightning keeps the train/eval modes it finds, and the zero-shot pass left the backbone in eval
@@ -81,6 +85,8 @@ def fit(encoder: SparseEncoder, data: TrainingData, loss_cfg: DictConfig, optim_
     train_s = time.perf_counter() - started
     training = {"train_s": train_s, "steps": trainer.global_step, "training_pairs": len(data.dataset),
                 "nonfinite_batches": module.nonfinite_batches, "processes": same_job.processes}
+    if resume_state.resumed_from_step is not None:
+        training["resumed_from_step"] = resume_state.resumed_from_step
     if not is_rank_zero():
         return training
     if training_cfg.keep_best:

@@ -96,6 +96,12 @@ class ResumeState(L.Callback):
         self.sampler, self.batch_size = sampler, batch_size
         self.position = {"epoch": 0, "batches": 0}
         self.rng_to_restore = None
+        self.restored = False
+        self.resumed_from_step: int | None = None  # the step a resumed fit started from (results.json training)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.restored:
+            self.resumed_from_step = trainer.global_step
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         pl_module.strict_loading = False  # the checkpoint holds only the trainable weights
@@ -122,6 +128,7 @@ class ResumeState(L.Callback):
         return {"position": dict(self.position), "rng": gathered_objects(rng_states())}
 
     def load_state_dict(self, state: dict) -> None:
+        self.restored = True
         self.position = state["position"]
         if self.sampler is not None:  # a mixture loader restarts its epoch: resumed, but not batch-exact
             self.sampler.resume(self.position["epoch"], self.position["batches"] * self.batch_size)
