@@ -121,9 +121,9 @@ def test_resource_failures_are_named_with_their_fix(error, expected):
 FAULTY_SWEEP = """
 import errno, os, runpy, torch
 import splade_peft.training.module as module_code
-import splade_peft.evaluation.retrieval as retrieval
+import splade_peft.index.impact as impact
 
-real_loss, real_write = module_code.ranking_loss, retrieval.write_vector_collection
+real_loss, real_write = module_code.ranking_loss, impact.write_vector_collection
 seed = lambda: os.environ["PL_GLOBAL_SEED"]
 
 def loss(*args, **kwargs):
@@ -139,7 +139,7 @@ def write_vectors(vectors, folder, shards):
         raise OSError(errno.ENOSPC, "No space left on device", str(folder / "part0.jsonl"))
     return real_write(vectors, folder, shards)
 
-module_code.ranking_loss, retrieval.write_vector_collection = loss, write_vectors
+module_code.ranking_loss, impact.write_vector_collection = loss, write_vectors
 runpy.run_module("splade_peft", run_name="__main__", alter_sys=True)
 """
 SMALL_JOB = (
