@@ -248,7 +248,12 @@ def composition_error(error: BaseException) -> ConfigError | None:
     if not named:
         return None
     given = given_value(override["value"]) if override and override["key"] == named else None
-    return config_error(cause, RootConfig, value=given, key=named, variants=VARIANTS)
+    return override_error(cause, named, given)
+
+
+def override_error(error: OmegaConfBaseException, key: str, value=None) -> ConfigError:
+    """The ConfigError behind OmegaConf refusing `key=value` (an unknown key, a value of the wrong type)."""
+    return config_error(error, RootConfig, value=value, key=key, variants=VARIANTS)
 
 
 def given_value(text: str):

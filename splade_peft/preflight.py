@@ -1,67 +1,128 @@
-"""Before Hydra starts any job: the command line's config composes, at every value a sweep gives a key, the
-chosen launcher can start on this machine, and a job that asks for a GPU finds one here. Hydra reports a config
-that does not compose in several lines of OmegaConf's wording, a launcher that cannot start (SLURM without sbatch)
-with submitit's traceback, and Lightning a missing GPU only at fit, after the reference rows; this says each in
-one line naming the key and the fix. Only a GPU job imports torch: a bad command line answers at once."""
+"""Before Hydra starts any job: every grid point of the command line composes and passes the config's checks,
+the chosen launcher can start on this machine, and a job that asks for a GPU finds one here. Hydra reports a config
+that does not compose in several lines of OmegaConf's wording, a value out of range only inside the job that has it
+(after results.json and the tracker are open), a launcher that cannot start (SLURM without sbatch) with submitit's
+traceback, and Lightning a missing GPU only at fit; this says each in one line naming the key and the fix, before
+any job folder exists. The checks import what the jobs then use (the same process runs them): a bad command line
+answers in seconds."""
 
+import copy
+import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from splade_peft.config import composition_error
+from splade_peft.config import composition_error, override_error, validate
 from splade_peft.errors import ConfigError
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
+# Each grid point's values are checked on a copy of its composition (~10 ms a point); a larger grid (or one over
+# many group options, ~0.25 s a composition) is checked one value at a time, and each job still checks itself.
+MAX_CHECKED_POINTS, MAX_COMPOSITIONS = 1024, 24
 
 
 def command_line_problem(arguments: list[str], config_dir: Path) -> str | None:
-    """The one-line problem with `python -m splade_peft <arguments>`, or None when it composes (or when Hydra's
-    own flags, e.g. --help or --cfg, are given: Hydra answers those itself)."""
+    """The one-line problem with `python -m splade_peft <arguments>`, or None when every grid point composes and
+    validates (or when Hydra's own flags, e.g. --help or --cfg, are given: Hydra answers those itself)."""
     overrides = [argument for argument in arguments if argument not in MULTIRUN_FLAGS]
     if any(argument.startswith("-") for argument in overrides):
         return None
     try:
-        grid = list(grid_points(overrides))
+        grid = Grid(overrides, config_dir)
     except OverrideParseException:
         return None  # Hydra reports a malformed override with its position in the line
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        for point in grid:
+        cfg = None
+        for composed_with, value_points in grid.compositions():
             try:
-                cfg = compose(config_name="config", overrides=point, return_hydra_config=True)
+                cfg = compose(config_name="config", overrides=composed_with, return_hydra_config=True)
             except ConfigCompositionException as error:
                 problem = composition_error(error)
                 if problem is None:
                     return None  # e.g. an unknown option: Hydra's message lists the available ones
                 return str(problem)
-            problem = device_problem(cfg)
+            problem = device_problem(cfg) or invalid_point(cfg, value_points)
             if problem:
                 return problem
         return launcher_problem(launcher_target(cfg))
 
 
-def grid_points(overrides: list[str]) -> Iterator[list[str]]:
-    """The command line with each sweep (`lora.r=1,4,8`, `loss=kl,contrastive`) at each of its values in turn,
-    the other sweeps at their first: every value is composed once, not every combination."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
-    values = {override.get_key_element(): sweep_values(override) for override in parsed if override.is_sweep_override()}
-    first = [f"{key}={choices[0]}" for key, choices in values.items() if choices]
-    yield fixed + first
-    for key, choices in values.items():
-        for value in choices[1:]:
-            yield fixed + [f"{key}={value}"] + [o for o in first if not o.startswith(f"{key}=")]
+class Grid:
+    """A command line's sweeps, split by what checking them takes: a config group's options (`lora=qlora,dora`,
+    `+sweep=rank`) change the composition, a key's values (`lora.r=1,4`, `seed=1,2,3`) only its value."""
+
+    def __init__(self, overrides: list[str], config_dir: Path):
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        self.fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
+        sweeps = [override for override in parsed if override.is_sweep_override()]
+        self.composing = {o.get_key_element(): sweep_values(o) for o in sweeps if changes_composition(o, config_dir)}
+        self.values = {o.key_or_group: sweep_values(o) for o in sweeps if not changes_composition(o, config_dir)}
+
+    def compositions(self) -> Iterator[tuple[list[str], list[dict]]]:
+        """(overrides to compose with, the value points to check on that composition) until every point is checked
+        or, past the limits, every value once."""
+        options, values = combinations(self.composing), combinations(self.values)
+        if len(options) <= MAX_COMPOSITIONS and len(options) * len(values) <= MAX_CHECKED_POINTS:
+            for option in options:
+                yield self.fixed + [f"{key}={value}" for key, value in option.items()], values
+            return
+        for point in each_value_once({**self.composing, **self.values}):
+            yield self.fixed + [f"{key}={display(value)}" for key, value in point.items()], [{}]
 
 
-def sweep_values(override) -> list[str]:
+def changes_composition(override: Override, config_dir: Path) -> bool:
+    return (override.is_add() or override.is_force_add() or override.is_delete() or override.package is not None
+            or (config_dir / override.key_or_group).is_dir())
+
+
+def sweep_values(override: Override) -> list:
     """A choice or range sweep's values; none for an interval (an Optuna search picks those itself)."""
     try:
-        return list(override.sweep_string_iterator())
+        return list(override.sweep_iterator())
     except Exception:  # interval sweeps have no finite list of values
         return []
+
+
+def combinations(sweeps: dict[str, list]) -> list[dict]:
+    listed = {key: values for key, values in sweeps.items() if values}
+    return [dict(zip(listed, point)) for point in itertools.product(*listed.values())]
+
+
+def each_value_once(sweeps: dict[str, list]) -> Iterator[dict]:
+    first = {key: values[0] for key, values in sweeps.items() if values}
+    yield first
+    for key, values in sweeps.items():
+        for value in values[1:]:
+            yield {**first, key: value}
+
+
+def display(value) -> str:
+    """A parsed override value written back in Hydra's syntax (a list as [a,b])."""
+    return f"[{','.join(display(item) for item in value)}]" if isinstance(value, list) else str(value)
+
+
+def invalid_point(cfg: DictConfig, value_points: list[dict]) -> str | None:
+    """The first config check a grid point fails, naming its key; the composition without Hydra's own node."""
+    job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    for point in value_points:
+        checked = copy.deepcopy(job)
+        for key, value in point.items():
+            try:
+                OmegaConf.update(checked, key, value, merge=False)
+            except OmegaConfBaseException as error:  # an unknown key, a value of the wrong type
+                return str(override_error(error, key, value))
+        try:
+            validate(checked)
+        except ConfigError as error:
+            return str(error)
+    return None
 
 
 def launcher_target(cfg) -> str:

@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from splade_peft.config import composition_error, validate
-from splade_peft.preflight import command_line_problem
+from splade_peft.preflight import Grid, command_line_problem
 from tests.helpers import CONF, REPO, composed, run_cli
 from splade_peft.errors import ConfigError
 
@@ -124,3 +124,22 @@ def test_each_value_of_a_sweep_is_checked_for_its_gpu_and_slurm_jobs_on_their_no
     assert command_line_problem(["trainer=gpu", "trainer.accelerator=auto"], CONF) is None  # auto: the CPU fallback
     # The login node a SLURM sweep starts from has no GPU of its own: only sbatch is checked there.
     assert "sbatch" in command_line_problem(["-m", "trainer=gpu", "hydra/launcher=slurm"], CONF)
+
+
+def test_every_grid_point_is_checked_before_any_job_starts(tmp_path):
+    """A value out of range, or a combination no single value shows (4-bit weights cast by bf16-true), stops the
+    whole sweep in one line naming the key: no job folder, no traceback."""
+    assert command_line_problem(["-m", "lora.r=4,0"], CONF).startswith("config key 'lora.r': 0 is not allowed")
+    combined = ["-m", "lora.quantization=null,4bit", "trainer.precision=32-true,bf16-true"]
+    assert command_line_problem(combined, CONF).startswith("config key 'trainer.precision': bf16-true with lora.quantization=4bit")
+    assert command_line_problem(["-m", "lora.r=4,four"], CONF) == "config key 'lora.r': 'four' has the wrong type -- use an integer"
+    assert command_line_problem(["-m", "lora=qlora,dora", "lora.r=4,8", "seed=1,2"], CONF) is None
+    sweep = run_cli(tmp_path / "unused", "-m", "experiment=smoke", "lora.r=4,0", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert sweep.returncode == 1 and sweep.stderr.startswith("splade_peft: config key 'lora.r'"), sweep.stderr[-2000:]
+    assert len(sweep.stderr.strip().splitlines()) == 1 and not (tmp_path / "sweep").exists()
+
+
+def test_a_grid_too_large_to_check_point_by_point_checks_each_value_once():
+    grid = Grid(["lora=qlora,dora", "lora.r=" + ",".join(map(str, range(1, 200))), "seed=1,2,3,4,5,6"], CONF)
+    compositions = list(grid.compositions())
+    assert len(compositions) == 1 + 1 + 198 + 5 and all(points == [{}] for _, points in compositions)
