@@ -38,11 +38,6 @@ FEEDFORWARD_MODULES = {
     "bert": ["output.dense"], "distilbert": ["lin2"], "roberta": ["output.dense"], "xlm-roberta": ["output.dense"],
     "modernbert": ["mlp.Wo"], "llama": ["down_proj"], "mistral": ["down_proj"],
 }
-# The name PEFT's layers_to_transform looks for before the block index (`...encoder.layer.3.attention...`).
-LAYERS_PATTERN = {
-    "bert": "layer", "distilbert": "layer", "roberta": "layer", "xlm-roberta": "layer",
-    "modernbert": "layers", "llama": "layers", "mistral": "layers",
-}
 # The MLM head: (transform before the vocabulary projection, the vocabulary projection itself).
 HEAD_MODULES = {
     "bert": (["cls.predictions.transform"], ["cls.predictions.decoder"]),
@@ -97,8 +92,8 @@ def layer_selection(model: nn.Module, layers) -> dict:
     outside = [layer for layer in layers if not 0 <= layer < count]
     if outside:
         raise ConfigError("lora.layers", f"{outside} outside the backbone's {count} layers", f"use indices in 0..{count - 1}")
-    pattern = family_setting(LAYERS_PATTERN, model.config.model_type, "lora.layers", "leave lora.layers=null")
-    return {"layers_to_transform": list(layers), "layers_pattern": pattern}
+    # No layers_pattern: PEFT takes the first number in a module's name as its block index (`encoder.layer.3.`).
+    return {"layers_to_transform": list(layers)}
 
 
 def targeting(model: nn.Module, lora_cfg, targets: list[str]) -> dict:
