@@ -14,7 +14,7 @@ from splade_peft.data.dev_split import DEV_SPLIT, DevSplit, carve_dev
 from splade_peft.data.hard_negatives import mining_record
 from splade_peft.device import job_device, set_up_job_device
 from splade_peft.data.sources import load_data, load_eval_collections
-from splade_peft.evaluation.metrics import macro_average, per_query, standard_measures
+from splade_peft.evaluation.metrics import per_query, standard_measures
 from splade_peft.evaluation.config import allowed_test_selection_warnings
 from splade_peft.evaluation.references import reference_rows
 from splade_peft.evaluation.suites import suite_summaries
@@ -30,7 +30,7 @@ from splade_peft.model.variants import build_encoder
 from splade_peft.progress import stage
 from splade_peft.records import fingerprint, folder_fingerprint, library_versions, redact, write_json_atomic
 from splade_peft.data.exposure import query_groups
-from splade_peft.results import QUERY_GROUPS_FILE, write_per_query
+from splade_peft.results import QUERY_GROUPS_FILE, macro_average, write_per_query
 from splade_peft.search.runs import read_trec_run
 from splade_peft.training.distributed import is_rank_zero
 from splade_peft.training.datamodule import training_data

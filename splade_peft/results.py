@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from splade_peft.evaluation.metrics import macro_average
 from splade_peft.records import redact, write_json_atomic
 
 RESULTS_FILE = "results.json"
@@ -37,6 +36,14 @@ ROWS = ("trained", *REFERENCE_SYSTEMS)
 COST_SECTIONS = ("params", "timing", "memory")  # flattened as `<section>.<key>`
 
 PerQuery = dict[str, dict[str, float]]  # metric -> query id -> value
+
+
+def macro_average(per_dataset: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """The mean over datasets of every key all of them have: each dataset counts once, whatever its size."""
+    if not per_dataset:
+        return {}
+    names = set.intersection(*(set(metrics) for metrics in per_dataset.values()))
+    return {name: sum(m[name] for m in per_dataset.values()) / len(per_dataset) for name in sorted(names)}
 
 
 # --- forgiving accessors: a results.json may be partial, hand-edited or from an older version -------------

@@ -63,11 +63,3 @@ def ranked(qid: str, hits: list[tuple[str, float]]) -> list[ScoredDoc]:
 def evaluate(qrels: Qrels, run: Run, measures: Mapping | None = None, min_relevant_grade: int = 1) -> dict[str, float]:
     by_metric = per_query(qrels, run, measures or standard_measures(min_relevant_grade), min_relevant_grade)
     return {name: sum(by_query.values()) / len(by_query) for name, by_query in by_metric.items()}
-
-
-def macro_average(per_dataset: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """The mean over datasets of every key all of them have: each dataset counts once, whatever its size."""
-    if not per_dataset:
-        return {}
-    names = set.intersection(*(set(metrics) for metrics in per_dataset.values()))
-    return {name: sum(m[name] for m in per_dataset.values()) / len(per_dataset) for name in sorted(names)}

@@ -12,7 +12,7 @@ the noise of each.
 
 from collections.abc import Mapping, Sequence
 
-from splade_peft.evaluation.metrics import macro_average
+from splade_peft.results import macro_average
 from splade_peft.sweep.paired import ALPHA, compare, holm
 from splade_peft.sweep.significance import INCONCLUSIVE, INFERIOR, NON_INFERIOR, verdict as margin_verdict
 

@@ -1,6 +1,7 @@
 """The `index=` group's keys (conf/index/*.yaml)."""
 
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from splade_peft.errors import ConfigError
@@ -16,6 +17,23 @@ SEARCH_ENGINES = Registry("search engine", "index.name",
                           builtins=("splade_peft.evaluation.retrieval", "splade_peft.evaluation.dense_retrieval"),
                           sparse=True, sharded_encoding=False, reads=(), fingerprinted=True)
 SHARD_LAUNCHERS = ("local", "submitit")
+# index=seismic: the keyword arguments of SeismicIndex.build_from_dataset and SeismicIndex.batch_search (0.5.4) that
+# `index.seismic` may set; thread counts come from index.threads and eval.search_threads instead.
+BUILD_PARAMETERS = ("n_postings", "centroid_fraction", "min_cluster_size", "summary_energy", "max_fraction",
+                    "doc_cut", "nknn", "batched_indexing")
+SEARCH_PARAMETERS = ("query_cut", "heap_factor", "n_knn", "sorted")
+REQUIRED_SEARCH_PARAMETERS = ("query_cut", "heap_factor")  # batch_search has no default for them
+
+
+def check_parameters(parameters: Mapping, key: str = "index.seismic") -> None:
+    """A ConfigError naming the key for a parameter Seismic does not take, or a missing search parameter."""
+    for name in parameters:
+        if name not in BUILD_PARAMETERS + SEARCH_PARAMETERS:
+            raise ConfigError(f"{key}.{name}", "is not a Seismic build or search parameter",
+                              f"use one of {', '.join(BUILD_PARAMETERS + SEARCH_PARAMETERS)}")
+    for name in REQUIRED_SEARCH_PARAMETERS:
+        if name not in parameters:
+            raise ConfigError(f"{key}.{name}", "is missing", "set it (conf/index/seismic.yaml has the defaults)")
 
 
 @dataclass
@@ -41,6 +59,4 @@ class IndexConfig(Section):
                               f"use index={' or index='.join(fitting)} with encoder={root.encoder.name} "
                               f"({'sparse' if sparse else 'dense'} vectors)")
         if self.name == "seismic":
-            # Imported here: the parameter names only (the library itself loads when the engine runs).
-            from splade_peft.search.seismic import check_parameters
             check_parameters(self.seismic)

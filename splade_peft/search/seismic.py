@@ -22,28 +22,12 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from splade_peft.errors import ConfigError, IndexingError
+from splade_peft.errors import IndexingError
+from splade_peft.index.config import BUILD_PARAMETERS, SEARCH_PARAMETERS, check_parameters
 from splade_peft.index.impact import positive_impacts
 from splade_peft.search.runs import Run
 
-# The keyword arguments of SeismicIndex.build_from_dataset and SeismicIndex.batch_search (0.5.4) that
-# `index.seismic` may set; thread counts come from index.threads and eval.search_threads instead.
-BUILD_PARAMETERS = ("n_postings", "centroid_fraction", "min_cluster_size", "summary_energy", "max_fraction",
-                    "doc_cut", "nknn", "batched_indexing")
-SEARCH_PARAMETERS = ("query_cut", "heap_factor", "n_knn", "sorted")
-REQUIRED_SEARCH_PARAMETERS = ("query_cut", "heap_factor")  # batch_search has no default for them
 MAX_TERMS = 65_535  # Seismic 0.5.4's components are u16
-
-
-def check_parameters(parameters: Mapping, key: str = "index.seismic") -> None:
-    """A ConfigError naming the key for a parameter Seismic does not take, or a missing search parameter."""
-    for name in parameters:
-        if name not in BUILD_PARAMETERS + SEARCH_PARAMETERS:
-            raise ConfigError(f"{key}.{name}", "is not a Seismic build or search parameter",
-                              f"use one of {', '.join(BUILD_PARAMETERS + SEARCH_PARAMETERS)}")
-    for name in REQUIRED_SEARCH_PARAMETERS:
-        if name not in parameters:
-            raise ConfigError(f"{key}.{name}", "is missing", "set it (conf/index/seismic.yaml has the defaults)")
 
 
 class SeismicImpactSearcher:

@@ -7,7 +7,8 @@ import pytest
 import pytrec_eval
 from ir_measures import RR, nDCG
 
-from splade_peft.evaluation.metrics import evaluate, macro_average, per_query
+from splade_peft.evaluation.metrics import evaluate, per_query
+from splade_peft.results import macro_average
 from splade_peft.index.sparsity import SparsityCounter, sparsity_report
 
 
