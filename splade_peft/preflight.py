@@ -51,7 +51,7 @@ def command_line_problem(arguments: list[str], config_dir: Path) -> str | None:
             problem = device_problem(cfg) or invalid_point(cfg, value_points)
             if problem:
                 return problem
-        return launcher_problem(launcher_target(cfg))
+        return launcher_problem(launcher_target(cfg)) or gpu_request_problem(cfg.hydra.launcher)
 
 
 class Grid:
@@ -147,4 +147,13 @@ def launcher_problem(target: str) -> str | None:
     if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
         return ("hydra/launcher=slurm needs SLURM, and there is no `sbatch` on this machine's PATH -- run on a SLURM "
                 "login node, or here with hydra/launcher=local_parallel (or no hydra/launcher override)")
+    return None
+
+
+def gpu_request_problem(launcher: DictConfig) -> str | None:
+    """A SLURM launcher asking for GPUs twice: sbatch adds `--gres=gpu:...` to `--gpus-per-node`."""
+    gres, per_node = launcher.get("gres"), launcher.get("gpus_per_node")
+    if gres and "gpu" in str(gres) and per_node:
+        return (f"config key 'hydra.launcher.gres': {gres} asks for GPUs beside hydra.launcher.gpus_per_node={per_node} "
+                "-- ask once: hydra.launcher.gpus_per_node=null with gres, or constraint=<GPU type> with gpus_per_node")
     return None

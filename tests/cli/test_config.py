@@ -126,6 +126,14 @@ def test_each_value_of_a_sweep_is_checked_for_its_gpu_and_slurm_jobs_on_their_no
     assert "sbatch" in command_line_problem(["-m", "trainer=gpu", "hydra/launcher=slurm"], CONF)
 
 
+def test_a_slurm_launcher_asks_for_its_gpus_once(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")  # a login node: sbatch is there
+    twice = ["-m", "hydra/launcher=slurm_h100", "hydra.launcher.gres=gpu:h100:1"]
+    assert command_line_problem(twice, CONF).startswith("config key 'hydra.launcher.gres': gpu:h100:1 asks for GPUs beside")
+    assert command_line_problem([*twice, "hydra.launcher.gpus_per_node=null"], CONF) is None
+    assert command_line_problem(["-m", "hydra/launcher=slurm_h100", "hydra.launcher.constraint=h100"], CONF) is None
+
+
 def test_every_grid_point_is_checked_before_any_job_starts(tmp_path):
     """A value out of range, or a combination no single value shows (4-bit weights cast by bf16-true), stops the
     whole sweep in one line naming the key: no job folder, no traceback."""
