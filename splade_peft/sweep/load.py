@@ -427,8 +427,8 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     frame = job_frame(jobs, swept + list(fixed), datasets, zero_shot_shared)
     points = point_frame(frame, swept, list(fixed))
     keys = grid_keys(swept)
-    frame, points, references, study = add_comparisons(
-        frame, points, references, {job.name: job.per_query for job in jobs}, {job.name: job.query_groups for job in jobs},
+    study = add_comparisons(
+        points, {job.name: job.per_query for job in jobs}, {job.name: job.query_groups for job in jobs},
         study_metric(settings), zero_shot_shared, Protocol.from_settings(settings),
         dict(zip(points.index, grid_labels(points, keys))), keys, datasets,
         declared_grid(multirun), point_setting(points, jobs), training_corpora(jobs),

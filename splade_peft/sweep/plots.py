@@ -23,7 +23,7 @@ from matplotlib.ticker import NullLocator
 from splade_peft.results import AVERAGE, as_number
 from splade_peft.sweep.load import METRIC_LABELS, Sweep
 from splade_peft.sweep.points import std_column
-from splade_peft.sweep.significance import dataset_prefix
+from splade_peft.sweep.significance import ALL_QUERIES, Study
 from splade_peft.sweep.values import display_value, grid_sort_key, is_missing
 
 PLOT_METRICS = ("ndcg@10", "mrr@10", "recall@1000")
@@ -236,10 +236,10 @@ def quality_vs_cost_figure(sweep: Sweep) -> Figure:
 
 # --- gain in one dataset against gain in another ------------------------------------------------------------
 
-def gains(frame: pd.DataFrame, dataset: str) -> tuple[list, list, list]:
+def gains(study: Study, rows: Sequence, dataset: str) -> tuple[list, list, list]:
     """Each row's paired difference to its control on `dataset`, with the distances to its interval's ends."""
-    prefix = dataset_prefix(dataset)
-    diff, low, high = (numeric(frame, f"{prefix}.{field}") for field in ("diff", "ci_low", "ci_high"))
+    records = [study.comparison(row, dataset, ALL_QUERIES) or {} for row in rows]
+    diff, low, high = ([as_number(record.get(field)) for record in records] for field in ("diff", "ci_low", "ci_high"))
     below = [d - lo if d is not None and lo is not None else 0.0 for d, lo in zip(diff, low)]
     above = [hi - d if d is not None and hi is not None else 0.0 for d, hi in zip(diff, high)]
     return diff, below, above
@@ -247,14 +247,14 @@ def gains(frame: pd.DataFrame, dataset: str) -> tuple[list, list, list]:
 
 def draw_trade_off_panel(ax: Axes, sweep: Sweep, first: str, other: str) -> None:
     completed = sweep.completed_points
-    (x, x_below, x_above), (y, y_below, y_above) = gains(completed, first), gains(completed, other)
+    (x, x_below, x_above), (y, y_below, y_above) = gains(sweep.study, completed.index, first), gains(sweep.study, completed.index, other)
     rows = [(i, label) for i, label in enumerate(sweep.grid_labels(completed)) if x[i] is not None and y[i] is not None]
     for i, label in rows:
         ax.errorbar(x[i], y[i], xerr=[[x_below[i]], [x_above[i]]], yerr=[[y_below[i]], [y_above[i]]], fmt="o",
                     color="C0", capsize=3, zorder=3)
         ax.annotate(label, (x[i], y[i]), xytext=(4, 4), textcoords="offset points", fontsize=7)
     if "BM25" in sweep.references.index:
-        (bx, _, _), (by, _, _) = gains(sweep.references.loc[["BM25"]], first), gains(sweep.references.loc[["BM25"]], other)
+        (bx, _, _), (by, _, _) = gains(sweep.study, ["BM25"], first), gains(sweep.study, ["BM25"], other)
         if bx[0] is not None and by[0] is not None:
             ax.scatter(bx, by, marker="s", color="grey", zorder=3)
             ax.annotate("BM25", (bx[0], by[0]), xytext=(4, -10), textcoords="offset points", fontsize=7, color="grey")
@@ -276,7 +276,7 @@ def trade_off_figure(sweep: Sweep) -> Figure | None:
     in_domain = [d for d in sweep.datasets if d in sweep.study.trained_on] or sweep.datasets[:1]
     first = in_domain[0] if in_domain else ""
     others = [d for d in sweep.datasets if d != first]
-    if not others or f"{dataset_prefix(first)}.diff" not in sweep.points:
+    if not others or (first, ALL_QUERIES) not in sweep.study.point_scopes():
         return None
     figure = Figure(figsize=(5.2 * len(others), 4.6), layout="constrained")
     for ax, other in zip(figure.subplots(1, len(others), squeeze=False)[0], others):

@@ -4,6 +4,7 @@ grid point, MRR@10 / R@1000 / nDCG@10 per dataset, the average, and what each po
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +16,11 @@ from splade_peft.sweep.load import DEV_PREFIX, METRIC_LABELS, ZERO_SHOT_PREFIX, 
 from splade_peft.sweep.paired import EXACT_PATTERNS, MONTE_CARLO_ERROR, RESAMPLES
 from splade_peft.sweep.points import SEEDS, std_column
 from splade_peft.sweep.significance import (
-    ALPHA, DECLARED, GRID, INCONCLUSIVE, INFERIOR, NON_INFERIOR, QUERY_GROUPS, VS_BEST, VS_CONTROL, ZERO_SHOT,
-    dataset_prefix, vs_control_prefix,
+    ALL_QUERIES, ALPHA, DECLARED, GRID, INCONCLUSIVE, INFERIOR, NON_INFERIOR, QUERY_GROUPS, VS_BEST, ZERO_SHOT,
 )
 from splade_peft.sweep.values import display_value
 
+Record = Mapping[str, Any]  # one record of the study's long table of comparisons ({} for none)
 TABLE_METRICS = ("mrr@10", "recall@1000", "ndcg@10")
 DECIMALS = 3  # as IR papers report nDCG/MRR; "best" is decided on the value shown
 LEGEND = (
@@ -87,10 +88,10 @@ def study_column(sweep: Sweep) -> str:
     return f"{AVERAGE}/{sweep.metric}" if len(sweep.datasets) > 1 else f"{sweep.datasets[0] if sweep.datasets else AVERAGE}/{sweep.metric}"
 
 
-def tied_with_best(row: pd.Series) -> bool:
+def tied_with_best(sweep: Sweep, index: Any) -> bool:
     """No significant difference to the study's best row (which itself has no comparison to itself)."""
-    significant = row.get(f"{VS_BEST}.significant")
-    return significant is not None and not pd.isna(significant) and not bool(significant)
+    record = sweep.study.comparison(index, kind=VS_BEST)
+    return record is not None and not pd.isna(record["significant"]) and not bool(record["significant"])
 
 
 def best_values(sweep: Sweep, columns: list[Column]) -> dict[str, float]:
@@ -106,7 +107,7 @@ def best_values(sweep: Sweep, columns: list[Column]) -> dict[str, float]:
     return best
 
 
-def measured_cells(row: pd.Series, columns: list[Column], best: dict[str, float], study: str = "") -> list[str]:
+def measured_cells(row: pd.Series, columns: list[Column], best: dict[str, float], study: str = "", tied: bool = False) -> list[str]:
     cells = []
     for column in columns:
         value = as_number(row.get(column.source))
@@ -116,7 +117,7 @@ def measured_cells(row: pd.Series, columns: list[Column], best: dict[str, float]
         spread = as_number(row.get(std_column(column.source))) if column.quality else None
         cell = column.format(value) + (f" ± {column.format(spread)}" if spread is not None else "")
         is_best = column.source in best and round(value, DECIMALS) == best[column.source]
-        cells.append(f"**{cell}**" if is_best or (column.source == study and tied_with_best(row)) else cell)
+        cells.append(f"**{cell}**" if is_best or (column.source == study and tied) else cell)
     return cells
 
 
@@ -147,8 +148,9 @@ def reference_rows(sweep: Sweep, columns: list[Column]) -> list[list[str]]:
 def grid_rows(sweep: Sweep, columns: list[Column]) -> list[list[str]]:
     best, study = best_values(sweep, columns), study_column(sweep)
     return [
-        [*(display_value(row[key]) for key in grid_headers(sweep)), *measured_cells(row, columns, best, study), status_cell(row)]
-        for _, row in sweep.points.iterrows()
+        [*(display_value(row[key]) for key in grid_headers(sweep)),
+         *measured_cells(row, columns, best, study, tied_with_best(sweep, index)), status_cell(row)]
+        for index, row in sweep.points.iterrows()
     ]
 
 
@@ -185,23 +187,23 @@ def overview(sweep: Sweep) -> list[str]:
 
 # --- significance ----------------------------------------------------------------------------------------------
 
-def comparison_cell(row: pd.Series, prefix: str) -> str:
+def comparison_cell(record: Record) -> str:
     """"+0.052 [+0.031, +0.073]", then "n.s." where the corrected p-value is not below ALPHA; "-" for no comparison."""
-    diff = as_number(row.get(f"{prefix}.diff"))
+    diff = as_number(record.get("diff"))
     if diff is None:
         return "-"
-    low, high = as_number(row.get(f"{prefix}.ci_low")), as_number(row.get(f"{prefix}.ci_high"))
-    verdict = "" if bool(row.get(f"{prefix}.significant")) else " n.s."
+    low, high = as_number(record.get("ci_low")), as_number(record.get("ci_high"))
+    verdict = "" if bool(record.get("significant")) else " n.s."
     return f"{diff:+.{DECIMALS}f} [{low:+.{DECIMALS}f}, {high:+.{DECIMALS}f}]{verdict}"
 
 
-def p_cell(row: pd.Series, prefix: str) -> str:
+def p_cell(record: Record) -> str:
     """The Holm-corrected p-value, with the uncorrected one beside it where Holm moved it (the interval
     agrees with that one); † marks a row outside the family (its p-value uncorrected)."""
-    adjusted, raw = as_number(row.get(f"{prefix}.p_adjusted")), as_number(row.get(f"{prefix}.p"))
+    adjusted, raw = as_number(record.get("p_adjusted")), as_number(record.get("p"))
     if adjusted is None:
         return "-"
-    if not bool(row.get(f"{prefix}.in_family")):
+    if not bool(record.get("in_family")):
         return f"{adjusted:.3g} †"
     return f"{adjusted:.3g}" + (f" (uncorrected {raw:.3g})" if raw is not None and f"{raw:.3g}" != f"{adjusted:.3g}" else "")
 
@@ -239,38 +241,40 @@ def row_label(sweep: Sweep, index, label: str) -> str:
     return f"{label} ({'; '.join(tags)})" if tags else label
 
 
-def compared_rows(sweep: Sweep) -> list[tuple[str, pd.Series]]:
-    rows = [(f"{label} (reference)", row) for label, row in sweep.references.iterrows()]
+def compared_rows(sweep: Sweep) -> list[tuple[str, Any, pd.Series]]:
+    """(label, key of its comparisons, values) of the reference rows, then of the completed grid rows."""
+    rows = [(f"{label} (reference)", label, row) for label, row in sweep.references.iterrows()]
     completed = sweep.completed_points
-    return rows + [(row_label(sweep, index, label), row)
+    return rows + [(row_label(sweep, index, label), index, row)
                    for label, (index, row) in zip(sweep.grid_labels(completed), completed.iterrows())]
 
 
-def seed_cells(row: pd.Series) -> list[str]:
+def seed_cells(record: Record) -> list[str]:
     """The seed noise and the query noise of the difference to the control, both as 95% half-widths, and the larger."""
-    seed, query = (as_number(row.get(f"{VS_CONTROL}.{name}")) for name in ("seed_half_width", "query_half_width"))
+    seed, query = (as_number(record.get(name)) for name in ("seed_half_width", "query_half_width"))
     cells = ["-" if value is None else metric_cell(value) for value in (seed, query)]
     return cells + ["-" if seed is None or query is None else "seeds" if seed > query else "queries"]
 
 
 def significance_rows(sweep: Sweep) -> list[list[str]]:
-    column = study_column(sweep)
-    return [
-        [label, seeds_cell(row), value_cell(row, column), comparison_cell(row, VS_CONTROL), p_cell(row, VS_CONTROL),
-         *(seed_cells(row) if sweep.seeded else []), comparison_cell(row, VS_BEST), p_cell(row, VS_BEST)]
-        for label, row in compared_rows(sweep)
-    ]
+    column, study = study_column(sweep), sweep.study
+    rows = []
+    for label, key, row in compared_rows(sweep):
+        control, best = study.comparison(key) or {}, study.comparison(key, kind=VS_BEST) or {}
+        rows.append([label, seeds_cell(row), value_cell(row, column), comparison_cell(control), p_cell(control),
+                     *(seed_cells(control) if sweep.seeded else []), comparison_cell(best), p_cell(best)])
+    return rows
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([markdown_row(headers), markdown_row(["---"] * len(headers)), *map(markdown_row, rows)])
 
 
-def verdict_cell(row: pd.Series, prefix: str) -> str:
+def verdict_cell(record: Record) -> str:
     """"non-inferior (lower bound -0.004)", "inferior (upper bound -0.015)", "inconclusive (-0.014 to +0.004)";
     "-" without a comparison."""
-    verdict = row.get(f"{prefix}.verdict")
-    low, high = as_number(row.get(f"{prefix}.lower_bound")), as_number(row.get(f"{prefix}.upper_bound"))
+    verdict = record.get("verdict")
+    low, high = as_number(record.get("lower_bound")), as_number(record.get("upper_bound"))
     if not isinstance(verdict, str) or low is None or high is None:
         return "-"
     if verdict == NON_INFERIOR:
@@ -283,22 +287,25 @@ def verdict_cell(row: pd.Series, prefix: str) -> str:
 def per_dataset_table(sweep: Sweep) -> str:
     """Each dataset's value and difference to the control side by side (in domain beside out of domain), with
     the non-inferiority verdict on the out-of-domain datasets."""
-    datasets = [d for d in sweep.datasets if f"{dataset_prefix(d)}.diff" in sweep.points.columns]
-    if not datasets or (len(datasets) < 2 and not any(f"{dataset_prefix(d)}.verdict" in sweep.points for d in datasets)):
+    study = sweep.study
+    scopes, judged_datasets = study.point_scopes(), study.judged_datasets()
+    datasets = [d for d in sweep.datasets if (d, ALL_QUERIES) in scopes]
+    judged = [d for d in datasets if d in judged_datasets]
+    if not datasets or (len(datasets) < 2 and not judged):
         return ""
-    metric, margin = METRIC_LABELS[sweep.metric], sweep.study.protocol.margin
-    judged = [d for d in datasets if f"{dataset_prefix(d)}.verdict" in sweep.points.columns]
+    metric, margin = METRIC_LABELS[sweep.metric], study.protocol.margin
 
     def headers_of(d: str) -> list[str]:
         return [f"{d} {metric}", "Δ vs control [95% CI]", "p"] + ([f"{d} verdict (margin {margin:g})"] if d in judged else [])
 
-    def cells_of(row: pd.Series, d: str) -> list[str]:
-        prefix = dataset_prefix(d)
-        cells = [value_cell(row, f"{d}/{sweep.metric}"), comparison_cell(row, prefix), p_cell(row, prefix)]
-        return cells + ([verdict_cell(row, prefix)] if d in judged else [])
+    def cells_of(key: Any, row: pd.Series, d: str) -> list[str]:
+        record = study.comparison(key, d) or {}
+        cells = [value_cell(row, f"{d}/{sweep.metric}"), comparison_cell(record), p_cell(record)]
+        return cells + ([verdict_cell(record)] if d in judged else [])
 
     headers = ["row", SEEDS] + [header for d in datasets for header in headers_of(d)]
-    rows = [[label, seeds_cell(row)] + [cell for d in datasets for cell in cells_of(row, d)] for label, row in compared_rows(sweep)]
+    rows = [[label, seeds_cell(row)] + [cell for d in datasets for cell in cells_of(key, row, d)]
+            for label, key, row in compared_rows(sweep)]
     explanation = (
         "Each dataset alone against the control (paired over its queries, Holm-corrected per dataset over the "
         "family): an in-domain gain must not hide an out-of-domain loss."
@@ -313,24 +320,26 @@ def per_dataset_table(sweep: Sweep) -> str:
     return "\n\n".join(["### Per dataset", explanation, markdown_table(headers, rows)])
 
 
-def group_cell(row: pd.Series, prefix: str) -> str:
-    queries = as_number(row.get(f"{prefix}.queries"))
-    cell = comparison_cell(row, prefix)
+def group_cell(record: Record) -> str:
+    queries = as_number(record.get("queries"))
+    cell = comparison_cell(record)
     return cell if queries is None else f"{cell} ({queries:.0f} queries)"
 
 
 def query_groups_table(sweep: Sweep) -> str:
     """Each row's gain on the queries whose relevant documents training took as positives, pushed down as
     negatives, or never used."""
-    grouped = [(d, group) for d in sweep.datasets for group in QUERY_GROUPS
-               if f"{vs_control_prefix(d, group)}.diff" in sweep.points.columns]
+    study = sweep.study
+    scopes = study.point_scopes()
+    grouped = [(d, group) for d in sweep.datasets for group in QUERY_GROUPS if (d, group) in scopes]
     if not grouped:
         return ""
     headers = ["row", SEEDS] + [h for d, group in grouped for h in (f"{d} {group} Δ vs control [95% CI]", "p")]
-    rows = [[label, seeds_cell(row)] + [cell for d, group in grouped
-                                        for cell in (group_cell(row, vs_control_prefix(d, group)), p_cell(row, vs_control_prefix(d, group)))]
-            for label, row in compared_rows(sweep) if any(f"{vs_control_prefix(d, g)}.diff" in row and
-                                                          as_number(row.get(f"{vs_control_prefix(d, g)}.diff")) is not None for d, g in grouped)]
+    rows = []
+    for label, key, row in compared_rows(sweep):
+        records = [study.comparison(key, d, group) or {} for d, group in grouped]
+        if any(as_number(record.get("diff")) is not None for record in records):
+            rows.append([label, seeds_cell(row)] + [cell for record in records for cell in (group_cell(record), p_cell(record))])
     explanation = (
         f"**{SEEN}**: queries whose every relevant document was a positive of a pair the job trained on; **{EXPOSED}**: "
         "queries none of whose relevant documents was a positive and some sat in the job's negative pools (training "
@@ -342,7 +351,7 @@ def query_groups_table(sweep: Sweep) -> str:
 
 
 def has_comparisons(sweep: Sweep) -> bool:
-    return any(column.startswith((f"{VS_CONTROL}.", f"{VS_BEST}.")) for column in sweep.points.columns)
+    return not sweep.study.tested_points().empty
 
 
 def method_line(test: str) -> str:
