@@ -1,4 +1,5 @@
-"""Reading a Hydra multirun folder into one row per job, the swept axes, the study and the reference rows.
+"""Reading a Hydra multirun folder into one row per job, the grid points, the swept axes and the reference rows,
+with each job's per-query values and query groups for the statistics (significance.py), which run apart.
 
 Every job folder is read defensively: a sweep is reported while jobs are still running, after some
 crashed, or after a disk filled up, so a missing, partial or corrupt results.json becomes a row with a
@@ -8,7 +9,9 @@ status instead of an exception.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,9 @@ from hydra.core.override_parser.types import ValueType
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from splade_peft.data.exposure import EXPOSED, SEEN, UNSEEN
 from splade_peft.results import AVERAGE, COMPLETED, QUERY_GROUPS_FILE, RESULTS_FILE, SUITE_PREFIX, JobResult, mapping, numbers, read_per_query
 from splade_peft.sweep.points import JOBS, SEED_KEY, grid_keys, point_frame
-from splade_peft.sweep.significance import QUERY_GROUPS, Grid, Groups, Protocol, Setting, Study, add_comparisons
 from splade_peft.sweep.values import display_value, grid_sort_key, natural_key, short_names
 
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
@@ -40,9 +43,22 @@ COST_COLUMNS = (
 # The settings a report needs from the jobs' configs (stored unresolved, so read through OmegaConf).
 SETTINGS = ("sweep.name", "sweep.question", "sweep.metric", "sweep.control", "sweep.family", "sweep.test", "sweep.margin",
             "sweep.out_of_domain", "logger.name", "logger.project", "logger.group", "logger.mode")
-# Written by the job: {dataset: {"seen": [query ids whose every relevant document was a training positive],
-# "unseen": [query ids none of whose relevant documents was]}}; a dataset without it has no split.
 DEV_PREFIX = "dev."  # results.json `dev` ({metric: value}) as columns: what the best row is chosen on
+QUERY_GROUPS = (SEEN, EXPOSED, UNSEEN)  # query_groups.json's groups (data/exposure.py)
+
+Groups = dict[str, dict[str, set[str]]]  # dataset -> "seen"/"exposed"/"unseen" -> query ids
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The points a multirun launched (seeds aside), each as {override key: value}; `swept`: the keys it varies."""
+
+    points: list[dict[str, str]]
+    swept: list[str]
+
+    def label(self, point: Mapping[str, str]) -> str:
+        names = short_names(self.swept)
+        return ", ".join(f"{names[key]}={point[key]}" for key in self.swept) or "the grid's one point"
 
 
 @dataclass
@@ -55,6 +71,11 @@ class Job:
     per_query: dict = field(default_factory=dict)  # per_query.json: {row: {dataset: {metric: {query_id: value}}}}
     query_groups: Groups = field(default_factory=dict)  # query_groups.json, as sets of query ids
 
+    @cached_property
+    def config(self) -> Any:
+        """The saved config as OmegaConf (None without one), created once: settings are read from it per point."""
+        return OmegaConf.create(self.result.config) if self.result and self.result.config else None
+
 
 @dataclass
 class Sweep:
@@ -66,7 +87,10 @@ class Sweep:
     fixed: dict[str, str]
     datasets: list[str]  # evaluation datasets, without "average"
     settings: dict[str, Any]  # SETTINGS found in the jobs' configs (lists for sweep.family, sweep.out_of_domain)
-    study: Study  # the declared protocol, and the control, family and best row it named
+    jobs: list[Job]  # in frame order, with their per-query values and query groups
+    grid: Grid | None  # what multirun.yaml launched; None without one or for a search
+    trained_on: list[str]  # the training corpora the jobs' configs name
+    zero_shot_shared: bool  # False when the grid changes the zero-shot model (each row then has its own)
 
     @property
     def metric(self) -> str:
@@ -101,6 +125,24 @@ class Sweep:
     def grid_labels(self, frame: pd.DataFrame) -> list[str]:
         """Short point labels such as "r=4, negatives=2" (the job folder when nothing but seeds was swept)."""
         return grid_labels(frame, self.grid_keys)
+
+    @property
+    def per_query(self) -> dict[str, dict]:
+        """per_query.json of each completed job, by job folder."""
+        return {job.name: job.per_query for job in self.jobs}
+
+    @property
+    def query_groups(self) -> dict[str, Groups]:
+        return {job.name: job.query_groups for job in self.jobs}
+
+    def setting(self, index: Any, key: str) -> Any:
+        """A point's value of a config key: its first job's override, else its saved config's (None: unknown)."""
+        job = next((job for job in self.jobs if job.name == self.points.at[index, JOBS][0]), None)
+        if job is None:
+            return None
+        if job.overrides and key in job.overrides:
+            return job.overrides[key]
+        return select_setting(job.config, key) if job.config is not None else None
 
 
 def grid_labels(frame: pd.DataFrame, keys: list[str]) -> list[str]:
@@ -206,10 +248,10 @@ def is_bookkeeping(key: str) -> bool:
 MISSING_VALUE = object()
 
 
-def saved_configs(jobs: list) -> list | None:
+def saved_configs(jobs: list[Job]) -> list | None:
     """Every job's saved config as OmegaConf, or None when a job has none (then no key can be compared)."""
-    configs = [job.result.config if job.result else None for job in jobs]
-    return [OmegaConf.create(config) for config in configs] if configs and all(configs) else None
+    configs = [job.config for job in jobs]
+    return configs if configs and all(config is not None for config in configs) else None
 
 
 def same_in_every_config(key: str, configs: list | None) -> bool:
@@ -370,26 +412,6 @@ def read_settings(configs: list[dict]) -> dict[str, Any]:
     return settings
 
 
-def point_setting(points: pd.DataFrame, jobs: list[Job]) -> Setting:
-    """A point's value of a config key: its first job's override, else its saved config's (None: unknown)."""
-    by_name = {job.name: job for job in jobs}
-    configs: dict[str, Any] = {}
-
-    def setting(index: Any, key: str) -> Any:
-        job = by_name.get(points.at[index, JOBS][0])
-        if job is None:
-            return None
-        if job.overrides and key in job.overrides:
-            return job.overrides[key]
-        if not (job.result and job.result.config):
-            return None
-        if job.name not in configs:
-            configs[job.name] = OmegaConf.create(job.result.config)
-        return select_setting(configs[job.name], key)
-
-    return setting
-
-
 def corpus_name(entry: dict, default: str | None = None) -> str | None:
     """The name a collection spec loads under: its `name`, else its folder's name."""
     return entry.get("name") or (Path(str(entry["path"])).name if entry.get("path") else default)
@@ -425,24 +447,19 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     configs = [job.result.config for job in jobs if job.result and job.result.config] + [multirun]
     settings = read_settings(configs)
     frame = job_frame(jobs, swept + list(fixed), datasets, zero_shot_shared)
-    points = point_frame(frame, swept, list(fixed))
-    keys = grid_keys(swept)
-    study = add_comparisons(
-        points, {job.name: job.per_query for job in jobs}, {job.name: job.query_groups for job in jobs},
-        study_metric(settings), zero_shot_shared, Protocol.from_settings(settings),
-        dict(zip(points.index, grid_labels(points, keys))), keys, datasets,
-        declared_grid(multirun), point_setting(points, jobs), training_corpora(jobs),
-    )
     return Sweep(
         directory=directory,
         frame=frame,
-        points=points,
+        points=point_frame(frame, swept, list(fixed)),
         references=references,
         swept=swept,
         fixed=fixed,
         datasets=datasets,
         settings=settings,
-        study=study,
+        jobs=jobs,
+        grid=declared_grid(multirun),
+        trained_on=training_corpora(jobs),
+        zero_shot_shared=zero_shot_shared,
     )
 
 

@@ -245,16 +245,16 @@ def gains(study: Study, rows: Sequence, dataset: str) -> tuple[list, list, list]
     return diff, below, above
 
 
-def draw_trade_off_panel(ax: Axes, sweep: Sweep, first: str, other: str) -> None:
+def draw_trade_off_panel(ax: Axes, sweep: Sweep, study: Study, first: str, other: str) -> None:
     completed = sweep.completed_points
-    (x, x_below, x_above), (y, y_below, y_above) = gains(sweep.study, completed.index, first), gains(sweep.study, completed.index, other)
+    (x, x_below, x_above), (y, y_below, y_above) = gains(study, completed.index, first), gains(study, completed.index, other)
     rows = [(i, label) for i, label in enumerate(sweep.grid_labels(completed)) if x[i] is not None and y[i] is not None]
     for i, label in rows:
         ax.errorbar(x[i], y[i], xerr=[[x_below[i]], [x_above[i]]], yerr=[[y_below[i]], [y_above[i]]], fmt="o",
                     color="C0", capsize=3, zorder=3)
         ax.annotate(label, (x[i], y[i]), xytext=(4, 4), textcoords="offset points", fontsize=7)
     if "BM25" in sweep.references.index:
-        (bx, _, _), (by, _, _) = gains(sweep.study, ["BM25"], first), gains(sweep.study, ["BM25"], other)
+        (bx, _, _), (by, _, _) = gains(study, ["BM25"], first), gains(study, ["BM25"], other)
         if bx[0] is not None and by[0] is not None:
             ax.scatter(bx, by, marker="s", color="grey", zorder=3)
             ax.annotate("BM25", (bx[0], by[0]), xytext=(4, -10), textcoords="offset points", fontsize=7, color="grey")
@@ -269,18 +269,18 @@ def draw_trade_off_panel(ax: Axes, sweep: Sweep, first: str, other: str) -> None
     ax.grid(alpha=0.3)
 
 
-def trade_off_figure(sweep: Sweep) -> Figure | None:
+def trade_off_figure(sweep: Sweep, study: Study) -> Figure | None:
     """The gain over the control on the in-domain dataset (what the jobs trained on; else the first) (x) against
     each other dataset (y), with the 95% intervals of the per-dataset significance table; None without
     per-dataset comparisons."""
-    in_domain = [d for d in sweep.datasets if d in sweep.study.trained_on] or sweep.datasets[:1]
+    in_domain = [d for d in sweep.datasets if d in sweep.trained_on] or sweep.datasets[:1]
     first = in_domain[0] if in_domain else ""
     others = [d for d in sweep.datasets if d != first]
-    if not others or (first, ALL_QUERIES) not in sweep.study.point_scopes():
+    if not others or (first, ALL_QUERIES) not in study.point_scopes():
         return None
     figure = Figure(figsize=(5.2 * len(others), 4.6), layout="constrained")
     for ax, other in zip(figure.subplots(1, len(others), squeeze=False)[0], others):
-        draw_trade_off_panel(ax, sweep, first, other)
+        draw_trade_off_panel(ax, sweep, study, first, other)
     figure.suptitle(f"{METRIC_LABELS[sweep.metric]} gain over the control, {first} against the other datasets\n"
                     "95% intervals of the report's paired test (uncorrected); red line: rows no other beats on both",
                     fontsize="medium")
@@ -289,21 +289,21 @@ def trade_off_figure(sweep: Sweep) -> Figure | None:
 
 # --- all plots ----------------------------------------------------------------------------------------------
 
-def sweep_figures(sweep: Sweep) -> dict[str, Figure]:
+def sweep_figures(sweep: Sweep, study: Study) -> dict[str, Figure]:
     """Every plot of the report, by file name."""
     figures = {
         plot_name(metric, axis): metric_vs_axis_figure(sweep, metric, axis)
         for metric in PLOT_METRICS for axis in sweep.grid_keys
     }
     figures[QUALITY_VS_COST] = quality_vs_cost_figure(sweep)
-    if (trade_off := trade_off_figure(sweep)) is not None:
+    if (trade_off := trade_off_figure(sweep, study)) is not None:
         figures[TRADE_OFF] = trade_off
     return figures
 
 
-def save_plots(sweep: Sweep, folder: Path) -> list[Path]:
+def save_plots(sweep: Sweep, study: Study, folder: Path) -> list[Path]:
     paths = []
-    for name, figure in sweep_figures(sweep).items():
+    for name, figure in sweep_figures(sweep, study).items():
         figure.savefig(folder / name, dpi=DPI)
         paths.append(folder / name)
     return paths

@@ -31,10 +31,10 @@ from typing import Any
 
 import pandas as pd
 
-from splade_peft.data.exposure import EXPOSED, SEEN, UNSEEN
 from splade_peft.config import SIGNIFICANCE_TESTS as TESTS
 from splade_peft.errors import ConfigError
 from splade_peft.results import AVERAGE, COMPLETED, as_number
+from splade_peft.sweep.load import QUERY_GROUPS, Grid, Groups, Sweep
 from splade_peft.sweep.paired import ALPHA, ByQuery, Comparison, Runs, compare, holm
 from splade_peft.sweep.points import JOBS
 from splade_peft.sweep.values import display_value, short_names
@@ -45,7 +45,6 @@ ZERO_SHOT_CONTROL = "zero_shot"
 ZERO_SHOT, BM25 = "zero-shot", "BM25"
 SYSTEMS = {"bm25": BM25, "zero_shot": ZERO_SHOT, "fusion": "BM25 + zero-shot"}  # per_query.json rows -> labels
 VS_CONTROL, VS_BEST = "vs_control", "vs_best"
-QUERY_GROUPS = (SEEN, EXPOSED, UNSEEN)  # query_groups.json's groups (data/exposure.py)
 NON_INFERIOR, INFERIOR, INCONCLUSIVE = "non-inferior", "inferior", "inconclusive"
 FIELDS = ("diff", "ci_low", "ci_high", "p", "p_adjusted", "significant", "in_family", "queries", "query_half_width",
           "seed_half_width", "exact")
@@ -58,7 +57,6 @@ COLUMNS = ("row", "label", "jobs", "dataset", "group", "comparison", *FIELDS, "l
            "verdict")
 DECLARED, GRID, FOLDER = "sweep.family", "grid", "folder"  # where a family comes from
 
-Groups = dict[str, dict[str, set[str]]]  # dataset -> "seen"/"unseen" -> query ids
 Setting = Callable[[Any, str], Any]  # (point index, config key) -> the point's value: its override, else its config's
 
 
@@ -102,18 +100,6 @@ def listed(value: Any) -> tuple[str, ...] | None:
     return tuple(map(str, value)) if isinstance(value, (list, tuple)) else (str(value),)
 
 
-@dataclass(frozen=True)
-class Grid:
-    """The points a multirun launched (seeds aside), each as {override key: value}; `swept`: the keys it varies."""
-
-    points: list[dict[str, str]]
-    swept: list[str]
-
-    def label(self, point: Mapping[str, str]) -> str:
-        names = short_names(self.swept)
-        return ", ".join(f"{names[key]}={point[key]}" for key in self.swept) or "the grid's one point"
-
-
 @dataclass
 class Study:
     """How the rows were compared: what the significance section states beside its tables."""
@@ -125,7 +111,6 @@ class Study:
     family_source: str = FOLDER  # DECLARED, GRID or FOLDER
     best: Any = None  # point index
     best_on_dev: bool = False  # the best row was chosen on the jobs' dev metric, not on test
-    trained_on: list[str] = field(default_factory=list)  # the training corpora the jobs' configs name
     out_of_domain: list[str] = field(default_factory=list)  # the datasets judged for non-inferiority
     comparisons: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COLUMNS))  # COLUMNS, long format
 
@@ -417,18 +402,17 @@ def comparison_frame(records: list[dict], points: pd.DataFrame, labels: Mapping)
     return pd.DataFrame.from_records(named, columns=COLUMNS)
 
 
-def add_comparisons(points: pd.DataFrame, per_query_by_job: Mapping[str, Mapping], groups_by_job: Mapping[str, Groups],
-                    metric: str, zero_shot_shared: bool, protocol: Protocol, labels: Mapping, keys: Sequence[str],
-                    datasets: Sequence[str], grid: Grid | None = None, setting: Setting | None = None,
-                    trained_on: Sequence[str] = ()) -> Study:
-    """The study: its control, family and best row, and the long table of comparisons (empty when no job kept
-    per-query values)."""
-    study = study_rows(points, protocol, labels, keys, grid, setting or (lambda index, key: None))
-    study.trained_on = list(trained_on)
-    study.out_of_domain = protocol.out_of_domain_datasets(datasets, trained_on)
-    rows = {**reference_values(per_query_by_job, metric, zero_shot_shared), **point_rows(points, per_query_by_job, metric, "trained")}
+def run_study(sweep: Sweep) -> Study:
+    """The study of a loaded sweep under its declared protocol: its control, family and best row, and the long
+    table of comparisons (empty when no job kept per-query values)."""
+    protocol, points, metric = Protocol.from_settings(sweep.settings), sweep.points, sweep.metric
+    labels = dict(zip(points.index, sweep.grid_labels(points)))
+    study = study_rows(points, protocol, labels, sweep.grid_keys, sweep.grid, sweep.setting)
+    study.out_of_domain = protocol.out_of_domain_datasets(sweep.datasets, sweep.trained_on)
+    per_query = sweep.per_query
+    rows = {**reference_values(per_query, metric, sweep.zero_shot_shared), **point_rows(points, per_query, metric, "trained")}
     untested_members(study, rows, labels)
-    own_zero_shot = point_rows(points, per_query_by_job, metric, "zero_shot")
-    records = all_comparisons(rows, own_zero_shot, point_groups(points, groups_by_job), study, datasets, points, metric)
+    own_zero_shot = point_rows(points, per_query, metric, "zero_shot")
+    records = all_comparisons(rows, own_zero_shot, point_groups(points, sweep.query_groups), study, sweep.datasets, points, metric)
     study.comparisons = comparison_frame(records, points, labels)
     return study

@@ -13,7 +13,7 @@ import yaml
 from tests.helpers import REPO
 
 from splade_peft import report as report_cli
-from splade_peft.sweep import build_report, load_sweep, log_report_to_wandb, pareto_front, study_table
+from splade_peft.sweep import build_report, load_sweep, log_report_to_wandb, pareto_front, run_study, study_table
 from splade_peft.sweep.load import grid_sort_key
 from splade_peft.sweep.plots import axis_kind
 
@@ -193,7 +193,8 @@ def test_best_value_of_each_quality_column_is_bold_and_references_never_are(repo
 def test_nothing_is_bold_when_all_grid_rows_tie(tmp_path):
     for r in (1, 4):
         write_job(tmp_path, f"lora.r={r}", [f"lora.r={r}"], completed_results(1, 1, [f"lora.r={r}"], "csv"))
-    assert "**" not in study_table(load_sweep(tmp_path))
+    sweep = load_sweep(tmp_path)
+    assert "**" not in study_table(sweep, run_study(sweep))
 
 
 def test_failed_and_unreadable_jobs_show_status_and_first_error_line(report):

@@ -13,7 +13,7 @@ from scipy import stats
 
 from splade_peft.errors import ConfigError
 from splade_peft.results import write_per_query
-from splade_peft.sweep import build_report, load_sweep
+from splade_peft.sweep import build_report, load_sweep, run_study
 from splade_peft.sweep.plots import trade_off_figure
 from splade_peft.sweep.paired import MONTE_CARLO_ERROR, paired
 from splade_peft.sweep.significance import compare, holm
@@ -149,7 +149,7 @@ def test_a_loss_out_of_domain_shows_beside_the_gain_in_domain(tmp_path):
 def test_the_trade_off_plot_draws_each_row_at_its_gain_on_each_dataset(tmp_path):
     report = report_with(tmp_path / "sweep", (1, 8), 8, {"scifact": 0.1, "nfcorpus": -0.1})
     assert "plot_trade_off.png" in {path.name for path in report.plot_paths}
-    (ax,) = trade_off_figure(report.sweep).axes
+    (ax,) = trade_off_figure(report.sweep, report.study).axes
     assert ax.get_xlabel().startswith("scifact") and ax.get_ylabel().startswith("nfcorpus")
     drawn = [(float(line.get_xdata()[0]), float(line.get_ydata()[0])) for line in ax.lines if line.get_marker() == "o"]
     assert any(x == pytest.approx(0.1, abs=0.01) and y == pytest.approx(-0.1, abs=0.01) for x, y in drawn)  # r=8
@@ -305,39 +305,45 @@ def write_multirun(sweep_dir: Path, task: list[str]) -> None:
 SCOPE = ("dataset", "group", "comparison")
 
 
-def long_table(sweep) -> pd.DataFrame:
+def studied(sweep_dir: Path):
+    """The sweep folder read, and its study."""
+    sweep = load_sweep(sweep_dir)
+    return sweep, run_study(sweep)
+
+
+def long_table(sweep, study) -> pd.DataFrame:
     """The study's comparisons of the grid rows, indexed by lora.r, dataset, group and comparison."""
-    table = sweep.study.comparisons
+    table = study.comparisons
     table = table[table["row"].map(lambda row: not isinstance(row, str)).astype(bool)]
     ranks = pd.Index([sweep.points.at[row, "lora.r"] if "lora.r" in sweep.points else label  # lora.r fixed: the label
                       for row, label in zip(table["row"], table["label"])], name="lora.r")
     return table.drop(columns=["row", "label", "jobs"]).set_index(ranks).set_index(list(SCOPE), append=True)
 
 
-def scope(sweep, dataset: str = "average", group: str = "all", comparison: str = "vs_control") -> pd.DataFrame:
+def scope(sweep, study, dataset: str = "average", group: str = "all", comparison: str = "vs_control") -> pd.DataFrame:
     """One scope of the long table (the macro average against the control by default), by lora.r."""
-    return long_table(sweep).xs((dataset, group, comparison), level=SCOPE)
+    return long_table(sweep, study).xs((dataset, group, comparison), level=SCOPE)
 
 
-def judged(sweep) -> set[str]:
+def judged(sweep, study) -> set[str]:
     """The datasets on which the grid rows got a non-inferiority verdict."""
-    return set(long_table(sweep).dropna(subset=["verdict"]).index.get_level_values("dataset"))
+    return set(long_table(sweep, study).dropna(subset=["verdict"]).index.get_level_values("dataset"))
 
 
 def compared(sweep_dir: Path) -> pd.DataFrame:
-    return long_table(load_sweep(sweep_dir))
+    return long_table(*studied(sweep_dir))
 
 
 def test_a_rows_p_value_does_not_change_when_an_unrelated_job_joins_the_folder(tmp_path):
     study = {"family": ["lora.r=2", "r=3"]}  # an override and a label
     sweep_dir = seeded_sweep(tmp_path / "sweep", {2: 0.01, 3: 0.008}, study)
-    before = scope(load_sweep(sweep_dir))
+    before = scope(*studied(sweep_dir))
     assert before["in_family"].all() and before["p_adjusted"].between(0.001, 0.5).all()
     assert (before["p_adjusted"] > before["p"]).any()  # Holm moved one: the family counts
     every_scope = compared(sweep_dir)
     seeded_sweep(sweep_dir, {16: 0.012}, study)  # outside the declared family
     pd.testing.assert_frame_equal(compared(sweep_dir).loc[["2", "3"]], every_scope.loc[["2", "3"]], check_exact=True)
-    after = scope(load_sweep(sweep_dir))
+    after = scope(*studied(sweep_dir))
     assert not after.at["16", "in_family"]
     assert after.at["16", "p_adjusted"] == after.at["16", "p"]  # shown, uncorrected
 
@@ -354,7 +360,7 @@ def test_the_default_family_is_the_sweeps_grid_not_what_the_folder_holds(tmp_pat
     pd.testing.assert_frame_equal(after.loc[["2", "3"]], before.loc[["2", "3"]], check_exact=True)
     sixteen = after.loc[("16", "average", "all", "vs_control")]
     assert not sixteen["in_family"] and sixteen["p_adjusted"] == sixteen["p"]
-    markdown = markdown_report(load_sweep(sweep_dir))
+    markdown = markdown_report(*studied(sweep_dir))
     assert "the points of the sweep's grid" in markdown and "Holm over its 2 rows" in markdown
 
 
@@ -362,63 +368,63 @@ def test_a_failed_family_row_counts_with_p_one(tmp_path):
     sweep_dir = tmp_path / "sweep"
     write_multirun(sweep_dir, ["seed=1,2,3", "lora.r=2,3,4,5"])  # r=5 never ran
     seeded_sweep(sweep_dir, {2: 0.01, 3: 0.008, 4: 0.05}, failed=(4,))
-    sweep = load_sweep(sweep_dir)
-    points = scope(sweep)
+    sweep, study = studied(sweep_dir)
+    points = scope(sweep, study)
     p_values = [points.at[r, "p"] for r in ("2", "3")]
     assert points.loc[["2", "3"], "p_adjusted"].tolist() == pytest.approx(holm(p_values + [1.0, 1.0])[:2])
-    assert sweep.study.family_size == 4 and sweep.study.missing == ["r=4 (failed)", "r=5 (not run)"]
-    assert "Counted with p = 1 (no tested row): r=4 (failed), r=5 (not run)." in markdown_report(sweep)
+    assert study.family_size == 4 and study.missing == ["r=4 (failed)", "r=5 (not run)"]
+    assert "Counted with p = 1 (no tested row): r=4 (failed), r=5 (not run)." in markdown_report(sweep, study)
 
 
 def test_a_failed_seed_of_a_completed_row_is_not_a_missing_member(tmp_path):
     sweep_dir = tmp_path / "sweep"
     for seed, status in ((1, "completed"), (2, "completed"), (3, "failed")):
         write_seeded_job(sweep_dir, 4, seed, status=status)
-    study = load_sweep(sweep_dir).study
+    _, study = studied(sweep_dir)
     assert (study.family_size, study.missing) == (1, [])
 
 
 def test_a_declared_family_counts_its_failed_and_unknown_rows(tmp_path):
     sweep_dir = seeded_sweep(tmp_path / "sweep", {2: 0.01, 3: 0.008, 4: 0.05},
                              {"family": ["lora.r=2", "lora.r=4", "lora.r=99"]}, failed=(4,))
-    sweep = load_sweep(sweep_dir)
-    points = scope(sweep)
+    sweep, study = studied(sweep_dir)
+    points = scope(sweep, study)
     assert points.at["2", "p_adjusted"] == pytest.approx(min(1.0, 3 * points.at["2", "p"]))
     assert not points.at["3", "in_family"]
-    assert sweep.study.missing == ["r=4 (failed)", "`lora.r=99` (no row)"]
+    assert study.missing == ["r=4 (failed)", "`lora.r=99` (no row)"]
 
 
 def test_a_family_entry_may_name_a_row_by_any_config_key(tmp_path):
     """recipe_confirmation declares its row by what it is, so a confirmation filed beside it stays outside."""
     sweep_dir = seeded_sweep(tmp_path / "sweep", {2: 0.01, 3: 0.008}, {"family": ["data.name=scifact,lora.r=3"]})
-    points = scope(load_sweep(sweep_dir))
+    points = scope(*studied(sweep_dir))
     assert points["in_family"].tolist() == [False, True]  # lora.r from the saved config, not a grid key
     assert points.at["3", "p_adjusted"] == points.at["3", "p"]
 
 
 def test_without_a_grid_every_row_of_the_folder_is_the_family(tmp_path):
     sweep_dir = seeded_sweep(tmp_path / "sweep", {2: 0.01, 3: 0.008})
-    sweep = load_sweep(sweep_dir)
-    points = scope(sweep)
+    sweep, study = studied(sweep_dir)
+    points = scope(sweep, study)
     assert points["in_family"].all()
     assert points["p_adjusted"].min() == pytest.approx(2 * points["p"].min())  # Holm over 2
-    assert "no multirun.yaml declares a grid" in markdown_report(sweep)
+    assert "no multirun.yaml declares a grid" in markdown_report(sweep, study)
 
 
 def test_out_of_domain_rows_get_a_non_inferiority_verdict_at_the_declared_margin(tmp_path):
     sweep_dir = seeded_sweep(tmp_path / "sweep", {2: {"scifact": 0.1, "nfcorpus": 0.0}, 8: {"scifact": 0.1, "nfcorpus": -0.1}},
                              {"margin": 0.02})
-    sweep = load_sweep(sweep_dir)
-    nfcorpus = scope(sweep, "nfcorpus")
+    sweep, study = studied(sweep_dir)
+    nfcorpus = scope(sweep, study, "nfcorpus")
     assert nfcorpus.at["2", "verdict"] == "non-inferior"
     assert nfcorpus.at["8", "verdict"] == "inferior"  # -0.1: the upper bound is below -0.02
-    assert judged(sweep) == {"nfcorpus"}  # in domain: the jobs trained on scifact
-    headers, rows = section_table(markdown_report(sweep), "### Per dataset")
+    assert judged(sweep, study) == {"nfcorpus"}  # in domain: the jobs trained on scifact
+    headers, rows = section_table(markdown_report(sweep, study), "### Per dataset")
     assert "nfcorpus verdict (margin 0.02)" in headers
     assert rows["r=2"][headers.index("nfcorpus verdict (margin 0.02)")].startswith("non-inferior (lower bound -0.0")
     assert (nfcorpus["margin"] == 0.02).all()
-    strict = load_sweep(seeded_sweep(tmp_path / "strict", {2: {"scifact": 0.1, "nfcorpus": 0.0}}, {"margin": 0}))
-    assert scope(strict, "nfcorpus").iloc[0]["verdict"] == "inconclusive"  # 0 inside the interval
+    strict = studied(seeded_sweep(tmp_path / "strict", {2: {"scifact": 0.1, "nfcorpus": 0.0}}, {"margin": 0}))
+    assert scope(*strict, "nfcorpus").iloc[0]["verdict"] == "inconclusive"  # 0 inside the interval
 
 
 def test_seed_noise_and_query_noise_are_shown_as_half_widths_side_by_side(report):
@@ -427,7 +433,7 @@ def test_seed_noise_and_query_noise_are_shown_as_half_widths_side_by_side(report
     for label in ("r=1", "r=4"):
         spread, half_width, dominant = rows[label][5:8]
         assert dominant == ("seeds" if float(spread) > float(half_width) else "queries")
-    points, compared_to_control = report.sweep.points.set_index("lora.r"), scope(report.sweep)
+    points, compared_to_control = report.sweep.points.set_index("lora.r"), scope(report.sweep, report.study)
     assert rows["r=4"][6] == f"{compared_to_control.at['4', 'query_half_width']:.3f}"
     # like for like: the seed mean's 95% half-width, t(2) times its standard error
     seed_error = points.at["4", "average/ndcg@10 std"] / np.sqrt(3)
@@ -476,11 +482,11 @@ def test_in_domain_is_what_the_jobs_trained_on_not_the_first_dataset(tmp_path):
         record = json.loads(results.read_text())
         record["config"]["data"]["name"] = "nfcorpus"
         results.write_text(json.dumps(record))
-    sweep = load_sweep(sweep_dir)
-    assert sweep.datasets[0] == "scifact" and sweep.study.trained_on == ["nfcorpus"]
-    assert judged(sweep) == {"scifact"}
+    sweep, study = studied(sweep_dir)
+    assert sweep.datasets[0] == "scifact" and sweep.trained_on == ["nfcorpus"]
+    assert judged(sweep, study) == {"scifact"}
     assert "Trained on (data.name, data.mixture): nfcorpus; judged for non-inferiority: the other datasets, scifact." \
-        in markdown_report(sweep)
+        in markdown_report(sweep, study)
 
 
 def test_seen_and_unseen_queries_get_their_own_comparison(tmp_path):
@@ -492,12 +498,12 @@ def test_seen_and_unseen_queries_get_their_own_comparison(tmp_path):
         trained = per_query["trained"]["scifact"]["ndcg@10"]
         trained.update({q: trained[q] + 0.1 for q in seen})
         (folder / "per_query.json").write_text(json.dumps(per_query))
-    sweep = load_sweep(sweep_dir)
-    seen, unseen = scope(sweep, "scifact", "seen").loc["1"], scope(sweep, "scifact", "unseen").loc["1"]
+    sweep, study = studied(sweep_dir)
+    seen, unseen = scope(sweep, study, "scifact", "seen").loc["1"], scope(sweep, study, "scifact", "unseen").loc["1"]
     assert seen["diff"] == pytest.approx(0.1, abs=0.02) and seen["significant"]
     assert abs(unseen["diff"]) < 0.02 and not unseen["significant"]
-    assert seen["queries"] == 30 and ("nfcorpus", "seen") not in sweep.study.point_scopes()
-    headers, rows = section_table(markdown_report(sweep), "### Seen, exposed and unseen documents")
+    assert seen["queries"] == 30 and ("nfcorpus", "seen") not in study.point_scopes()
+    headers, rows = section_table(markdown_report(sweep, study), "### Seen, exposed and unseen documents")
     assert headers[2] == "scifact seen Δ vs control [95% CI]" and rows["r=1"][4].endswith("n.s. (30 queries)")
     written = pd.read_csv(build_report(sweep_dir).comparisons_path)
     assert written[(written["dataset"] == "scifact") & (written["group"] == "unseen")]["p_adjusted"].notna().all()
@@ -505,27 +511,28 @@ def test_seen_and_unseen_queries_get_their_own_comparison(tmp_path):
 
 def test_the_best_row_is_chosen_on_dev_when_the_jobs_report_it(tmp_path):
     sweep_dir = seeded_sweep(tmp_path / "sweep", {1: 0.0, 4: 0.15}, dev={1: {"ndcg@10": 0.8}, 4: {"ndcg@10": 0.5}})
-    sweep = load_sweep(sweep_dir)
-    assert sweep.study.best_on_dev and sweep.points.at[sweep.study.best, "lora.r"] == "1"  # test says r=4, dev r=1
-    markdown = markdown_report(sweep)
+    sweep, study = studied(sweep_dir)
+    assert study.best_on_dev and sweep.points.at[study.best, "lora.r"] == "1"  # test says r=4, dev r=1
+    markdown = markdown_report(sweep, study)
     assert "r=1 (best, chosen on dev)" in markdown and "selection figure" not in markdown
     assert difference(significance_rows(markdown)["r=4"][VS_BEST_CELL]) == pytest.approx(0.15, abs=0.01)
 
 
 def test_a_grid_row_can_be_the_control(tmp_path):
     sweep_dir = seeded_sweep(tmp_path / "sweep", {1: 0.0, 4: 0.15}, {"control": "lora.r=1"})
-    sweep = load_sweep(sweep_dir)
-    rows = significance_rows(markdown_report(sweep))
-    assert rows["r=1"][VS_CONTROL_CELL] == "-" and "r=1 (control)" in markdown_report(sweep)
+    sweep, study = studied(sweep_dir)
+    rows = significance_rows(markdown_report(sweep, study))
+    assert rows["r=1"][VS_CONTROL_CELL] == "-" and "r=1 (control)" in markdown_report(sweep, study)
     assert difference(rows["r=4"][VS_CONTROL_CELL]) == pytest.approx(0.15, abs=0.01)
     assert rows["zero-shot (reference)"][VS_CONTROL_CELL].startswith("-0.0")  # r=1 is noise around zero-shot
-    assert sweep.study.family == [sweep.points.index[sweep.points["lora.r"] == "4"][0]]
+    assert study.family == [sweep.points.index[sweep.points["lora.r"] == "4"][0]]
 
 
 def test_an_unknown_test_stops_with_the_key_and_the_fix(tmp_path):
     sweep_dir = seeded_sweep(tmp_path / "sweep", {1: 0.0}, {"test": "wilcoxon"})
+    sweep = load_sweep(sweep_dir)  # reading needs no protocol: the statistics refuse it
     with pytest.raises(ConfigError, match="sweep.test.*randomization, t"):
-        load_sweep(sweep_dir)
+        run_study(sweep)
 
 
 def test_a_sweep_of_ten_rows_and_300_queries_reports_in_seconds(tmp_path):
@@ -533,7 +540,7 @@ def test_a_sweep_of_ten_rows_and_300_queries_reports_in_seconds(tmp_path):
     try:
         sweep_dir = seeded_sweep(tmp_path / "sweep", {r: 0.01 * r for r in range(10, 20)})
         started = time.perf_counter()
-        markdown_report(load_sweep(sweep_dir))
+        markdown_report(*studied(sweep_dir))
         assert time.perf_counter() - started < 20
     finally:
         del DATASETS["cranfield"]
@@ -543,6 +550,6 @@ def test_a_sweep_without_per_query_values_says_so(tmp_path):
     sweep_dir = tmp_path / "sweep"
     write_seeded_job(sweep_dir, 1, 1)
     (sweep_dir / "seed=1,lora.r=1" / "per_query.json").unlink()
-    sweep = load_sweep(sweep_dir)
-    assert sweep.study.comparisons.empty and not any(column.startswith("vs_") for column in sweep.frame.columns)
+    sweep, study = studied(sweep_dir)
+    assert study.comparisons.empty and not any(column.startswith("vs_") for column in sweep.frame.columns)
     assert "not tested" in build_report(sweep_dir).markdown
