@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ValueType
+from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
@@ -32,6 +32,7 @@ OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 MULTIRUN_FILE = "multirun.yaml"
 
 NOT_STARTED, UNREADABLE = "not started", "unreadable"
+DELETED = "(deleted)"  # the value shown for an override that removed its key (~key)
 DEFAULT_METRIC = "ndcg@10"
 METRIC_LABELS = {"mrr@10": "MRR@10", "recall@100": "R@100", "recall@1000": "R@1000", "ndcg@10": "nDCG@10"}
 REFERENCE_LABELS = {"bm25": "BM25", "zero_shot": "zero-shot", "fusion": "BM25 + zero-shot"}
@@ -165,17 +166,31 @@ def listing(value: Any) -> list:
 
 # --- overrides --------------------------------------------------------------------------------------------
 
+@cache
+def override_parser() -> OverridesParser:
+    return OverridesParser.create()
+
+
+def parse_override(line: str) -> Override | None:
+    """Hydra's reading of one override line; None for a line Hydra cannot parse (so could not have applied)."""
+    try:
+        return override_parser().parse_override(line)
+    except HydraException:
+        return None
+
+
+def typed_value(override: Override) -> str:
+    """The value as the user typed it: Hydra's own string of a parsed value turns 1e-4 into 0.0001."""
+    return override.input_line[len(override.get_key_element()) + 1:]
+
+
 def parse_overrides(entries: Any) -> dict[str, str] | None:
-    """`key=value` strings -> {key: value as given}; Hydra's +/++ prefixes do not change the key."""
+    """A job's overrides -> {config key: value as typed}: +/++ prefixes and a group's @package do not change the
+    key; a deletion (~key) reads DELETED."""
     if not isinstance(entries, list):
         return None
-    overrides = {}
-    for entry in map(str, entries):
-        key, _, value = entry.partition("=")
-        if key.startswith("~"):  # Hydra's deletion syntax: the key is removed from the config
-            key, value = key[1:], "(deleted)"
-        overrides[key.lstrip("+")] = value
-    return overrides
+    parsed = filter(None, (parse_override(str(entry)) for entry in entries))
+    return {override.key_or_group: DELETED if override.is_delete() else typed_value(override) for override in parsed}
 
 
 def read_yaml(path: Path) -> Any:
@@ -190,12 +205,8 @@ def declared_sweep_keys(multirun: dict) -> list[str]:
     hydra_cfg = mapping(multirun.get("hydra"))
     lines = [str(line) for line in listing(mapping(hydra_cfg.get("overrides")).get("task"))]
     lines += [f"{key}={value}" for key, value in mapping(mapping(hydra_cfg.get("sweeper")).get("params")).items()]
-    parser, keys = OverridesParser.create(), []
-    for line in lines:
-        try:
-            override = parser.parse_override(line)
-        except HydraException:  # an override this Hydra cannot parse cannot have been swept by it either
-            continue
+    keys = []
+    for override in filter(None, map(parse_override, lines)):
         if override.is_sweep_override() and override.key_or_group not in keys:
             keys.append(override.key_or_group)
     return keys
@@ -211,11 +222,9 @@ def declared_grid(multirun: dict) -> Grid | None:
         return None
     lines = [f"{key}={value}" for key, value in mapping(sweeper.get("params")).items()]
     lines += [str(line) for line in listing(mapping(hydra_cfg.get("overrides")).get("task"))]
-    parser, values = OverridesParser.create(), {}
-    for line in lines:
-        try:
-            override = parser.parse_override(line)
-        except HydraException:
+    values = {}
+    for override in map(parse_override, lines):
+        if override is None:
             return None
         key = override.key_or_group
         if override.is_delete() or is_bookkeeping(key) or key == SEED_KEY:
