@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from splade_peft.labels import TRAINED
 from splade_peft.results import AVERAGE, as_number
 from splade_peft.sweep.load import DEV_PREFIX, Sweep, load_sweep
 from splade_peft.sweep.plots import pareto_front, save_plots
@@ -132,7 +133,7 @@ def axis_chart(sweep: Sweep, axis: str, quality: str):
     values = [(value, score) for value, score in zip(completed[axis], completed[quality]) if as_number(score) is not None]
     references = {name: as_number(row.get(quality)) for name, row in sweep.references.iterrows()} if quality in sweep.references else {}
     if all(as_number(value) is not None for value, _ in values):
-        rows = [[float(value), float(score), "trained"] for value, score in values]
+        rows = [[float(value), float(score), TRAINED] for value, score in values]
         rows += [[float(value), score, name] for name, score in references.items() if score is not None for value, _ in values]
         table = wandb.Table(columns=[axis, quality, "row"], data=sorted(rows, key=lambda row: (row[2], row[0])))
         return wandb.plot.line(table, axis, quality, stroke="row", title=f"{quality} vs {axis}")

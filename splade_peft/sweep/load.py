@@ -24,6 +24,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from splade_peft.data.exposure import EXPOSED, SEEN, UNSEEN
+from splade_peft.labels import REFERENCE_LABELS, ZERO_SHOT
 from splade_peft.results import AVERAGE, COMPLETED, QUERY_GROUPS_FILE, RESULTS_FILE, SUITE_PREFIX, JobResult, mapping, numbers, read_per_query
 from splade_peft.sweep.points import JOBS, SEED_KEY, grid_keys, point_frame
 from splade_peft.sweep.values import display_value, grid_sort_key, natural_key, short_names
@@ -35,7 +36,6 @@ NOT_STARTED, UNREADABLE = "not started", "unreadable"
 DELETED = "(deleted)"  # the value shown for an override that removed its key (~key)
 DEFAULT_METRIC = "ndcg@10"
 METRIC_LABELS = {"mrr@10": "MRR@10", "recall@100": "R@100", "recall@1000": "R@1000", "ndcg@10": "nDCG@10"}
-REFERENCE_LABELS = {"bm25": "BM25", "zero_shot": "zero-shot", "fusion": "BM25 + zero-shot"}
 COST_COLUMNS = (
     "params.trainable", "params.total", "params.adapter_bytes",
     "timing.train_s", "timing.encode_s", "timing.index_s", "timing.search_s",
@@ -83,7 +83,7 @@ class Sweep:
     directory: Path
     frame: pd.DataFrame  # one row per job, sorted by the swept keys: the sweep_results.csv table
     points: pd.DataFrame  # one row per grid point (seeds collapsed: means, "<column> std", "seeds") or unfinished job
-    references: pd.DataFrame  # index "BM25", "zero-shot"; the same "<dataset>/<key>" columns as frame
+    references: pd.DataFrame  # index BM25, zero-shot (labels.py); the same "<dataset>/<key>" columns as frame
     swept: list[str]
     fixed: dict[str, str]
     datasets: list[str]  # evaluation datasets, without "average"
@@ -338,7 +338,7 @@ def reference_frame(jobs: list[Job], zero_shot_shared: bool) -> pd.DataFrame:
     # The dev figure before training, where the first job measured it (a selection stage has no other row).
     started = next((job.result.dev_at_start for job in jobs if job.status == COMPLETED and job.result.dev_at_start), None)
     if started and "zero_shot" in shown:
-        rows.setdefault(REFERENCE_LABELS["zero_shot"], {}).update({f"{DEV_PREFIX}{m}": v for m, v in numbers(started).items()})
+        rows.setdefault(ZERO_SHOT, {}).update({f"{DEV_PREFIX}{m}": v for m, v in numbers(started).items()})
     rows = {label: row for label, row in rows.items() if row}
     return pd.DataFrame.from_dict(rows, orient="index")
 

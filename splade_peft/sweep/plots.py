@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
+from splade_peft.labels import BM25, ZERO_SHOT
 from splade_peft.results import AVERAGE, as_number
 from splade_peft.sweep.load import METRIC_LABELS, Sweep
 from splade_peft.sweep.points import std_column
@@ -32,7 +33,7 @@ COSTS = {
     f"{AVERAGE}/doc_nnz_mean": "document non-zeros (mean)",
     "timing.train_s": "training time (s)",
 }
-REFERENCE_STYLES = {"BM25": "--", "zero-shot": ":"}
+REFERENCE_STYLES = {BM25: "--", ZERO_SHOT: ":"}
 QUALITY_VS_COST = "plot_quality_vs_cost.png"
 TRADE_OFF = "plot_trade_off.png"
 DPI = 100
@@ -253,11 +254,11 @@ def draw_trade_off_panel(ax: Axes, sweep: Sweep, study: Study, first: str, other
         ax.errorbar(x[i], y[i], xerr=[[x_below[i]], [x_above[i]]], yerr=[[y_below[i]], [y_above[i]]], fmt="o",
                     color="C0", capsize=3, zorder=3)
         ax.annotate(label, (x[i], y[i]), xytext=(4, 4), textcoords="offset points", fontsize=7)
-    if "BM25" in sweep.references.index:
-        (bx, _, _), (by, _, _) = gains(study, ["BM25"], first), gains(study, ["BM25"], other)
+    if BM25 in sweep.references.index:
+        (bx, _, _), (by, _, _) = gains(study, [BM25], first), gains(study, [BM25], other)
         if bx[0] is not None and by[0] is not None:
             ax.scatter(bx, by, marker="s", color="grey", zorder=3)
-            ax.annotate("BM25", (bx[0], by[0]), xytext=(4, -10), textcoords="offset points", fontsize=7, color="grey")
+            ax.annotate(BM25, (bx[0], by[0]), xytext=(4, -10), textcoords="offset points", fontsize=7, color="grey")
     # The front keeps the rows no other beats on both datasets: the curve a recipe choice moves along.
     front = pareto_front([x[i] for i, _ in rows], [-y[i] for i, _ in rows])
     ax.plot([x[rows[j][0]] for j in front], [y[rows[j][0]] for j in front], color="C3", zorder=2)

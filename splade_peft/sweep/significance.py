@@ -33,6 +33,7 @@ import pandas as pd
 
 from splade_peft.config import SIGNIFICANCE_TESTS as TESTS
 from splade_peft.errors import ConfigError
+from splade_peft.labels import REFERENCE_LABELS, ZERO_SHOT
 from splade_peft.results import AVERAGE, COMPLETED, as_number
 from splade_peft.sweep.load import QUERY_GROUPS, Grid, Groups, Sweep
 from splade_peft.sweep.paired import ALPHA, ByQuery, Comparison, Runs, compare, holm
@@ -42,8 +43,6 @@ from splade_peft.sweep.values import display_value, short_names
 __all__ = ["ALPHA", "Comparison", "compare", "holm"]
 
 ZERO_SHOT_CONTROL = "zero_shot"
-ZERO_SHOT, BM25 = "zero-shot", "BM25"
-SYSTEMS = {"bm25": BM25, "zero_shot": ZERO_SHOT, "fusion": "BM25 + zero-shot"}  # per_query.json rows -> labels
 VS_CONTROL, VS_BEST = "vs_control", "vs_best"
 NON_INFERIOR, INFERIOR, INCONCLUSIVE = "non-inferior", "inferior", "inconclusive"
 FIELDS = ("diff", "ci_low", "ci_high", "p", "p_adjusted", "significant", "in_family", "queries", "query_half_width",
@@ -199,7 +198,7 @@ def point_rows(points: pd.DataFrame, per_query_by_job: Mapping[str, Mapping], me
 def reference_values(per_query_by_job: Mapping[str, Mapping], metric: str, zero_shot_shared: bool) -> dict:
     """The reference rows' per-query values (the jobs share them); no zero-shot row when the points' differ."""
     found = {}
-    for system, label in SYSTEMS.items():
+    for system, label in REFERENCE_LABELS.items():
         values = next((v for per_query in per_query_by_job.values() if (v := row_values(per_query, system, metric))), {})
         if values and (label != ZERO_SHOT or zero_shot_shared):
             found[label] = [values]

@@ -3,21 +3,20 @@ grid point, MRR@10 / R@1000 / nDCG@10 per dataset, the average, and what each po
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from splade_peft.data.exposure import EXPOSED, SEEN, UNSEEN
+from splade_peft.labels import ZERO_SHOT
 from splade_peft.results import AVERAGE, COMPLETED, SUITE_PREFIX, as_number
-from splade_peft.sweep.load import DEV_PREFIX, METRIC_LABELS, ZERO_SHOT_PREFIX, Sweep
+from splade_peft.sweep.load import DEV_PREFIX, METRIC_LABELS, QUERY_GROUPS, ZERO_SHOT_PREFIX, Sweep
 from splade_peft.sweep.paired import EXACT_PATTERNS, MONTE_CARLO_ERROR, RESAMPLES
 from splade_peft.sweep.points import SEEDS, std_column
-from splade_peft.sweep.load import QUERY_GROUPS
 from splade_peft.sweep.significance import (
-    ALL_QUERIES, ALPHA, DECLARED, GRID, INCONCLUSIVE, INFERIOR, NON_INFERIOR, VS_BEST, ZERO_SHOT, Study,
+    ALL_QUERIES, ALPHA, DECLARED, GRID, INCONCLUSIVE, INFERIOR, NON_INFERIOR, VS_BEST, Study,
 )
 from splade_peft.sweep.values import display_value
 
