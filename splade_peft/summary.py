@@ -3,11 +3,11 @@ the trained model on the split it was chosen on; what a mined negatives file's f
 allowed (eval.allow_test_selection)."""
 
 from splade_peft.evaluation.suites import verdict_line
+from splade_peft.labels import REFERENCE_LABELS, TRAINED
 from splade_peft.results import Evaluation, JobResult, mapping
 
 SUMMARY_COLUMNS = ["dataset", "system", "nDCG@10", "MRR@10", "R@100", "R@1000", "doc nnz", "query nnz"]
 METRIC_KEYS = ["ndcg@10", "mrr@10", "recall@100", "recall@1000"]
-REFERENCE_LABELS = {"bm25": "BM25", "zero_shot": "zero-shot", "fusion": "BM25 + zero-shot"}
 SELECTION_ROW = "chosen on"  # the dataset column of the dev figure's row
 # training.keep_best: the dev figure is the maximum over the validated checkpoints on the split that chose it,
 # so it overstates what the kept checkpoint would score on fresh dev queries.
@@ -24,7 +24,7 @@ def row(dataset: str, system: str, evaluation: Evaluation) -> list:
 def summary_rows(result: JobResult) -> list[list]:
     references = result.reference_rows
     systems = {label: references[system] for system, label in REFERENCE_LABELS.items() if system in references}
-    systems["trained"] = result.trained
+    systems[TRAINED] = result.trained
     rows = [row(dataset, label, evaluation) for dataset in result.datasets
             for label, evaluation in systems.items() if dataset in evaluation.metrics]
     for suite in result.suite_members:
@@ -34,7 +34,7 @@ def summary_rows(result: JobResult) -> list[list]:
     if result.dev_at_start:
         rows.append(row(SELECTION_ROW, "at start", Evaluation({SELECTION_ROW: result.dev_at_start})))
     if result.dev:
-        label = KEPT_BEST if mapping(result.training).get("kept") else "trained"
+        label = KEPT_BEST if mapping(result.training).get("kept") else TRAINED
         rows.append(row(SELECTION_ROW, label, Evaluation({SELECTION_ROW: result.dev})))
     return rows
 

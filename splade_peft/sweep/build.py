@@ -8,16 +8,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from splade_peft.labels import TRAINED
 from splade_peft.results import AVERAGE, as_number
 from splade_peft.sweep.load import DEV_PREFIX, Sweep, load_sweep
 from splade_peft.sweep.plots import pareto_front, save_plots
-from splade_peft.sweep.significance import VS_CONTROL
 from splade_peft.sweep.points import JOBS
+from splade_peft.sweep.significance import Study, run_study
 from splade_peft.sweep.table import markdown_report, study_table
 from splade_peft.sweep.values import display_value
 from splade_peft.tracking import wandb_mode
 
-CSV_NAME = "sweep_results.csv"
+CSV_NAME = "sweep_results.csv"  # one row per job: its overrides, metrics and costs
+COMPARISONS_NAME = "comparisons.csv"  # the study's comparisons, one row per row x dataset x group x comparison
 MARKDOWN_NAME = "report.md"
 DEFAULT_WANDB_PROJECT = "splade_peft"
 
@@ -25,26 +27,31 @@ DEFAULT_WANDB_PROJECT = "splade_peft"
 @dataclass
 class Report:
     sweep: Sweep
+    study: Study
     table: str  # the study table alone (Markdown)
     markdown: str  # all of report.md
     csv_path: Path
+    comparisons_path: Path
     markdown_path: Path
     plot_paths: list[Path]
 
     @property
     def paths(self) -> list[Path]:
-        return [self.csv_path, self.markdown_path, *self.plot_paths]
+        return [self.csv_path, self.comparisons_path, self.markdown_path, *self.plot_paths]
 
 
 def build_report(sweep_dir: str | Path) -> Report:
-    """Read every job of the sweep and write sweep_results.csv, report.md and plot_*.png beside them."""
+    """Read every job of the sweep and write sweep_results.csv, comparisons.csv, report.md and plot_*.png beside them."""
     sweep = load_sweep(sweep_dir)
+    study = run_study(sweep)
     csv_path, markdown_path = sweep.directory / CSV_NAME, sweep.directory / MARKDOWN_NAME
+    comparisons_path = sweep.directory / COMPARISONS_NAME
     sweep.frame.to_csv(csv_path, index=False)
-    plot_paths = save_plots(sweep, sweep.directory)
-    markdown = markdown_report(sweep, [path.name for path in plot_paths])
+    study.comparisons.drop(columns="row").to_csv(comparisons_path, index=False)
+    plot_paths = save_plots(sweep, study, sweep.directory)
+    markdown = markdown_report(sweep, study, [path.name for path in plot_paths])
     markdown_path.write_text(markdown)
-    return Report(sweep, study_table(sweep), markdown, csv_path, markdown_path, plot_paths)
+    return Report(sweep, study, study_table(sweep, study), markdown, csv_path, comparisons_path, markdown_path, plot_paths)
 
 
 def wandb_ready(frame: pd.DataFrame) -> pd.DataFrame:
@@ -66,7 +73,7 @@ def log_report_to_wandb(report: Report, project: str | None = None, group: str |
         import wandb
     except ImportError:
         return False
-    sweep, settings = report.sweep, report.sweep.settings
+    sweep, study, settings = report.sweep, report.study, report.sweep.settings
     run = wandb.init(
         project=project or settings.get("logger.project") or DEFAULT_WANDB_PROJECT,
         group=group or sweep.wandb_group or settings.get("sweep.name") or sweep.directory.name,
@@ -80,7 +87,8 @@ def log_report_to_wandb(report: Report, project: str | None = None, group: str |
     wandb.log({
         "sweep/results": wandb.Table(dataframe=wandb_ready(sweep.frame)),
         "sweep/points": wandb.Table(dataframe=wandb_ready(sweep.points.drop(columns=JOBS))),
-        **wandb_charts(sweep),
+        "sweep/comparisons": wandb.Table(dataframe=wandb_ready(study.comparisons.drop(columns="row"))),
+        **wandb_charts(sweep, study),
         **{f"sweep/{path.stem}": wandb.Image(str(path)) for path in report.plot_paths},
     })
     artifact = wandb.Artifact(f"report-{run.id}", type="report", metadata={"sweep_dir": str(sweep.directory)})
@@ -93,7 +101,7 @@ def log_report_to_wandb(report: Report, project: str | None = None, group: str |
 
 # --- native W&B charts: interactive in the W&B UI, built from the same points as the PNG plots -------------
 
-def wandb_charts(sweep: Sweep) -> dict:
+def wandb_charts(sweep: Sweep, study: Study) -> dict:
     import wandb
 
     quality = f"{AVERAGE}/{sweep.metric}"
@@ -102,16 +110,15 @@ def wandb_charts(sweep: Sweep) -> dict:
     charts = {f"charts/{sweep.metric}_vs_{axis}": chart for axis in sweep.grid_keys
               if (chart := axis_chart(sweep, axis, quality)) is not None}
     charts.update(pareto_charts(sweep, quality))
-    diff = f"{VS_CONTROL}.diff"
     completed = sweep.completed_points
-    if diff in completed and completed[diff].notna().any():
-        significant = completed.get(f"{VS_CONTROL}.significant", pd.Series(False, index=completed.index))
-        rows = [[label, value, bool(flag)] for label, value, flag in zip(sweep.grid_labels(completed), completed[diff], significant)
-                if as_number(value) is not None]
+    records = [study.comparison(index) or {} for index in completed.index]
+    rows = [[label, record["diff"], bool(record["significant"])] for label, record in zip(sweep.grid_labels(completed), records)
+            if as_number(record.get("diff")) is not None]
+    if rows:
         gain = f"{sweep.metric} - control"
         table = wandb.Table(columns=["point", gain, "significant"], data=rows)
         charts["charts/vs_control"] = wandb.plot.bar(table, "point", gain, title=f"{sweep.metric} gain over the control "
-                                                     f"({sweep.study.protocol.test} test, Holm)")
+                                                     f"({study.protocol.test} test, Holm)")
     return charts
 
 
@@ -126,7 +133,7 @@ def axis_chart(sweep: Sweep, axis: str, quality: str):
     values = [(value, score) for value, score in zip(completed[axis], completed[quality]) if as_number(score) is not None]
     references = {name: as_number(row.get(quality)) for name, row in sweep.references.iterrows()} if quality in sweep.references else {}
     if all(as_number(value) is not None for value, _ in values):
-        rows = [[float(value), float(score), "trained"] for value, score in values]
+        rows = [[float(value), float(score), TRAINED] for value, score in values]
         rows += [[float(value), score, name] for name, score in references.items() if score is not None for value, _ in values]
         table = wandb.Table(columns=[axis, quality, "row"], data=sorted(rows, key=lambda row: (row[2], row[0])))
         return wandb.plot.line(table, axis, quality, stroke="row", title=f"{quality} vs {axis}")

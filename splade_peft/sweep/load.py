@@ -1,4 +1,5 @@
-"""Reading a Hydra multirun folder into one row per job, the swept axes, the study and the reference rows.
+"""Reading a Hydra multirun folder into one row per job, the grid points, the swept axes and the reference rows,
+with each job's per-query values and query groups for the statistics (significance.py), which run apart.
 
 Every job folder is read defensively: a sweep is reported while jobs are still running, after some
 crashed, or after a disk filled up, so a missing, partial or corrupt results.json becomes a row with a
@@ -8,7 +9,9 @@ status instead of an exception.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache, cached_property
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -16,22 +19,23 @@ from typing import Any
 import pandas as pd
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ValueType
+from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from splade_peft.data.exposure import EXPOSED, SEEN, UNSEEN
+from splade_peft.labels import REFERENCE_LABELS, ZERO_SHOT
 from splade_peft.results import AVERAGE, COMPLETED, QUERY_GROUPS_FILE, RESULTS_FILE, SUITE_PREFIX, JobResult, mapping, numbers, read_per_query
 from splade_peft.sweep.points import JOBS, SEED_KEY, grid_keys, point_frame
-from splade_peft.sweep.significance import QUERY_GROUPS, Grid, Groups, Protocol, Setting, Study, add_comparisons
 from splade_peft.sweep.values import display_value, grid_sort_key, natural_key, short_names
 
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 MULTIRUN_FILE = "multirun.yaml"
 
 NOT_STARTED, UNREADABLE = "not started", "unreadable"
+DELETED = "(deleted)"  # the value shown for an override that removed its key (~key)
 DEFAULT_METRIC = "ndcg@10"
 METRIC_LABELS = {"mrr@10": "MRR@10", "recall@100": "R@100", "recall@1000": "R@1000", "ndcg@10": "nDCG@10"}
-REFERENCE_LABELS = {"bm25": "BM25", "zero_shot": "zero-shot", "fusion": "BM25 + zero-shot"}
 COST_COLUMNS = (
     "params.trainable", "params.total", "params.adapter_bytes",
     "timing.train_s", "timing.encode_s", "timing.index_s", "timing.search_s",
@@ -40,9 +44,22 @@ COST_COLUMNS = (
 # The settings a report needs from the jobs' configs (stored unresolved, so read through OmegaConf).
 SETTINGS = ("sweep.name", "sweep.question", "sweep.metric", "sweep.control", "sweep.family", "sweep.test", "sweep.margin",
             "sweep.out_of_domain", "logger.name", "logger.project", "logger.group", "logger.mode")
-# Written by the job: {dataset: {"seen": [query ids whose every relevant document was a training positive],
-# "unseen": [query ids none of whose relevant documents was]}}; a dataset without it has no split.
 DEV_PREFIX = "dev."  # results.json `dev` ({metric: value}) as columns: what the best row is chosen on
+QUERY_GROUPS = (SEEN, EXPOSED, UNSEEN)  # query_groups.json's groups (data/exposure.py)
+
+Groups = dict[str, dict[str, set[str]]]  # dataset -> "seen"/"exposed"/"unseen" -> query ids
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The points a multirun launched (seeds aside), each as {override key: value}; `swept`: the keys it varies."""
+
+    points: list[dict[str, str]]
+    swept: list[str]
+
+    def label(self, point: Mapping[str, str]) -> str:
+        names = short_names(self.swept)
+        return ", ".join(f"{names[key]}={point[key]}" for key in self.swept) or "the grid's one point"
 
 
 @dataclass
@@ -55,18 +72,26 @@ class Job:
     per_query: dict = field(default_factory=dict)  # per_query.json: {row: {dataset: {metric: {query_id: value}}}}
     query_groups: Groups = field(default_factory=dict)  # query_groups.json, as sets of query ids
 
+    @cached_property
+    def config(self) -> Any:
+        """The saved config as OmegaConf (None without one), created once: settings are read from it per point."""
+        return OmegaConf.create(self.result.config) if self.result and self.result.config else None
+
 
 @dataclass
 class Sweep:
     directory: Path
     frame: pd.DataFrame  # one row per job, sorted by the swept keys: the sweep_results.csv table
     points: pd.DataFrame  # one row per grid point (seeds collapsed: means, "<column> std", "seeds") or unfinished job
-    references: pd.DataFrame  # index "BM25", "zero-shot"; the same "<dataset>/<key>" columns as frame
+    references: pd.DataFrame  # index BM25, zero-shot (labels.py); the same "<dataset>/<key>" columns as frame
     swept: list[str]
     fixed: dict[str, str]
     datasets: list[str]  # evaluation datasets, without "average"
     settings: dict[str, Any]  # SETTINGS found in the jobs' configs (lists for sweep.family, sweep.out_of_domain)
-    study: Study  # the declared protocol, and the control, family and best row it named
+    jobs: list[Job]  # in frame order, with their per-query values and query groups
+    grid: Grid | None  # what multirun.yaml launched; None without one or for a search
+    trained_on: list[str]  # the training corpora the jobs' configs name
+    zero_shot_shared: bool  # False when the grid changes the zero-shot model (each row then has its own)
 
     @property
     def metric(self) -> str:
@@ -102,6 +127,24 @@ class Sweep:
         """Short point labels such as "r=4, negatives=2" (the job folder when nothing but seeds was swept)."""
         return grid_labels(frame, self.grid_keys)
 
+    @property
+    def per_query(self) -> dict[str, dict]:
+        """per_query.json of each completed job, by job folder."""
+        return {job.name: job.per_query for job in self.jobs}
+
+    @property
+    def query_groups(self) -> dict[str, Groups]:
+        return {job.name: job.query_groups for job in self.jobs}
+
+    def setting(self, index: Any, key: str) -> Any:
+        """A point's value of a config key: its first job's override, else its saved config's (None: unknown)."""
+        job = next((job for job in self.jobs if job.name == self.points.at[index, JOBS][0]), None)
+        if job is None:
+            return None
+        if job.overrides and key in job.overrides:
+            return job.overrides[key]
+        return select_setting(job.config, key) if job.config is not None else None
+
 
 def grid_labels(frame: pd.DataFrame, keys: list[str]) -> list[str]:
     if not keys:
@@ -123,17 +166,31 @@ def listing(value: Any) -> list:
 
 # --- overrides --------------------------------------------------------------------------------------------
 
+@cache
+def override_parser() -> OverridesParser:
+    return OverridesParser.create()
+
+
+def parse_override(line: str) -> Override | None:
+    """Hydra's reading of one override line; None for a line Hydra cannot parse (so could not have applied)."""
+    try:
+        return override_parser().parse_override(line)
+    except HydraException:
+        return None
+
+
+def typed_value(override: Override) -> str:
+    """The value as the user typed it: Hydra's own string of a parsed value turns 1e-4 into 0.0001."""
+    return override.input_line[len(override.get_key_element()) + 1:]
+
+
 def parse_overrides(entries: Any) -> dict[str, str] | None:
-    """`key=value` strings -> {key: value as given}; Hydra's +/++ prefixes do not change the key."""
+    """A job's overrides -> {config key: value as typed}: +/++ prefixes and a group's @package do not change the
+    key; a deletion (~key) reads DELETED."""
     if not isinstance(entries, list):
         return None
-    overrides = {}
-    for entry in map(str, entries):
-        key, _, value = entry.partition("=")
-        if key.startswith("~"):  # Hydra's deletion syntax: the key is removed from the config
-            key, value = key[1:], "(deleted)"
-        overrides[key.lstrip("+")] = value
-    return overrides
+    parsed = filter(None, (parse_override(str(entry)) for entry in entries))
+    return {override.key_or_group: DELETED if override.is_delete() else typed_value(override) for override in parsed}
 
 
 def read_yaml(path: Path) -> Any:
@@ -148,12 +205,8 @@ def declared_sweep_keys(multirun: dict) -> list[str]:
     hydra_cfg = mapping(multirun.get("hydra"))
     lines = [str(line) for line in listing(mapping(hydra_cfg.get("overrides")).get("task"))]
     lines += [f"{key}={value}" for key, value in mapping(mapping(hydra_cfg.get("sweeper")).get("params")).items()]
-    parser, keys = OverridesParser.create(), []
-    for line in lines:
-        try:
-            override = parser.parse_override(line)
-        except HydraException:  # an override this Hydra cannot parse cannot have been swept by it either
-            continue
+    keys = []
+    for override in filter(None, map(parse_override, lines)):
         if override.is_sweep_override() and override.key_or_group not in keys:
             keys.append(override.key_or_group)
     return keys
@@ -169,11 +222,9 @@ def declared_grid(multirun: dict) -> Grid | None:
         return None
     lines = [f"{key}={value}" for key, value in mapping(sweeper.get("params")).items()]
     lines += [str(line) for line in listing(mapping(hydra_cfg.get("overrides")).get("task"))]
-    parser, values = OverridesParser.create(), {}
-    for line in lines:
-        try:
-            override = parser.parse_override(line)
-        except HydraException:
+    values = {}
+    for override in map(parse_override, lines):
+        if override is None:
             return None
         key = override.key_or_group
         if override.is_delete() or is_bookkeeping(key) or key == SEED_KEY:
@@ -206,10 +257,10 @@ def is_bookkeeping(key: str) -> bool:
 MISSING_VALUE = object()
 
 
-def saved_configs(jobs: list) -> list | None:
+def saved_configs(jobs: list[Job]) -> list | None:
     """Every job's saved config as OmegaConf, or None when a job has none (then no key can be compared)."""
-    configs = [job.result.config if job.result else None for job in jobs]
-    return [OmegaConf.create(config) for config in configs] if configs and all(configs) else None
+    configs = [job.config for job in jobs]
+    return configs if configs and all(config is not None for config in configs) else None
 
 
 def same_in_every_config(key: str, configs: list | None) -> bool:
@@ -287,7 +338,7 @@ def reference_frame(jobs: list[Job], zero_shot_shared: bool) -> pd.DataFrame:
     # The dev figure before training, where the first job measured it (a selection stage has no other row).
     started = next((job.result.dev_at_start for job in jobs if job.status == COMPLETED and job.result.dev_at_start), None)
     if started and "zero_shot" in shown:
-        rows.setdefault(REFERENCE_LABELS["zero_shot"], {}).update({f"{DEV_PREFIX}{m}": v for m, v in numbers(started).items()})
+        rows.setdefault(ZERO_SHOT, {}).update({f"{DEV_PREFIX}{m}": v for m, v in numbers(started).items()})
     rows = {label: row for label, row in rows.items() if row}
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -370,26 +421,6 @@ def read_settings(configs: list[dict]) -> dict[str, Any]:
     return settings
 
 
-def point_setting(points: pd.DataFrame, jobs: list[Job]) -> Setting:
-    """A point's value of a config key: its first job's override, else its saved config's (None: unknown)."""
-    by_name = {job.name: job for job in jobs}
-    configs: dict[str, Any] = {}
-
-    def setting(index: Any, key: str) -> Any:
-        job = by_name.get(points.at[index, JOBS][0])
-        if job is None:
-            return None
-        if job.overrides and key in job.overrides:
-            return job.overrides[key]
-        if not (job.result and job.result.config):
-            return None
-        if job.name not in configs:
-            configs[job.name] = OmegaConf.create(job.result.config)
-        return select_setting(configs[job.name], key)
-
-    return setting
-
-
 def corpus_name(entry: dict, default: str | None = None) -> str | None:
     """The name a collection spec loads under: its `name`, else its folder's name."""
     return entry.get("name") or (Path(str(entry["path"])).name if entry.get("path") else default)
@@ -425,24 +456,19 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     configs = [job.result.config for job in jobs if job.result and job.result.config] + [multirun]
     settings = read_settings(configs)
     frame = job_frame(jobs, swept + list(fixed), datasets, zero_shot_shared)
-    points = point_frame(frame, swept, list(fixed))
-    keys = grid_keys(swept)
-    frame, points, references, study = add_comparisons(
-        frame, points, references, {job.name: job.per_query for job in jobs}, {job.name: job.query_groups for job in jobs},
-        study_metric(settings), zero_shot_shared, Protocol.from_settings(settings),
-        dict(zip(points.index, grid_labels(points, keys))), keys, datasets,
-        declared_grid(multirun), point_setting(points, jobs), training_corpora(jobs),
-    )
     return Sweep(
         directory=directory,
         frame=frame,
-        points=points,
+        points=point_frame(frame, swept, list(fixed)),
         references=references,
         swept=swept,
         fixed=fixed,
         datasets=datasets,
         settings=settings,
-        study=study,
+        jobs=jobs,
+        grid=declared_grid(multirun),
+        trained_on=training_corpora(jobs),
+        zero_shot_shared=zero_shot_shared,
     )
 
 

@@ -20,10 +20,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
+from splade_peft.labels import BM25, ZERO_SHOT
 from splade_peft.results import AVERAGE, as_number
 from splade_peft.sweep.load import METRIC_LABELS, Sweep
 from splade_peft.sweep.points import std_column
-from splade_peft.sweep.significance import dataset_prefix
+from splade_peft.sweep.significance import ALL_QUERIES, Study
 from splade_peft.sweep.values import display_value, grid_sort_key, is_missing
 
 PLOT_METRICS = ("ndcg@10", "mrr@10", "recall@1000")
@@ -32,7 +33,7 @@ COSTS = {
     f"{AVERAGE}/doc_nnz_mean": "document non-zeros (mean)",
     "timing.train_s": "training time (s)",
 }
-REFERENCE_STYLES = {"BM25": "--", "zero-shot": ":"}
+REFERENCE_STYLES = {BM25: "--", ZERO_SHOT: ":"}
 QUALITY_VS_COST = "plot_quality_vs_cost.png"
 TRADE_OFF = "plot_trade_off.png"
 DPI = 100
@@ -236,28 +237,28 @@ def quality_vs_cost_figure(sweep: Sweep) -> Figure:
 
 # --- gain in one dataset against gain in another ------------------------------------------------------------
 
-def gains(frame: pd.DataFrame, dataset: str) -> tuple[list, list, list]:
+def gains(study: Study, rows: Sequence, dataset: str) -> tuple[list, list, list]:
     """Each row's paired difference to its control on `dataset`, with the distances to its interval's ends."""
-    prefix = dataset_prefix(dataset)
-    diff, low, high = (numeric(frame, f"{prefix}.{field}") for field in ("diff", "ci_low", "ci_high"))
+    records = [study.comparison(row, dataset, ALL_QUERIES) or {} for row in rows]
+    diff, low, high = ([as_number(record.get(field)) for record in records] for field in ("diff", "ci_low", "ci_high"))
     below = [d - lo if d is not None and lo is not None else 0.0 for d, lo in zip(diff, low)]
     above = [hi - d if d is not None and hi is not None else 0.0 for d, hi in zip(diff, high)]
     return diff, below, above
 
 
-def draw_trade_off_panel(ax: Axes, sweep: Sweep, first: str, other: str) -> None:
+def draw_trade_off_panel(ax: Axes, sweep: Sweep, study: Study, first: str, other: str) -> None:
     completed = sweep.completed_points
-    (x, x_below, x_above), (y, y_below, y_above) = gains(completed, first), gains(completed, other)
+    (x, x_below, x_above), (y, y_below, y_above) = gains(study, completed.index, first), gains(study, completed.index, other)
     rows = [(i, label) for i, label in enumerate(sweep.grid_labels(completed)) if x[i] is not None and y[i] is not None]
     for i, label in rows:
         ax.errorbar(x[i], y[i], xerr=[[x_below[i]], [x_above[i]]], yerr=[[y_below[i]], [y_above[i]]], fmt="o",
                     color="C0", capsize=3, zorder=3)
         ax.annotate(label, (x[i], y[i]), xytext=(4, 4), textcoords="offset points", fontsize=7)
-    if "BM25" in sweep.references.index:
-        (bx, _, _), (by, _, _) = gains(sweep.references.loc[["BM25"]], first), gains(sweep.references.loc[["BM25"]], other)
+    if BM25 in sweep.references.index:
+        (bx, _, _), (by, _, _) = gains(study, [BM25], first), gains(study, [BM25], other)
         if bx[0] is not None and by[0] is not None:
             ax.scatter(bx, by, marker="s", color="grey", zorder=3)
-            ax.annotate("BM25", (bx[0], by[0]), xytext=(4, -10), textcoords="offset points", fontsize=7, color="grey")
+            ax.annotate(BM25, (bx[0], by[0]), xytext=(4, -10), textcoords="offset points", fontsize=7, color="grey")
     # The front keeps the rows no other beats on both datasets: the curve a recipe choice moves along.
     front = pareto_front([x[i] for i, _ in rows], [-y[i] for i, _ in rows])
     ax.plot([x[rows[j][0]] for j in front], [y[rows[j][0]] for j in front], color="C3", zorder=2)
@@ -269,18 +270,18 @@ def draw_trade_off_panel(ax: Axes, sweep: Sweep, first: str, other: str) -> None
     ax.grid(alpha=0.3)
 
 
-def trade_off_figure(sweep: Sweep) -> Figure | None:
+def trade_off_figure(sweep: Sweep, study: Study) -> Figure | None:
     """The gain over the control on the in-domain dataset (what the jobs trained on; else the first) (x) against
     each other dataset (y), with the 95% intervals of the per-dataset significance table; None without
     per-dataset comparisons."""
-    in_domain = [d for d in sweep.datasets if d in sweep.study.trained_on] or sweep.datasets[:1]
+    in_domain = [d for d in sweep.datasets if d in sweep.trained_on] or sweep.datasets[:1]
     first = in_domain[0] if in_domain else ""
     others = [d for d in sweep.datasets if d != first]
-    if not others or f"{dataset_prefix(first)}.diff" not in sweep.points:
+    if not others or (first, ALL_QUERIES) not in study.point_scopes():
         return None
     figure = Figure(figsize=(5.2 * len(others), 4.6), layout="constrained")
     for ax, other in zip(figure.subplots(1, len(others), squeeze=False)[0], others):
-        draw_trade_off_panel(ax, sweep, first, other)
+        draw_trade_off_panel(ax, sweep, study, first, other)
     figure.suptitle(f"{METRIC_LABELS[sweep.metric]} gain over the control, {first} against the other datasets\n"
                     "95% intervals of the report's paired test (uncorrected); red line: rows no other beats on both",
                     fontsize="medium")
@@ -289,21 +290,21 @@ def trade_off_figure(sweep: Sweep) -> Figure | None:
 
 # --- all plots ----------------------------------------------------------------------------------------------
 
-def sweep_figures(sweep: Sweep) -> dict[str, Figure]:
+def sweep_figures(sweep: Sweep, study: Study) -> dict[str, Figure]:
     """Every plot of the report, by file name."""
     figures = {
         plot_name(metric, axis): metric_vs_axis_figure(sweep, metric, axis)
         for metric in PLOT_METRICS for axis in sweep.grid_keys
     }
     figures[QUALITY_VS_COST] = quality_vs_cost_figure(sweep)
-    if (trade_off := trade_off_figure(sweep)) is not None:
+    if (trade_off := trade_off_figure(sweep, study)) is not None:
         figures[TRADE_OFF] = trade_off
     return figures
 
 
-def save_plots(sweep: Sweep, folder: Path) -> list[Path]:
+def save_plots(sweep: Sweep, study: Study, folder: Path) -> list[Path]:
     paths = []
-    for name, figure in sweep_figures(sweep).items():
+    for name, figure in sweep_figures(sweep, study).items():
         figure.savefig(folder / name, dpi=DPI)
         paths.append(folder / name)
     return paths

@@ -25,15 +25,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from itertools import product
 from typing import Any
 
 import pandas as pd
 
-from splade_peft.data.exposure import EXPOSED, SEEN, UNSEEN
 from splade_peft.config import SIGNIFICANCE_TESTS as TESTS
 from splade_peft.errors import ConfigError
+from splade_peft.labels import REFERENCE_LABELS, ZERO_SHOT
 from splade_peft.results import AVERAGE, COMPLETED, as_number
+from splade_peft.sweep.load import QUERY_GROUPS, Grid, Groups, Sweep
 from splade_peft.sweep.paired import ALPHA, ByQuery, Comparison, Runs, compare, holm
 from splade_peft.sweep.points import JOBS
 from splade_peft.sweep.values import display_value, short_names
@@ -41,17 +43,19 @@ from splade_peft.sweep.values import display_value, short_names
 __all__ = ["ALPHA", "Comparison", "compare", "holm"]
 
 ZERO_SHOT_CONTROL = "zero_shot"
-ZERO_SHOT, BM25 = "zero-shot", "BM25"
-SYSTEMS = {"bm25": BM25, "zero_shot": ZERO_SHOT, "fusion": "BM25 + zero-shot"}  # per_query.json rows -> labels
 VS_CONTROL, VS_BEST = "vs_control", "vs_best"
-QUERY_GROUPS = (SEEN, EXPOSED, UNSEEN)  # query_groups.json's groups (data/exposure.py)
 NON_INFERIOR, INFERIOR, INCONCLUSIVE = "non-inferior", "inferior", "inconclusive"
 FIELDS = ("diff", "ci_low", "ci_high", "p", "p_adjusted", "significant", "in_family", "queries", "query_half_width",
           "seed_half_width", "exact")
-VERDICT_FIELDS = ("lower_bound", "upper_bound", "margin", "verdict")
+# One record per row x dataset x group x comparison: the long table every reader (tables, plots, CSV) reads.
+# dataset AVERAGE is the macro average over the datasets, group ALL_QUERIES a dataset's every query; the
+# non-inferiority fields are filled on the out-of-domain datasets' ALL_QUERIES records against the control only.
+ALL_QUERIES = "all"
+KEY_COLUMNS = ("row", "dataset", "group", "comparison")
+COLUMNS = ("row", "label", "jobs", "dataset", "group", "comparison", *FIELDS, "lower_bound", "upper_bound", "margin",
+           "verdict")
 DECLARED, GRID, FOLDER = "sweep.family", "grid", "folder"  # where a family comes from
 
-Groups = dict[str, dict[str, set[str]]]  # dataset -> "seen"/"unseen" -> query ids
 Setting = Callable[[Any, str], Any]  # (point index, config key) -> the point's value: its override, else its config's
 
 
@@ -95,18 +99,6 @@ def listed(value: Any) -> tuple[str, ...] | None:
     return tuple(map(str, value)) if isinstance(value, (list, tuple)) else (str(value),)
 
 
-@dataclass(frozen=True)
-class Grid:
-    """The points a multirun launched (seeds aside), each as {override key: value}; `swept`: the keys it varies."""
-
-    points: list[dict[str, str]]
-    swept: list[str]
-
-    def label(self, point: Mapping[str, str]) -> str:
-        names = short_names(self.swept)
-        return ", ".join(f"{names[key]}={point[key]}" for key in self.swept) or "the grid's one point"
-
-
 @dataclass
 class Study:
     """How the rows were compared: what the significance section states beside its tables."""
@@ -118,12 +110,35 @@ class Study:
     family_source: str = FOLDER  # DECLARED, GRID or FOLDER
     best: Any = None  # point index
     best_on_dev: bool = False  # the best row was chosen on the jobs' dev metric, not on test
-    trained_on: list[str] = field(default_factory=list)  # the training corpora the jobs' configs name
     out_of_domain: list[str] = field(default_factory=list)  # the datasets judged for non-inferiority
+    comparisons: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COLUMNS))  # COLUMNS, long format
 
     @property
     def family_size(self) -> int:
         return len(self.family) + len(self.missing)
+
+    @cached_property
+    def by_key(self) -> dict[tuple, dict]:
+        return {tuple(record[key] for key in KEY_COLUMNS): record for record in self.comparisons.to_dict("records")}
+
+    def comparison(self, row: Any, dataset: str = AVERAGE, group: str = ALL_QUERIES, kind: str = VS_CONTROL) -> dict | None:
+        """One row's comparison in one scope (the macro average by default) against the control (or VS_BEST)."""
+        return self.by_key.get((row, dataset, group, kind))
+
+    def tested_points(self) -> pd.DataFrame:
+        """The records of grid rows (reference rows are keyed by their label, grid rows by their point)."""
+        return self.comparisons[self.comparisons["row"].map(lambda row: not isinstance(row, str)).astype(bool)]
+
+    def point_scopes(self, kind: str = VS_CONTROL) -> set[tuple[str, str]]:
+        """(dataset, group) scopes in which some grid row was compared."""
+        tested = self.tested_points()
+        tested = tested[tested["comparison"] == kind]
+        return set(zip(tested["dataset"], tested["group"]))
+
+    def judged_datasets(self) -> set[str]:
+        """Datasets on which some grid row got a non-inferiority verdict."""
+        tested = self.tested_points()
+        return set(tested[tested["verdict"].notna()]["dataset"])
 
 
 # --- one comparison's verdict ------------------------------------------------------------------------------
@@ -136,14 +151,15 @@ def verdict(comparison: Comparison, margin: float) -> str:
     return INFERIOR if comparison.upper_bound < -margin else INCONCLUSIVE
 
 
-def comparison_columns(comparison: Comparison, prefix: str) -> dict:
-    return {f"{prefix}.{name}": getattr(comparison, name) for name in FIELDS}
-
-
-def verdict_columns(comparison: Comparison, prefix: str, margin: float) -> dict:
-    values = {"lower_bound": comparison.lower_bound, "upper_bound": comparison.upper_bound, "margin": margin,
-              "verdict": verdict(comparison, margin)}
-    return {f"{prefix}.{name}": value for name, value in values.items()}
+def comparison_record(row: Any, scope: tuple[str, str], kind: str, comparison: Comparison,
+                      margin: float | None = None) -> dict:
+    """One record of the long table; the non-inferiority fields only where a margin judges the scope."""
+    record = {"row": row, "dataset": scope[0], "group": scope[1], "comparison": kind,
+              **{name: getattr(comparison, name) for name in FIELDS}}
+    if margin is not None:
+        record.update(lower_bound=comparison.lower_bound, upper_bound=comparison.upper_bound, margin=margin,
+                      verdict=verdict(comparison, margin))
+    return record
 
 
 def family_comparisons(rows: Mapping[Any, Runs], controls: Mapping[Any, Runs], family: Sequence, missing: int,
@@ -182,7 +198,7 @@ def point_rows(points: pd.DataFrame, per_query_by_job: Mapping[str, Mapping], me
 def reference_values(per_query_by_job: Mapping[str, Mapping], metric: str, zero_shot_shared: bool) -> dict:
     """The reference rows' per-query values (the jobs share them); no zero-shot row when the points' differ."""
     found = {}
-    for system, label in SYSTEMS.items():
+    for system, label in REFERENCE_LABELS.items():
         values = next((v for per_query in per_query_by_job.values() if (v := row_values(per_query, system, metric))), {})
         if values and (label != ZERO_SHOT or zero_shot_shared):
             found[label] = [values]
@@ -320,14 +336,6 @@ def best_point(points: pd.DataFrame, candidates: Sequence, metric: str) -> tuple
 
 # --- scopes: the macro average, each dataset alone, each dataset's seen, exposed, unseen queries -------------
 
-def vs_control_prefix(dataset: str | None = None, group: str | None = None) -> str:
-    return VS_CONTROL + (f"@{dataset}" if dataset else "") + (f"/{group}" if group else "")
-
-
-def dataset_prefix(dataset: str) -> str:
-    return vs_control_prefix(dataset)
-
-
 def on_dataset(runs: Runs | None, dataset: str, queries: set[str] | None = None) -> list[ByQuery]:
     if not runs or any(dataset not in run for run in runs):
         return []
@@ -335,17 +343,18 @@ def on_dataset(runs: Runs | None, dataset: str, queries: set[str] | None = None)
 
 
 def scopes(datasets: Sequence[str], groups: Mapping[Any, Groups], out_of_domain: Sequence[str]):
-    """(prefix, restriction of a row's values) for every scope; a restriction may depend on the row (its groups)."""
-    found = [(VS_CONTROL, lambda key, runs: runs)]
+    """((dataset, group), restriction of a row's values) for every scope; a restriction may depend on the row (its
+    groups)."""
+    found = [((AVERAGE, ALL_QUERIES), lambda key, runs: runs)]
     if len(datasets) > 1 or out_of_domain:
-        found += [(vs_control_prefix(d), lambda key, runs, d=d: on_dataset(runs, d)) for d in datasets]
+        found += [((d, ALL_QUERIES), lambda key, runs, d=d: on_dataset(runs, d)) for d in datasets]
     grouped = [d for d in datasets if any(d in by_dataset for by_dataset in groups.values())]
     for dataset, group in product(grouped, QUERY_GROUPS):
         def restrict(key, runs, dataset=dataset, group=group):
             ids = groups.get(key, {}).get(dataset, {}).get(group)
             return on_dataset(runs, dataset, ids) if ids else []
 
-        found.append((vs_control_prefix(dataset, group), restrict))
+        found.append(((dataset, group), restrict))
     return found
 
 
@@ -360,50 +369,49 @@ def control_anchors(study: Study, rows: Mapping, own_zero_shot: Mapping) -> dict
 
 
 def all_comparisons(rows: dict, own_zero_shot: dict, groups: dict, study: Study, datasets: Sequence[str],
-                    points: pd.DataFrame, metric: str) -> dict:
+                    points: pd.DataFrame, metric: str) -> list[dict]:
     """Every row against the control in every scope, with the out-of-domain verdicts, then against the
-    family's best row (the study's `best`, chosen here)."""
+    family's best row (the study's `best`, chosen here): the long table's records."""
     protocol, missing = study.protocol, len(study.missing)
     anchors = control_anchors(study, rows, own_zero_shot)
-    judged = {vs_control_prefix(d) for d in study.out_of_domain}
-    columns: dict = {}
-    for prefix, restrict in scopes(datasets, groups, study.out_of_domain):
+    judged = {(d, ALL_QUERIES) for d in study.out_of_domain}
+    records = []
+    for scope, restrict in scopes(datasets, groups, study.out_of_domain):
         scoped = {key: restrict(key, runs) for key, runs in rows.items()}
         controls = {key: restrict(key, anchor) for key, anchor in anchors.items()}
-        for key, result in family_comparisons(scoped, controls, study.family, missing, protocol.test).items():
-            columns.setdefault(key, {}).update(comparison_columns(result, prefix))
-            if prefix in judged:
-                columns[key].update(verdict_columns(result, prefix, protocol.margin))
+        margin = protocol.margin if scope in judged else None
+        records += [comparison_record(key, scope, VS_CONTROL, result, margin) for key, result
+                    in family_comparisons(scoped, controls, study.family, missing, protocol.test).items()]
     study.best, study.best_on_dev = best_point(points, [key for key in study.family if key in rows], metric)
     if study.best is not None:
         others = {key: rows[study.best] for key in rows if key != study.best}
         members = [key for key in study.family if key != study.best]
-        for key, result in family_comparisons(rows, others, members, missing, protocol.test).items():
-            columns.setdefault(key, {}).update(comparison_columns(result, VS_BEST))
-    return columns
+        records += [comparison_record(key, (AVERAGE, ALL_QUERIES), VS_BEST, result) for key, result
+                    in family_comparisons(rows, others, members, missing, protocol.test).items()]
+    return records
 
 
-def add_comparisons(frame: pd.DataFrame, points: pd.DataFrame, references: pd.DataFrame,
-                    per_query_by_job: Mapping[str, Mapping], groups_by_job: Mapping[str, Groups], metric: str,
-                    zero_shot_shared: bool, protocol: Protocol, labels: Mapping, keys: Sequence[str],
-                    datasets: Sequence[str], grid: Grid | None = None, setting: Setting | None = None,
-                    trained_on: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Study]:
-    """The comparison columns (`vs_control.diff`, `vs_control@<dataset>.verdict`, `vs_best.p_adjusted`, ...)
-    on the points, the reference rows and each job's row (its point's comparison); none when no job kept
-    per-query values."""
-    study = study_rows(points, protocol, labels, keys, grid, setting or (lambda index, key: None))
-    study.trained_on = list(trained_on)
-    study.out_of_domain = protocol.out_of_domain_datasets(datasets, trained_on)
-    rows = {**reference_values(per_query_by_job, metric, zero_shot_shared), **point_rows(points, per_query_by_job, metric, "trained")}
+def comparison_frame(records: list[dict], points: pd.DataFrame, labels: Mapping) -> pd.DataFrame:
+    """The records with each row's label and job folders beside its key (grid rows are keyed by their point)."""
+    def jobs(row: Any) -> str:
+        return "" if isinstance(row, str) else ", ".join(points.at[row, JOBS])
+
+    named = [{**record, "label": record["row"] if isinstance(record["row"], str) else labels[record["row"]],
+              "jobs": jobs(record["row"])} for record in records]
+    return pd.DataFrame.from_records(named, columns=COLUMNS)
+
+
+def run_study(sweep: Sweep) -> Study:
+    """The study of a loaded sweep under its declared protocol: its control, family and best row, and the long
+    table of comparisons (empty when no job kept per-query values)."""
+    protocol, points, metric = Protocol.from_settings(sweep.settings), sweep.points, sweep.metric
+    labels = dict(zip(points.index, sweep.grid_labels(points)))
+    study = study_rows(points, protocol, labels, sweep.grid_keys, sweep.grid, sweep.setting)
+    study.out_of_domain = protocol.out_of_domain_datasets(sweep.datasets, sweep.trained_on)
+    per_query = sweep.per_query
+    rows = {**reference_values(per_query, metric, sweep.zero_shot_shared), **point_rows(points, per_query, metric, "trained")}
     untested_members(study, rows, labels)
-    own_zero_shot = point_rows(points, per_query_by_job, metric, "zero_shot")
-    columns = all_comparisons(rows, own_zero_shot, point_groups(points, groups_by_job), study, datasets, points, metric)
-    if not columns:
-        return frame, points, references, study
-    by_point = {k: v for k, v in columns.items() if not isinstance(k, str)}
-    points = points.join(pd.DataFrame.from_dict(by_point, orient="index")) if by_point else points
-    compared = [column for column in points.columns if column.startswith((VS_CONTROL, f"{VS_BEST}."))]
-    point_of_job = {job: point for point, jobs in points[JOBS].items() for job in jobs}
-    frame = pd.concat([frame, points.reindex(frame["job"].map(point_of_job))[compared].set_axis(frame.index)], axis=1)
-    labelled = pd.DataFrame.from_dict({k: v for k, v in columns.items() if isinstance(k, str)}, orient="index")
-    return frame, points, references.join(labelled) if not references.empty else references, study
+    own_zero_shot = point_rows(points, per_query, metric, "zero_shot")
+    records = all_comparisons(rows, own_zero_shot, point_groups(points, sweep.query_groups), study, sweep.datasets, points, metric)
+    study.comparisons = comparison_frame(records, points, labels)
+    return study

@@ -3,23 +3,24 @@ grid point, MRR@10 / R@1000 / nDCG@10 per dataset, the average, and what each po
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from splade_peft.data.exposure import EXPOSED, SEEN, UNSEEN
+from splade_peft.labels import ZERO_SHOT
 from splade_peft.results import AVERAGE, COMPLETED, SUITE_PREFIX, as_number
-from splade_peft.sweep.load import DEV_PREFIX, METRIC_LABELS, ZERO_SHOT_PREFIX, Sweep
+from splade_peft.sweep.load import DEV_PREFIX, METRIC_LABELS, QUERY_GROUPS, ZERO_SHOT_PREFIX, Sweep
 from splade_peft.sweep.paired import EXACT_PATTERNS, MONTE_CARLO_ERROR, RESAMPLES
 from splade_peft.sweep.points import SEEDS, std_column
 from splade_peft.sweep.significance import (
-    ALPHA, DECLARED, GRID, INCONCLUSIVE, INFERIOR, NON_INFERIOR, QUERY_GROUPS, VS_BEST, VS_CONTROL, ZERO_SHOT,
-    dataset_prefix, vs_control_prefix,
+    ALL_QUERIES, ALPHA, DECLARED, GRID, INCONCLUSIVE, INFERIOR, NON_INFERIOR, VS_BEST, Study,
 )
 from splade_peft.sweep.values import display_value
 
+Record = Mapping[str, Any]  # one record of the study's long table of comparisons ({} for none)
 TABLE_METRICS = ("mrr@10", "recall@1000", "ndcg@10")
 DECIMALS = 3  # as IR papers report nDCG/MRR; "best" is decided on the value shown
 LEGEND = (
@@ -87,10 +88,10 @@ def study_column(sweep: Sweep) -> str:
     return f"{AVERAGE}/{sweep.metric}" if len(sweep.datasets) > 1 else f"{sweep.datasets[0] if sweep.datasets else AVERAGE}/{sweep.metric}"
 
 
-def tied_with_best(row: pd.Series) -> bool:
+def tied_with_best(study: Study, index: Any) -> bool:
     """No significant difference to the study's best row (which itself has no comparison to itself)."""
-    significant = row.get(f"{VS_BEST}.significant")
-    return significant is not None and not pd.isna(significant) and not bool(significant)
+    record = study.comparison(index, kind=VS_BEST)
+    return record is not None and not pd.isna(record["significant"]) and not bool(record["significant"])
 
 
 def best_values(sweep: Sweep, columns: list[Column]) -> dict[str, float]:
@@ -106,7 +107,8 @@ def best_values(sweep: Sweep, columns: list[Column]) -> dict[str, float]:
     return best
 
 
-def measured_cells(row: pd.Series, columns: list[Column], best: dict[str, float], study: str = "") -> list[str]:
+def measured_cells(row: pd.Series, columns: list[Column], best: dict[str, float], decided_on: str = "",
+                   tied: bool = False) -> list[str]:
     cells = []
     for column in columns:
         value = as_number(row.get(column.source))
@@ -116,7 +118,7 @@ def measured_cells(row: pd.Series, columns: list[Column], best: dict[str, float]
         spread = as_number(row.get(std_column(column.source))) if column.quality else None
         cell = column.format(value) + (f" ± {column.format(spread)}" if spread is not None else "")
         is_best = column.source in best and round(value, DECIMALS) == best[column.source]
-        cells.append(f"**{cell}**" if is_best or (column.source == study and tied_with_best(row)) else cell)
+        cells.append(f"**{cell}**" if is_best or (column.source == decided_on and tied) else cell)
     return cells
 
 
@@ -144,19 +146,20 @@ def reference_rows(sweep: Sweep, columns: list[Column]) -> list[list[str]]:
     ]
 
 
-def grid_rows(sweep: Sweep, columns: list[Column]) -> list[list[str]]:
-    best, study = best_values(sweep, columns), study_column(sweep)
+def grid_rows(sweep: Sweep, study: Study, columns: list[Column]) -> list[list[str]]:
+    best, decided_on = best_values(sweep, columns), study_column(sweep)
     return [
-        [*(display_value(row[key]) for key in grid_headers(sweep)), *measured_cells(row, columns, best, study), status_cell(row)]
-        for _, row in sweep.points.iterrows()
+        [*(display_value(row[key]) for key in grid_headers(sweep)),
+         *measured_cells(row, columns, best, decided_on, tied_with_best(study, index)), status_cell(row)]
+        for index, row in sweep.points.iterrows()
     ]
 
 
-def study_table(sweep: Sweep) -> str:
+def study_table(sweep: Sweep, study: Study) -> str:
     """Reference rows first, then one row per grid point (seeds collapsed) or unfinished job, in grid order."""
     columns = table_columns(sweep)
     headers = [*grid_headers(sweep), *(column.header for column in columns), "status"]
-    rows = reference_rows(sweep, columns) + grid_rows(sweep, columns)
+    rows = reference_rows(sweep, columns) + grid_rows(sweep, study, columns)
     return "\n".join([markdown_row(headers), markdown_row(["---"] * len(headers)), *map(markdown_row, rows)])
 
 
@@ -185,23 +188,23 @@ def overview(sweep: Sweep) -> list[str]:
 
 # --- significance ----------------------------------------------------------------------------------------------
 
-def comparison_cell(row: pd.Series, prefix: str) -> str:
+def comparison_cell(record: Record) -> str:
     """"+0.052 [+0.031, +0.073]", then "n.s." where the corrected p-value is not below ALPHA; "-" for no comparison."""
-    diff = as_number(row.get(f"{prefix}.diff"))
+    diff = as_number(record.get("diff"))
     if diff is None:
         return "-"
-    low, high = as_number(row.get(f"{prefix}.ci_low")), as_number(row.get(f"{prefix}.ci_high"))
-    verdict = "" if bool(row.get(f"{prefix}.significant")) else " n.s."
+    low, high = as_number(record.get("ci_low")), as_number(record.get("ci_high"))
+    verdict = "" if bool(record.get("significant")) else " n.s."
     return f"{diff:+.{DECIMALS}f} [{low:+.{DECIMALS}f}, {high:+.{DECIMALS}f}]{verdict}"
 
 
-def p_cell(row: pd.Series, prefix: str) -> str:
+def p_cell(record: Record) -> str:
     """The Holm-corrected p-value, with the uncorrected one beside it where Holm moved it (the interval
     agrees with that one); † marks a row outside the family (its p-value uncorrected)."""
-    adjusted, raw = as_number(row.get(f"{prefix}.p_adjusted")), as_number(row.get(f"{prefix}.p"))
+    adjusted, raw = as_number(record.get("p_adjusted")), as_number(record.get("p"))
     if adjusted is None:
         return "-"
-    if not bool(row.get(f"{prefix}.in_family")):
+    if not bool(record.get("in_family")):
         return f"{adjusted:.3g} †"
     return f"{adjusted:.3g}" + (f" (uncorrected {raw:.3g})" if raw is not None and f"{raw:.3g}" != f"{adjusted:.3g}" else "")
 
@@ -215,62 +218,63 @@ def value_cell(row: pd.Series, column: str) -> str:
     return measured_cells(row, [Column("", column, metric_cell, True)], {})[0]
 
 
-def control_label(sweep: Sweep) -> str:
-    control = sweep.study.control
+def control_label(sweep: Sweep, study: Study) -> str:
+    control = study.control
     if control == ZERO_SHOT:
         return f"each row's {ZERO_SHOT}"
     if control is None:
-        return f"`{sweep.study.protocol.control}` (no completed row)"
+        return f"`{study.protocol.control}` (no completed row)"
     return sweep.grid_labels(sweep.points.loc[[control]])[0]
 
 
-def best_tag(sweep: Sweep) -> str:
-    return "best, chosen on dev" if sweep.study.best_on_dev else "best, chosen on test (selection figure)"
+def best_tag(study: Study) -> str:
+    return "best, chosen on dev" if study.best_on_dev else "best, chosen on test (selection figure)"
 
 
-def row_label(sweep: Sweep, index, label: str) -> str:
+def row_label(study: Study, index, label: str) -> str:
     """The point's label, with its part in the study: control, best, or outside the family."""
-    study = sweep.study
     if index == study.control:
         return f"{label} (control)"
-    tags = [best_tag(sweep)] if index == study.best else []
+    tags = [best_tag(study)] if index == study.best else []
     if index not in study.family:
         tags.append("outside family")
     return f"{label} ({'; '.join(tags)})" if tags else label
 
 
-def compared_rows(sweep: Sweep) -> list[tuple[str, pd.Series]]:
-    rows = [(f"{label} (reference)", row) for label, row in sweep.references.iterrows()]
+def compared_rows(sweep: Sweep, study: Study) -> list[tuple[str, Any, pd.Series]]:
+    """(label, key of its comparisons, values) of the reference rows, then of the completed grid rows."""
+    rows = [(f"{label} (reference)", label, row) for label, row in sweep.references.iterrows()]
     completed = sweep.completed_points
-    return rows + [(row_label(sweep, index, label), row)
+    return rows + [(row_label(study, index, label), index, row)
                    for label, (index, row) in zip(sweep.grid_labels(completed), completed.iterrows())]
 
 
-def seed_cells(row: pd.Series) -> list[str]:
+def seed_cells(record: Record) -> list[str]:
     """The seed noise and the query noise of the difference to the control, both as 95% half-widths, and the larger."""
-    seed, query = (as_number(row.get(f"{VS_CONTROL}.{name}")) for name in ("seed_half_width", "query_half_width"))
+    seed, query = (as_number(record.get(name)) for name in ("seed_half_width", "query_half_width"))
     cells = ["-" if value is None else metric_cell(value) for value in (seed, query)]
     return cells + ["-" if seed is None or query is None else "seeds" if seed > query else "queries"]
 
 
-def significance_rows(sweep: Sweep) -> list[list[str]]:
+def significance_rows(sweep: Sweep, study: Study) -> list[list[str]]:
     column = study_column(sweep)
-    return [
-        [label, seeds_cell(row), value_cell(row, column), comparison_cell(row, VS_CONTROL), p_cell(row, VS_CONTROL),
-         *(seed_cells(row) if sweep.seeded else []), comparison_cell(row, VS_BEST), p_cell(row, VS_BEST)]
-        for label, row in compared_rows(sweep)
-    ]
+    rows = []
+    for label, key, row in compared_rows(sweep, study):
+        control, best = study.comparison(key) or {}, study.comparison(key, kind=VS_BEST) or {}
+        rows.append([label, seeds_cell(row), value_cell(row, column), comparison_cell(control), p_cell(control),
+                     *(seed_cells(control) if sweep.seeded else []), comparison_cell(best), p_cell(best)])
+    return rows
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([markdown_row(headers), markdown_row(["---"] * len(headers)), *map(markdown_row, rows)])
 
 
-def verdict_cell(row: pd.Series, prefix: str) -> str:
+def verdict_cell(record: Record) -> str:
     """"non-inferior (lower bound -0.004)", "inferior (upper bound -0.015)", "inconclusive (-0.014 to +0.004)";
     "-" without a comparison."""
-    verdict = row.get(f"{prefix}.verdict")
-    low, high = as_number(row.get(f"{prefix}.lower_bound")), as_number(row.get(f"{prefix}.upper_bound"))
+    verdict = record.get("verdict")
+    low, high = as_number(record.get("lower_bound")), as_number(record.get("upper_bound"))
     if not isinstance(verdict, str) or low is None or high is None:
         return "-"
     if verdict == NON_INFERIOR:
@@ -280,25 +284,27 @@ def verdict_cell(row: pd.Series, prefix: str) -> str:
     return f"{verdict} ({low:+.{DECIMALS}f} to {high:+.{DECIMALS}f})"
 
 
-def per_dataset_table(sweep: Sweep) -> str:
+def per_dataset_table(sweep: Sweep, study: Study) -> str:
     """Each dataset's value and difference to the control side by side (in domain beside out of domain), with
     the non-inferiority verdict on the out-of-domain datasets."""
-    datasets = [d for d in sweep.datasets if f"{dataset_prefix(d)}.diff" in sweep.points.columns]
-    if not datasets or (len(datasets) < 2 and not any(f"{dataset_prefix(d)}.verdict" in sweep.points for d in datasets)):
+    scopes, judged_datasets = study.point_scopes(), study.judged_datasets()
+    datasets = [d for d in sweep.datasets if (d, ALL_QUERIES) in scopes]
+    judged = [d for d in datasets if d in judged_datasets]
+    if not datasets or (len(datasets) < 2 and not judged):
         return ""
-    metric, margin = METRIC_LABELS[sweep.metric], sweep.study.protocol.margin
-    judged = [d for d in datasets if f"{dataset_prefix(d)}.verdict" in sweep.points.columns]
+    metric, margin = METRIC_LABELS[sweep.metric], study.protocol.margin
 
     def headers_of(d: str) -> list[str]:
         return [f"{d} {metric}", "Δ vs control [95% CI]", "p"] + ([f"{d} verdict (margin {margin:g})"] if d in judged else [])
 
-    def cells_of(row: pd.Series, d: str) -> list[str]:
-        prefix = dataset_prefix(d)
-        cells = [value_cell(row, f"{d}/{sweep.metric}"), comparison_cell(row, prefix), p_cell(row, prefix)]
-        return cells + ([verdict_cell(row, prefix)] if d in judged else [])
+    def cells_of(key: Any, row: pd.Series, d: str) -> list[str]:
+        record = study.comparison(key, d) or {}
+        cells = [value_cell(row, f"{d}/{sweep.metric}"), comparison_cell(record), p_cell(record)]
+        return cells + ([verdict_cell(record)] if d in judged else [])
 
     headers = ["row", SEEDS] + [header for d in datasets for header in headers_of(d)]
-    rows = [[label, seeds_cell(row)] + [cell for d in datasets for cell in cells_of(row, d)] for label, row in compared_rows(sweep)]
+    rows = [[label, seeds_cell(row)] + [cell for d in datasets for cell in cells_of(key, row, d)]
+            for label, key, row in compared_rows(sweep, study)]
     explanation = (
         "Each dataset alone against the control (paired over its queries, Holm-corrected per dataset over the "
         "family): an in-domain gain must not hide an out-of-domain loss."
@@ -313,24 +319,25 @@ def per_dataset_table(sweep: Sweep) -> str:
     return "\n\n".join(["### Per dataset", explanation, markdown_table(headers, rows)])
 
 
-def group_cell(row: pd.Series, prefix: str) -> str:
-    queries = as_number(row.get(f"{prefix}.queries"))
-    cell = comparison_cell(row, prefix)
+def group_cell(record: Record) -> str:
+    queries = as_number(record.get("queries"))
+    cell = comparison_cell(record)
     return cell if queries is None else f"{cell} ({queries:.0f} queries)"
 
 
-def query_groups_table(sweep: Sweep) -> str:
+def query_groups_table(sweep: Sweep, study: Study) -> str:
     """Each row's gain on the queries whose relevant documents training took as positives, pushed down as
     negatives, or never used."""
-    grouped = [(d, group) for d in sweep.datasets for group in QUERY_GROUPS
-               if f"{vs_control_prefix(d, group)}.diff" in sweep.points.columns]
+    scopes = study.point_scopes()
+    grouped = [(d, group) for d in sweep.datasets for group in QUERY_GROUPS if (d, group) in scopes]
     if not grouped:
         return ""
     headers = ["row", SEEDS] + [h for d, group in grouped for h in (f"{d} {group} Δ vs control [95% CI]", "p")]
-    rows = [[label, seeds_cell(row)] + [cell for d, group in grouped
-                                        for cell in (group_cell(row, vs_control_prefix(d, group)), p_cell(row, vs_control_prefix(d, group)))]
-            for label, row in compared_rows(sweep) if any(f"{vs_control_prefix(d, g)}.diff" in row and
-                                                          as_number(row.get(f"{vs_control_prefix(d, g)}.diff")) is not None for d, g in grouped)]
+    rows = []
+    for label, key, row in compared_rows(sweep, study):
+        records = [study.comparison(key, d, group) or {} for d, group in grouped]
+        if any(as_number(record.get("diff")) is not None for record in records):
+            rows.append([label, seeds_cell(row)] + [cell for record in records for cell in (group_cell(record), p_cell(record))])
     explanation = (
         f"**{SEEN}**: queries whose every relevant document was a positive of a pair the job trained on; **{EXPOSED}**: "
         "queries none of whose relevant documents was a positive and some sat in the job's negative pools (training "
@@ -341,8 +348,8 @@ def query_groups_table(sweep: Sweep) -> str:
     return "\n\n".join(["### Seen, exposed and unseen documents", explanation, markdown_table(headers, rows)])
 
 
-def has_comparisons(sweep: Sweep) -> bool:
-    return any(column.startswith((f"{VS_CONTROL}.", f"{VS_BEST}.")) for column in sweep.points.columns)
+def has_comparisons(study: Study) -> bool:
+    return not study.tested_points().empty
 
 
 def method_line(test: str) -> str:
@@ -360,9 +367,8 @@ def method_line(test: str) -> str:
             "non-inferiority bounds: one-sided 95% (the 90% interval's ends).")
 
 
-def family_line(sweep: Sweep) -> str:
+def family_line(study: Study) -> str:
     """Which rows are corrected together and where that family comes from, as study_rows builds it."""
-    study = sweep.study
     source = {
         DECLARED: "the rows sweep.family names",
         GRID: "the points of the sweep's grid (multirun.yaml's sweeps and fixed overrides, seeds aside), whatever "
@@ -378,26 +384,25 @@ def family_line(sweep: Sweep) -> str:
     return line
 
 
-def domain_line(sweep: Sweep) -> str:
-    study = sweep.study
+def domain_line(sweep: Sweep, study: Study) -> str:
     judged = ", ".join(study.out_of_domain) or "none"
     if study.protocol.out_of_domain is not None:
         return f"Judged for non-inferiority (sweep.out_of_domain): {judged}."
-    trained = ", ".join(study.trained_on) or "not recorded in the jobs' configs"
+    trained = ", ".join(sweep.trained_on) or "not recorded in the jobs' configs"
     return f"Trained on (data.name, data.mixture): {trained}; judged for non-inferiority: the other datasets, {judged}."
 
 
-def protocol_lines(sweep: Sweep) -> str:
+def protocol_lines(sweep: Sweep, study: Study) -> str:
     """What the rows were compared with, how, and over which family."""
-    study, metric = sweep.study, METRIC_LABELS[sweep.metric]
+    metric = METRIC_LABELS[sweep.metric]
     lines = [
-        f"Control: {control_label(sweep)} (sweep.control). Paired over queries on {metric}: each difference is the "
+        f"Control: {control_label(sweep, study)} (sweep.control). Paired over queries on {metric}: each difference is the "
         "macro average over the evaluation datasets of the mean per-query difference (each dataset counts once; "
         "seed-collapsed rows pair their per-query values averaged over seeds).",
         method_line(study.protocol.test) + " Intervals are uncorrected; **n.s.**: Holm-corrected p not below "
         f"{ALPHA:g} -- no difference shown, whatever the means say.",
-        family_line(sweep),
-        domain_line(sweep),
+        family_line(study),
+        domain_line(sweep, study),
         "Δ vs best: against the family's best row, " + ("chosen on its dev figure (results.json `dev`)." if study.best_on_dev
                                                        else "chosen on test: a selection figure, no job reports a dev figure.")
         if study.best is not None else "Δ vs best: no family row has a value.",
@@ -408,22 +413,22 @@ def protocol_lines(sweep: Sweep) -> str:
     return "  \n".join(lines)
 
 
-def significance_section(sweep: Sweep) -> str:
+def significance_section(sweep: Sweep, study: Study) -> str:
     """Each row's paired difference on the study metric to the control and to the best row, or why there is none."""
-    if not has_comparisons(sweep):
+    if not has_comparisons(study):
         return "## Significance\n\nNo job kept per-query values (per_query.json): differences are not tested."
     metric = METRIC_LABELS[sweep.metric]
     seeds = ["seed ±", "query ±", "dominant"] if sweep.seeded else []
     headers = ["row", SEEDS, f"avg {metric}", "Δ vs control [95% CI]", "p", *seeds, "Δ vs best [95% CI]", "p"]
-    parts = ["## Significance", protocol_lines(sweep), markdown_table(headers, significance_rows(sweep)),
-             per_dataset_table(sweep), query_groups_table(sweep)]
+    parts = ["## Significance", protocol_lines(sweep, study), markdown_table(headers, significance_rows(sweep, study)),
+             per_dataset_table(sweep, study), query_groups_table(sweep, study)]
     return "\n\n".join(part for part in parts if part)
 
 
-def markdown_report(sweep: Sweep, plot_names: Sequence[str] = ()) -> str:
+def markdown_report(sweep: Sweep, study: Study, plot_names: Sequence[str] = ()) -> str:
     """The whole report.md: title, what was swept and fixed, the table, its legend, significance, the plots."""
-    parts = [title(sweep), "\n".join(line + "  " for line in overview(sweep)), study_table(sweep), LEGEND,
-             significance_section(sweep)]
+    parts = [title(sweep), "\n".join(line + "  " for line in overview(sweep)), study_table(sweep, study), LEGEND,
+             significance_section(sweep, study)]
     if plot_names:
         parts.append("## Plots\n\n" + "\n".join(f"![{name}]({name})" for name in plot_names))
     return "\n\n".join(parts) + "\n"

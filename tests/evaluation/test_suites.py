@@ -15,6 +15,7 @@ from splade_peft.data.sources import load_eval_collections
 from splade_peft.evaluation.suites import suite_summaries, verdict_line
 from splade_peft.results import JobResult
 from splade_peft.sweep.load import load_sweep
+from splade_peft.sweep.significance import run_study
 from splade_peft.sweep.table import study_table
 from splade_peft.summary import format_table, summary_rows
 from splade_peft.tracking import logged_values
@@ -122,7 +123,7 @@ def test_the_sweep_table_shows_the_suite_beside_the_in_domain_dataset(tmp_path):
         (folder / "results.json").write_text(json.dumps(record))
     sweep = load_sweep(tmp_path)
     assert sweep.datasets == ["in", "x", "y"]
-    headers, *rows = [line.strip("|").split(" | ") for line in study_table(sweep).splitlines() if line.startswith("| ")]
+    headers, *rows = [line.strip("|").split(" | ") for line in study_table(sweep, run_study(sweep)).splitlines() if line.startswith("| ")]
     column = [header.strip() for header in headers].index("s avg nDCG@10")
     cells = {row[0].strip(): row[column].strip() for row in rows if not row[0].startswith(" ---")}
     assert cells["1"] == "0.300" and cells["8"] == "**0.400**" and cells["zero-shot (reference)"] == "0.400"

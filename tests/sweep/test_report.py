@@ -13,8 +13,8 @@ import yaml
 from tests.helpers import REPO
 
 from splade_peft import report as report_cli
-from splade_peft.sweep import build_report, load_sweep, log_report_to_wandb, pareto_front, study_table
-from splade_peft.sweep.load import grid_sort_key
+from splade_peft.sweep import build_report, load_sweep, log_report_to_wandb, pareto_front, run_study, study_table
+from splade_peft.sweep.load import grid_sort_key, parse_overrides
 from splade_peft.sweep.plots import axis_kind
 
 NOTEBOOK = REPO / "notebooks" / "sweep_analysis.ipynb"
@@ -193,7 +193,8 @@ def test_best_value_of_each_quality_column_is_bold_and_references_never_are(repo
 def test_nothing_is_bold_when_all_grid_rows_tie(tmp_path):
     for r in (1, 4):
         write_job(tmp_path, f"lora.r={r}", [f"lora.r={r}"], completed_results(1, 1, [f"lora.r={r}"], "csv"))
-    assert "**" not in study_table(load_sweep(tmp_path))
+    sweep = load_sweep(tmp_path)
+    assert "**" not in study_table(sweep, run_study(sweep))
 
 
 def test_failed_and_unreadable_jobs_show_status_and_first_error_line(report):
@@ -321,3 +322,11 @@ def test_notebook_runs_against_a_synthetic_sweep(tmp_path, monkeypatch):
     assert any("text/html" in output.get("data", {}) for output in outputs)  # the DataFrame
     assert sum("image/png" in output.get("data", {}) for output in outputs) == 7
     assert not (sweep_dir / "report.md").exists()  # the notebook reads; it writes nothing into the sweep
+
+
+def test_a_jobs_overrides_are_read_by_hydras_parser_with_values_as_typed():
+    overrides = parse_overrides(["+sweep=rank", "++optim.lr=1e-4", "~lora.dropout", "data@train=scifact",
+                                 "lora.target_modules=[query,value]", "bad=a=b"])
+    assert overrides == {"sweep": "rank", "optim.lr": "1e-4", "lora.dropout": "(deleted)", "data": "scifact",
+                         "lora.target_modules": "[query,value]"}  # a line Hydra refuses was never applied
+    assert parse_overrides("lora.r=4") is None  # not a list: the overrides are unknown

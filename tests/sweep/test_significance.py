@@ -13,7 +13,7 @@ from scipy import stats
 
 from splade_peft.errors import ConfigError
 from splade_peft.results import write_per_query
-from splade_peft.sweep import build_report, load_sweep
+from splade_peft.sweep import build_report, load_sweep, run_study
 from splade_peft.sweep.plots import trade_off_figure
 from splade_peft.sweep.paired import MONTE_CARLO_ERROR, paired
 from splade_peft.sweep.significance import compare, holm
@@ -149,7 +149,7 @@ def test_a_loss_out_of_domain_shows_beside_the_gain_in_domain(tmp_path):
 def test_the_trade_off_plot_draws_each_row_at_its_gain_on_each_dataset(tmp_path):
     report = report_with(tmp_path / "sweep", (1, 8), 8, {"scifact": 0.1, "nfcorpus": -0.1})
     assert "plot_trade_off.png" in {path.name for path in report.plot_paths}
-    (ax,) = trade_off_figure(report.sweep).axes
+    (ax,) = trade_off_figure(report.sweep, report.study).axes
     assert ax.get_xlabel().startswith("scifact") and ax.get_ylabel().startswith("nfcorpus")
     drawn = [(float(line.get_xdata()[0]), float(line.get_ydata()[0])) for line in ax.lines if line.get_marker() == "o"]
     assert any(x == pytest.approx(0.1, abs=0.01) and y == pytest.approx(-0.1, abs=0.01) for x, y in drawn)  # r=8
@@ -178,11 +178,14 @@ def test_a_grid_that_changes_the_zero_shot_model_compares_each_row_with_its_own(
     assert "scifact zero-shot nDCG@10" in report.markdown.split("## Significance")[0]
 
 
-def test_comparisons_reach_the_csv_for_every_job_of_a_point(report):
-    frame = pd.read_csv(report.csv_path)
-    noise = frame[frame["lora.r"] == 1]
-    assert (noise["vs_control.p_adjusted"] > 0.05).all() and not noise["vs_control.significant"].any()
-    assert frame[frame["lora.r"] == 4]["vs_control.significant"].all()
+def test_comparisons_reach_their_csv_with_every_job_of_a_point(report):
+    frame = pd.read_csv(report.comparisons_path)
+    assert list(frame.columns[:5]) == ["label", "jobs", "dataset", "group", "comparison"]
+    macro = frame[(frame["dataset"] == "average") & (frame["group"] == "all") & (frame["comparison"] == "vs_control")]
+    noise, effect = macro.set_index("label").loc["r=1"], macro.set_index("label").loc["r=4"]
+    assert noise["p_adjusted"] > 0.05 and not noise["significant"] and effect["significant"]
+    assert effect["jobs"].split(", ") == [f"seed={seed},lora.r=4" for seed in SEEDS]
+    assert "vs_control.p" not in pd.read_csv(report.csv_path)  # the job table holds what the jobs measured
 
 
 def test_seed_is_not_a_plot_axis(report):
@@ -299,23 +302,50 @@ def write_multirun(sweep_dir: Path, task: list[str]) -> None:
     (sweep_dir / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
 
 
+SCOPE = ("dataset", "group", "comparison")
+
+
+def studied(sweep_dir: Path):
+    """The sweep folder read, and its study."""
+    sweep = load_sweep(sweep_dir)
+    return sweep, run_study(sweep)
+
+
+def long_table(sweep, study) -> pd.DataFrame:
+    """The study's comparisons of the grid rows, indexed by lora.r, dataset, group and comparison."""
+    table = study.comparisons
+    table = table[table["row"].map(lambda row: not isinstance(row, str)).astype(bool)]
+    ranks = pd.Index([sweep.points.at[row, "lora.r"] if "lora.r" in sweep.points else label  # lora.r fixed: the label
+                      for row, label in zip(table["row"], table["label"])], name="lora.r")
+    return table.drop(columns=["row", "label", "jobs"]).set_index(ranks).set_index(list(SCOPE), append=True)
+
+
+def scope(sweep, study, dataset: str = "average", group: str = "all", comparison: str = "vs_control") -> pd.DataFrame:
+    """One scope of the long table (the macro average against the control by default), by lora.r."""
+    return long_table(sweep, study).xs((dataset, group, comparison), level=SCOPE)
+
+
+def judged(sweep, study) -> set[str]:
+    """The datasets on which the grid rows got a non-inferiority verdict."""
+    return set(long_table(sweep, study).dropna(subset=["verdict"]).index.get_level_values("dataset"))
+
+
 def compared(sweep_dir: Path) -> pd.DataFrame:
-    points = load_sweep(sweep_dir).points.set_index("lora.r")
-    return points[[c for c in points.columns if c.startswith(("vs_control", "vs_best"))]]
+    return long_table(*studied(sweep_dir))
 
 
 def test_a_rows_p_value_does_not_change_when_an_unrelated_job_joins_the_folder(tmp_path):
     study = {"family": ["lora.r=2", "r=3"]}  # an override and a label
     sweep_dir = seeded_sweep(tmp_path / "sweep", {2: 0.01, 3: 0.008}, study)
-    before = load_sweep(sweep_dir).points.set_index("lora.r")
-    assert before["vs_control.in_family"].all() and before["vs_control.p_adjusted"].between(0.001, 0.5).all()
-    assert (before["vs_control.p_adjusted"] > before["vs_control.p"]).any()  # Holm moved one: the family counts
+    before = scope(*studied(sweep_dir))
+    assert before["in_family"].all() and before["p_adjusted"].between(0.001, 0.5).all()
+    assert (before["p_adjusted"] > before["p"]).any()  # Holm moved one: the family counts
+    every_scope = compared(sweep_dir)
     seeded_sweep(sweep_dir, {16: 0.012}, study)  # outside the declared family
-    after = load_sweep(sweep_dir).points.set_index("lora.r")
-    compared_columns = [c for c in before.columns if c.startswith(("vs_control", "vs_best"))]
-    pd.testing.assert_frame_equal(after.loc[["2", "3"], compared_columns], before.loc[["2", "3"], compared_columns], check_exact=True)
-    assert not after.at["16", "vs_control.in_family"]
-    assert after.at["16", "vs_control.p_adjusted"] == after.at["16", "vs_control.p"]  # shown, uncorrected
+    pd.testing.assert_frame_equal(compared(sweep_dir).loc[["2", "3"]], every_scope.loc[["2", "3"]], check_exact=True)
+    after = scope(*studied(sweep_dir))
+    assert not after.at["16", "in_family"]
+    assert after.at["16", "p_adjusted"] == after.at["16", "p"]  # shown, uncorrected
 
 
 def test_the_default_family_is_the_sweeps_grid_not_what_the_folder_holds(tmp_path):
@@ -324,12 +354,13 @@ def test_the_default_family_is_the_sweeps_grid_not_what_the_folder_holds(tmp_pat
     write_multirun(sweep_dir, ["seed=1,2,3", "lora.r=2,3"])
     seeded_sweep(sweep_dir, {2: 0.01, 3: 0.008})
     before = compared(sweep_dir)
-    assert before["vs_control.in_family"].all()
+    assert before.xs(("average", "all", "vs_control"), level=SCOPE)["in_family"].all()
     seeded_sweep(sweep_dir, {16: 0.012})  # an earlier stage's job filed into the folder: not in the grid
     after = compared(sweep_dir)
     pd.testing.assert_frame_equal(after.loc[["2", "3"]], before.loc[["2", "3"]], check_exact=True)
-    assert not after.at["16", "vs_control.in_family"] and after.at["16", "vs_control.p_adjusted"] == after.at["16", "vs_control.p"]
-    markdown = markdown_report(load_sweep(sweep_dir))
+    sixteen = after.loc[("16", "average", "all", "vs_control")]
+    assert not sixteen["in_family"] and sixteen["p_adjusted"] == sixteen["p"]
+    markdown = markdown_report(*studied(sweep_dir))
     assert "the points of the sweep's grid" in markdown and "Holm over its 2 rows" in markdown
 
 
@@ -337,64 +368,63 @@ def test_a_failed_family_row_counts_with_p_one(tmp_path):
     sweep_dir = tmp_path / "sweep"
     write_multirun(sweep_dir, ["seed=1,2,3", "lora.r=2,3,4,5"])  # r=5 never ran
     seeded_sweep(sweep_dir, {2: 0.01, 3: 0.008, 4: 0.05}, failed=(4,))
-    sweep = load_sweep(sweep_dir)
-    points = sweep.completed_points.set_index("lora.r")
-    p_values = [points.at[r, "vs_control.p"] for r in ("2", "3")]
-    assert points.loc[["2", "3"], "vs_control.p_adjusted"].tolist() == pytest.approx(holm(p_values + [1.0, 1.0])[:2])
-    assert sweep.study.family_size == 4 and sweep.study.missing == ["r=4 (failed)", "r=5 (not run)"]
-    assert "Counted with p = 1 (no tested row): r=4 (failed), r=5 (not run)." in markdown_report(sweep)
+    sweep, study = studied(sweep_dir)
+    points = scope(sweep, study)
+    p_values = [points.at[r, "p"] for r in ("2", "3")]
+    assert points.loc[["2", "3"], "p_adjusted"].tolist() == pytest.approx(holm(p_values + [1.0, 1.0])[:2])
+    assert study.family_size == 4 and study.missing == ["r=4 (failed)", "r=5 (not run)"]
+    assert "Counted with p = 1 (no tested row): r=4 (failed), r=5 (not run)." in markdown_report(sweep, study)
 
 
 def test_a_failed_seed_of_a_completed_row_is_not_a_missing_member(tmp_path):
     sweep_dir = tmp_path / "sweep"
     for seed, status in ((1, "completed"), (2, "completed"), (3, "failed")):
         write_seeded_job(sweep_dir, 4, seed, status=status)
-    study = load_sweep(sweep_dir).study
+    _, study = studied(sweep_dir)
     assert (study.family_size, study.missing) == (1, [])
 
 
 def test_a_declared_family_counts_its_failed_and_unknown_rows(tmp_path):
     sweep_dir = seeded_sweep(tmp_path / "sweep", {2: 0.01, 3: 0.008, 4: 0.05},
                              {"family": ["lora.r=2", "lora.r=4", "lora.r=99"]}, failed=(4,))
-    sweep = load_sweep(sweep_dir)
-    points = sweep.completed_points.set_index("lora.r")
-    assert points.at["2", "vs_control.p_adjusted"] == pytest.approx(min(1.0, 3 * points.at["2", "vs_control.p"]))
-    assert not points.at["3", "vs_control.in_family"]
-    assert sweep.study.missing == ["r=4 (failed)", "`lora.r=99` (no row)"]
+    sweep, study = studied(sweep_dir)
+    points = scope(sweep, study)
+    assert points.at["2", "p_adjusted"] == pytest.approx(min(1.0, 3 * points.at["2", "p"]))
+    assert not points.at["3", "in_family"]
+    assert study.missing == ["r=4 (failed)", "`lora.r=99` (no row)"]
 
 
 def test_a_family_entry_may_name_a_row_by_any_config_key(tmp_path):
     """recipe_confirmation declares its row by what it is, so a confirmation filed beside it stays outside."""
     sweep_dir = seeded_sweep(tmp_path / "sweep", {2: 0.01, 3: 0.008}, {"family": ["data.name=scifact,lora.r=3"]})
-    points = load_sweep(sweep_dir).points.set_index("lora.r")
-    assert points["vs_control.in_family"].tolist() == [False, True]  # lora.r from the saved config, not a grid key
-    assert points.at["3", "vs_control.p_adjusted"] == points.at["3", "vs_control.p"]
+    points = scope(*studied(sweep_dir))
+    assert points["in_family"].tolist() == [False, True]  # lora.r from the saved config, not a grid key
+    assert points.at["3", "p_adjusted"] == points.at["3", "p"]
 
 
 def test_without_a_grid_every_row_of_the_folder_is_the_family(tmp_path):
     sweep_dir = seeded_sweep(tmp_path / "sweep", {2: 0.01, 3: 0.008})
-    sweep = load_sweep(sweep_dir)
-    points = sweep.points.set_index("lora.r")
-    assert points["vs_control.in_family"].all()
-    assert points["vs_control.p_adjusted"].min() == pytest.approx(2 * points["vs_control.p"].min())  # Holm over 2
-    assert "no multirun.yaml declares a grid" in markdown_report(sweep)
+    sweep, study = studied(sweep_dir)
+    points = scope(sweep, study)
+    assert points["in_family"].all()
+    assert points["p_adjusted"].min() == pytest.approx(2 * points["p"].min())  # Holm over 2
+    assert "no multirun.yaml declares a grid" in markdown_report(sweep, study)
 
 
 def test_out_of_domain_rows_get_a_non_inferiority_verdict_at_the_declared_margin(tmp_path):
     sweep_dir = seeded_sweep(tmp_path / "sweep", {2: {"scifact": 0.1, "nfcorpus": 0.0}, 8: {"scifact": 0.1, "nfcorpus": -0.1}},
                              {"margin": 0.02})
-    sweep = load_sweep(sweep_dir)
-    points = sweep.points.set_index("lora.r")
-    assert points.at["2", "vs_control@nfcorpus.verdict"] == "non-inferior"
-    assert points.at["8", "vs_control@nfcorpus.verdict"] == "inferior"  # -0.1: the upper bound is below -0.02
-    assert "vs_control@scifact.verdict" not in points  # in domain: the jobs trained on scifact
-    headers, rows = section_table(markdown_report(sweep), "### Per dataset")
+    sweep, study = studied(sweep_dir)
+    nfcorpus = scope(sweep, study, "nfcorpus")
+    assert nfcorpus.at["2", "verdict"] == "non-inferior"
+    assert nfcorpus.at["8", "verdict"] == "inferior"  # -0.1: the upper bound is below -0.02
+    assert judged(sweep, study) == {"nfcorpus"}  # in domain: the jobs trained on scifact
+    headers, rows = section_table(markdown_report(sweep, study), "### Per dataset")
     assert "nfcorpus verdict (margin 0.02)" in headers
     assert rows["r=2"][headers.index("nfcorpus verdict (margin 0.02)")].startswith("non-inferior (lower bound -0.0")
-    frame = sweep.frame.set_index("job")
-    assert (frame["vs_control@nfcorpus.margin"] == 0.02).all()
-    strict = load_sweep(seeded_sweep(tmp_path / "strict", {2: {"scifact": 0.1, "nfcorpus": 0.0}}, {"margin": 0}))
-    assert strict.points.iloc[0]["vs_control@nfcorpus.verdict"] == "inconclusive"  # 0 inside the interval
+    assert (nfcorpus["margin"] == 0.02).all()
+    strict = studied(seeded_sweep(tmp_path / "strict", {2: {"scifact": 0.1, "nfcorpus": 0.0}}, {"margin": 0}))
+    assert scope(*strict, "nfcorpus").iloc[0]["verdict"] == "inconclusive"  # 0 inside the interval
 
 
 def test_seed_noise_and_query_noise_are_shown_as_half_widths_side_by_side(report):
@@ -403,11 +433,11 @@ def test_seed_noise_and_query_noise_are_shown_as_half_widths_side_by_side(report
     for label in ("r=1", "r=4"):
         spread, half_width, dominant = rows[label][5:8]
         assert dominant == ("seeds" if float(spread) > float(half_width) else "queries")
-    points = report.sweep.points.set_index("lora.r")
-    assert rows["r=4"][6] == f"{points.at['4', 'vs_control.query_half_width']:.3f}"
+    points, compared_to_control = report.sweep.points.set_index("lora.r"), scope(report.sweep, report.study)
+    assert rows["r=4"][6] == f"{compared_to_control.at['4', 'query_half_width']:.3f}"
     # like for like: the seed mean's 95% half-width, t(2) times its standard error
     seed_error = points.at["4", "average/ndcg@10 std"] / np.sqrt(3)
-    assert points.at["4", "vs_control.seed_half_width"] == pytest.approx(stats.t.ppf(0.975, 2) * seed_error, rel=0.1)
+    assert compared_to_control.at["4", "seed_half_width"] == pytest.approx(stats.t.ppf(0.975, 2) * seed_error, rel=0.1)
 
 
 def test_the_interval_covers_seeds_as_well_as_queries():
@@ -452,11 +482,11 @@ def test_in_domain_is_what_the_jobs_trained_on_not_the_first_dataset(tmp_path):
         record = json.loads(results.read_text())
         record["config"]["data"]["name"] = "nfcorpus"
         results.write_text(json.dumps(record))
-    sweep = load_sweep(sweep_dir)
-    assert sweep.datasets[0] == "scifact" and sweep.study.trained_on == ["nfcorpus"]
-    assert "vs_control@scifact.verdict" in sweep.points and "vs_control@nfcorpus.verdict" not in sweep.points
+    sweep, study = studied(sweep_dir)
+    assert sweep.datasets[0] == "scifact" and sweep.trained_on == ["nfcorpus"]
+    assert judged(sweep, study) == {"scifact"}
     assert "Trained on (data.name, data.mixture): nfcorpus; judged for non-inferiority: the other datasets, scifact." \
-        in markdown_report(sweep)
+        in markdown_report(sweep, study)
 
 
 def test_seen_and_unseen_queries_get_their_own_comparison(tmp_path):
@@ -468,39 +498,41 @@ def test_seen_and_unseen_queries_get_their_own_comparison(tmp_path):
         trained = per_query["trained"]["scifact"]["ndcg@10"]
         trained.update({q: trained[q] + 0.1 for q in seen})
         (folder / "per_query.json").write_text(json.dumps(per_query))
-    sweep = load_sweep(sweep_dir)
-    point = sweep.points.set_index("lora.r").loc["1"]
-    assert point["vs_control@scifact/seen.diff"] == pytest.approx(0.1, abs=0.02) and point["vs_control@scifact/seen.significant"]
-    assert abs(point["vs_control@scifact/unseen.diff"]) < 0.02 and not point["vs_control@scifact/unseen.significant"]
-    assert point["vs_control@scifact/seen.queries"] == 30 and "vs_control@nfcorpus/seen.diff" not in sweep.points
-    headers, rows = section_table(markdown_report(sweep), "### Seen, exposed and unseen documents")
+    sweep, study = studied(sweep_dir)
+    seen, unseen = scope(sweep, study, "scifact", "seen").loc["1"], scope(sweep, study, "scifact", "unseen").loc["1"]
+    assert seen["diff"] == pytest.approx(0.1, abs=0.02) and seen["significant"]
+    assert abs(unseen["diff"]) < 0.02 and not unseen["significant"]
+    assert seen["queries"] == 30 and ("nfcorpus", "seen") not in study.point_scopes()
+    headers, rows = section_table(markdown_report(sweep, study), "### Seen, exposed and unseen documents")
     assert headers[2] == "scifact seen Δ vs control [95% CI]" and rows["r=1"][4].endswith("n.s. (30 queries)")
-    assert "vs_control@scifact/unseen.p_adjusted" in sweep.frame
+    written = pd.read_csv(build_report(sweep_dir).comparisons_path)
+    assert written[(written["dataset"] == "scifact") & (written["group"] == "unseen")]["p_adjusted"].notna().all()
 
 
 def test_the_best_row_is_chosen_on_dev_when_the_jobs_report_it(tmp_path):
     sweep_dir = seeded_sweep(tmp_path / "sweep", {1: 0.0, 4: 0.15}, dev={1: {"ndcg@10": 0.8}, 4: {"ndcg@10": 0.5}})
-    sweep = load_sweep(sweep_dir)
-    assert sweep.study.best_on_dev and sweep.points.at[sweep.study.best, "lora.r"] == "1"  # test says r=4, dev r=1
-    markdown = markdown_report(sweep)
+    sweep, study = studied(sweep_dir)
+    assert study.best_on_dev and sweep.points.at[study.best, "lora.r"] == "1"  # test says r=4, dev r=1
+    markdown = markdown_report(sweep, study)
     assert "r=1 (best, chosen on dev)" in markdown and "selection figure" not in markdown
     assert difference(significance_rows(markdown)["r=4"][VS_BEST_CELL]) == pytest.approx(0.15, abs=0.01)
 
 
 def test_a_grid_row_can_be_the_control(tmp_path):
     sweep_dir = seeded_sweep(tmp_path / "sweep", {1: 0.0, 4: 0.15}, {"control": "lora.r=1"})
-    sweep = load_sweep(sweep_dir)
-    rows = significance_rows(markdown_report(sweep))
-    assert rows["r=1"][VS_CONTROL_CELL] == "-" and "r=1 (control)" in markdown_report(sweep)
+    sweep, study = studied(sweep_dir)
+    rows = significance_rows(markdown_report(sweep, study))
+    assert rows["r=1"][VS_CONTROL_CELL] == "-" and "r=1 (control)" in markdown_report(sweep, study)
     assert difference(rows["r=4"][VS_CONTROL_CELL]) == pytest.approx(0.15, abs=0.01)
     assert rows["zero-shot (reference)"][VS_CONTROL_CELL].startswith("-0.0")  # r=1 is noise around zero-shot
-    assert sweep.study.family == [sweep.points.index[sweep.points["lora.r"] == "4"][0]]
+    assert study.family == [sweep.points.index[sweep.points["lora.r"] == "4"][0]]
 
 
 def test_an_unknown_test_stops_with_the_key_and_the_fix(tmp_path):
     sweep_dir = seeded_sweep(tmp_path / "sweep", {1: 0.0}, {"test": "wilcoxon"})
+    sweep = load_sweep(sweep_dir)  # reading needs no protocol: the statistics refuse it
     with pytest.raises(ConfigError, match="sweep.test.*randomization, t"):
-        load_sweep(sweep_dir)
+        run_study(sweep)
 
 
 def test_a_sweep_of_ten_rows_and_300_queries_reports_in_seconds(tmp_path):
@@ -508,7 +540,7 @@ def test_a_sweep_of_ten_rows_and_300_queries_reports_in_seconds(tmp_path):
     try:
         sweep_dir = seeded_sweep(tmp_path / "sweep", {r: 0.01 * r for r in range(10, 20)})
         started = time.perf_counter()
-        markdown_report(load_sweep(sweep_dir))
+        markdown_report(*studied(sweep_dir))
         assert time.perf_counter() - started < 20
     finally:
         del DATASETS["cranfield"]
@@ -518,6 +550,6 @@ def test_a_sweep_without_per_query_values_says_so(tmp_path):
     sweep_dir = tmp_path / "sweep"
     write_seeded_job(sweep_dir, 1, 1)
     (sweep_dir / "seed=1,lora.r=1" / "per_query.json").unlink()
-    sweep = load_sweep(sweep_dir)
-    assert not any(column.startswith("vs_") for column in sweep.frame.columns)
+    sweep, study = studied(sweep_dir)
+    assert study.comparisons.empty and not any(column.startswith("vs_") for column in sweep.frame.columns)
     assert "not tested" in build_report(sweep_dir).markdown
