@@ -63,14 +63,18 @@ def test_only_the_jobs_this_multirun_launched_count_as_its_failures(tmp_path):
     assert unfinished_jobs(tmp_path) == ["lora.r=-1", "lora.r=0"]
 
 
+GRID = "[query],[value],[no_such_layer]"
+
+
 @pytest.fixture(scope="module")
 def parallel_sweep(tmp_path_factory):
     """Two smoke jobs in parallel on an empty cache (both build the tiny model, the embedded collection, the
-    BM25 run and the zero-shot stage at once) and a third that fails its config check."""
+    BM25 run and the zero-shot stage at once) and a third that fails once its backbone is loaded (a target module
+    the backbone lacks: a value the command line's check cannot refuse)."""
     root = tmp_path_factory.mktemp("parallel")
     sweep_dir = root / "sweep"
     completed = subprocess.run(
-        [sys.executable, "-m", "splade_peft", "-m", "experiment=smoke", "lora.r=1,4,0", "hydra/launcher=local_parallel",
+        [sys.executable, "-m", "splade_peft", "-m", "experiment=smoke", f"lora.target_modules={GRID}", "hydra/launcher=local_parallel",
          f"hydra.sweep.dir={sweep_dir}"],
         # paths.root (not paths.cache=...): the job folders stay named by the grid alone
         cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "SPLADE_PEFT_ROOT": str(root)},
@@ -81,8 +85,8 @@ def parallel_sweep(tmp_path_factory):
 @pytest.mark.slow
 def test_parallel_jobs_on_a_cold_cache_both_complete(parallel_sweep):
     completed, sweep_dir = parallel_sweep
-    for r in (1, 4):
-        results = json.loads((sweep_dir / f"lora.r={r}" / "results.json").read_text())
+    for targets in ("[query]", "[value]"):
+        results = json.loads((sweep_dir / f"lora.target_modules={targets}" / "results.json").read_text())
         assert results["status"] == "completed", (results.get("error"), completed.stderr[-3000:])
 
 
@@ -90,7 +94,7 @@ def test_parallel_jobs_on_a_cold_cache_both_complete(parallel_sweep):
 def test_a_failed_job_makes_the_multirun_exit_non_zero_with_the_count(parallel_sweep):
     completed, _ = parallel_sweep
     assert completed.returncode == 1
-    assert "1 job(s) of the sweep did not complete: lora.r=0" in completed.stderr
+    assert "1 job(s) of the sweep did not complete: lora.target_modules=[no_such_layer]" in completed.stderr
 
 
 @pytest.mark.slow
@@ -98,16 +102,16 @@ def test_the_study_table_is_printed_at_the_end(parallel_sweep):
     completed, sweep_dir = parallel_sweep
     assert f"sweep report: {sweep_dir / 'report.md'}" in completed.stdout
     table = completed.stdout.split("sweep report:")[0]
-    assert "BM25" in table and "zero-shot" in table and "| 4" in table
+    assert "BM25" in table and "zero-shot" in table and "| [value]" in table
 
 
 @pytest.mark.slow
 def test_each_job_is_a_wandb_run_of_the_multirun_group_with_its_axes(parallel_sweep):
     _, sweep_dir = parallel_sweep
-    [run] = wandb_records_of(wandb_offline_records(sweep_dir / "lora.r=4"), "run")
-    assert (run.display_name, run.run_group, run.job_type) == ("smoke:lora.r=4", "sweep", "train")
+    [run] = wandb_records_of(wandb_offline_records(sweep_dir / "lora.target_modules=[value]"), "run")
+    assert (run.display_name, run.run_group, run.job_type) == ("smoke:lora.target_modules=[value]", "sweep", "train")
     config = {update.key: json.loads(update.value_json) for update in run.config.update}
-    assert config["sweep_axes"] == {"lora.r": 4}
+    assert config["sweep_axes"] == {"lora.target_modules": ["value"]}
 
 
 @pytest.mark.slow
