@@ -2,7 +2,8 @@
 the trained model on the split it was chosen on; what a mined negatives file's filter removed; and a warning line for each test-split choice the job was
 allowed (eval.allow_test_selection)."""
 
-from splade_peft.evaluation.suites import verdict_line
+from collections.abc import Mapping
+
 from splade_peft.labels import REFERENCE_LABELS, TRAINED
 from splade_peft.results import Evaluation, JobResult, mapping
 
@@ -70,3 +71,13 @@ def mining_line(mining: dict) -> str:
         line += (f"; {negative_filter['method']} {negative_filter.get('value')} removed {removed.get('mean', 0):.1f} "
                  f"candidates per query (max {removed.get('max')}), {mining.get('queries_without_negatives')} queries left without negatives")
     return line
+
+
+def verdict_line(suite: str, verdict: Mapping) -> str:
+    """One line: `<suite>: trained vs zero-shot ndcg@10 on 13 datasets: 4 significantly better, 2 significantly
+    worse; at margin 0.01: 7 non-inferior, 1 inferior, 5 inconclusive (...)` (a record written before the
+    inferior / inconclusive counts shows the non-inferior one alone)."""
+    counts = [f"{verdict[key]} {key.replace('_', '-')}" for key in ("non_inferior", "inferior", "inconclusive") if key in verdict]
+    return (f"{suite}: trained vs zero-shot {verdict['metric']} on {verdict['datasets']} datasets: "
+            f"{verdict['improved']} significantly better, {verdict['worse']} significantly worse; "
+            f"at margin {verdict['margin']:g}: {', '.join(counts)} ({verdict['test']})")

@@ -64,13 +64,3 @@ def suite_verdict(datasets: Sequence[str], per_query: Mapping[str, Mapping], met
         "inconclusive": verdicts.count(INCONCLUSIVE),
         "per_dataset": per_dataset,
     }
-
-
-def verdict_line(suite: str, verdict: Mapping) -> str:
-    """One line: `<suite>: trained vs zero-shot ndcg@10 on 13 datasets: 4 significantly better, 2 significantly
-    worse; at margin 0.01: 7 non-inferior, 1 inferior, 5 inconclusive (...)` (a record written before the
-    inferior / inconclusive counts shows the non-inferior one alone)."""
-    counts = [f"{verdict[key]} {key.replace('_', '-')}" for key in ("non_inferior", "inferior", "inconclusive") if key in verdict]
-    return (f"{suite}: trained vs zero-shot {verdict['metric']} on {verdict['datasets']} datasets: "
-            f"{verdict['improved']} significantly better, {verdict['worse']} significantly worse; "
-            f"at margin {verdict['margin']:g}: {', '.join(counts)} ({verdict['test']})")

@@ -31,12 +31,11 @@ from typing import Any
 
 import pandas as pd
 
-from splade_peft.config import SIGNIFICANCE_TESTS as TESTS
 from splade_peft.errors import ConfigError
 from splade_peft.labels import REFERENCE_LABELS, ZERO_SHOT
 from splade_peft.results import AVERAGE, COMPLETED, as_number
 from splade_peft.sweep.load import QUERY_GROUPS, Grid, Groups, Sweep
-from splade_peft.sweep.paired import ALPHA, ByQuery, Comparison, Runs, compare, holm
+from splade_peft.sweep.paired import ALPHA, COMPARISONS, ByQuery, Comparison, Runs, compare, holm
 from splade_peft.sweep.points import JOBS
 from splade_peft.sweep.values import display_value, short_names
 
@@ -74,8 +73,8 @@ class Protocol:
         """From the `sweep.*` settings the jobs' configs hold; a default where a setting is absent."""
         defaults = cls()
         test = settings.get("sweep.test") or defaults.test
-        if test not in TESTS:
-            raise ConfigError("sweep.test", f"{test!r} is not a test the report runs", f"use one of {', '.join(TESTS)}")
+        if test not in COMPARISONS:
+            raise ConfigError("sweep.test", f"{test!r} is not a test the report runs", f"use one of {', '.join(COMPARISONS)}")
         margin = as_number(settings.get("sweep.margin", defaults.margin))
         if margin is None or margin < 0:
             raise ConfigError("sweep.margin", f"{settings.get('sweep.margin')!r} is not a margin", "use a number >= 0, e.g. 0.01")

@@ -12,7 +12,8 @@ import pytest
 from splade_peft.config import validate
 from splade_peft.errors import SpladePeftError
 from splade_peft.data.sources import load_eval_collections
-from splade_peft.evaluation.suites import suite_summaries, verdict_line
+from splade_peft.evaluation.suites import suite_summaries
+from splade_peft.summary import verdict_line
 from splade_peft.results import JobResult
 from splade_peft.sweep.load import load_sweep
 from splade_peft.sweep.significance import run_study

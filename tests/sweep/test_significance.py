@@ -553,3 +553,10 @@ def test_a_sweep_without_per_query_values_says_so(tmp_path):
     sweep, study = studied(sweep_dir)
     assert study.comparisons.empty and not any(column.startswith("vs_") for column in sweep.frame.columns)
     assert "not tested" in build_report(sweep_dir).markdown
+
+
+def test_the_tests_sweep_test_accepts_are_the_tests_the_report_runs():
+    from splade_peft.config import SIGNIFICANCE_TESTS
+    from splade_peft.sweep.paired import COMPARISONS
+
+    assert set(SIGNIFICANCE_TESTS) == set(COMPARISONS)
