@@ -109,7 +109,7 @@ class CollapseStopConfig(Section):
 
     enabled: bool = setting()
     min_nonzeros: Number = setting(at_least=0)
-    max_fill: Number = setting(above=0, at_most=1)
+    max_fill: Number = setting(above=0, at_most=1, says="a number in (0, 1]")
 
 
 @dataclass

@@ -45,8 +45,8 @@ def test_full_vectors_during_the_warmup_go_on():
     assert verdict({"train/doc_nnz": 1000.0}, full_counts=False) is None
 
 
-@pytest.mark.parametrize("override, says", [("training.collapse_stop.max_fill=0", "a number > 0"),
-                                            ("training.collapse_stop.max_fill=1.5", "a number <= 1"),
+@pytest.mark.parametrize("override, says", [("training.collapse_stop.max_fill=0", "a number in (0, 1]"),
+                                            ("training.collapse_stop.max_fill=1.5", "a number in (0, 1]"),
                                             ("training.collapse_stop.min_nonzeros=-1", "a number >= 0")])
 def test_bad_thresholds_fail_naming_the_key(override, says):
     key = override.split("=")[0]
