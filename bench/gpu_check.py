@@ -73,12 +73,14 @@ TINY = Sizes(
     queries=2, documents_per_query=3, query_length=8, document_length=16, timed_steps=2,
     encoded=60, encoding_overrides=(),
     job_steps=4, job_overrides=("trainer.precision=bf16-mixed", "data.max_queries=12", "data.max_documents=60"),
-    qlora_overrides=("model=smollm2", "model.num_layers=2", "trainer.max_steps=2", "data.max_queries=8",
-                     "data.max_documents=40", "model.query_max_length=16", "model.doc_max_length=32"),
+    # The whole decoder (the sanity check refuses a truncated one: it could not answer), on very little text.
+    qlora_overrides=("model=smollm2", "trainer.max_steps=1", "eval.zero_shot=false", "data.max_queries=8",
+                     "data.max_documents=24", "model.query_max_length=12", "model.doc_max_length=24"),
     job_timeout_s=300,
 )
-# Every job: the smoke preset's embedded collection (no data to fetch), no BM25 run, no W&B.
-JOB_BASE = ("experiment=smoke", "eval.bm25=false", "logger=none", "data.negatives_source=random")
+# Every job: the smoke preset's embedded collection (no data to fetch), no BM25 run, no W&B, and exact search
+# (Anserini's indexing and search are CPU work, which `make bench` measures; here they would only cost minutes).
+JOB_BASE = ("experiment=smoke", "eval.bm25=false", "logger=none", "data.negatives_source=random", "index=exact")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -87,6 +89,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--allow-cpu", action="store_true", help="run without CUDA (with --tiny: a test of the script)")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes: every section in seconds on a CPU")
     parser.add_argument("--only", nargs="*", default=None, help="run only these sections")
+    parser.add_argument("--budget-s", type=float, default=480, help="the whole run's time; a section that finds "
+                        "none left is skipped, and a job gets at most what is left")
     return parser.parse_args(argv)
 
 
@@ -100,10 +104,10 @@ def main(argv: list[str]) -> int:
     sizes = TINY if args.tiny else GPU
     results = {"command": "python -m bench.gpu_check " + " ".join(argv), "tiny": args.tiny, **environment(device)}
     chosen = [name for name in SECTIONS if args.only is None or name in args.only]
-    started = time.perf_counter()
+    started, budget = time.perf_counter(), Budget(args.budget_s)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
         for name in chosen:
-            results[name] = run_section(SECTIONS[name], sizes, device, Path(scratch) / name)
+            results[name] = run_section(SECTIONS[name], sizes, device, Path(scratch) / name, budget)
             results["seconds"] = round(time.perf_counter() - started, 1)
             write(results, args.out)  # after every section: a run cut short keeps what it measured
             print(f"[gpu-check] {name}: {summary_line(results[name])}", flush=True)
@@ -111,11 +115,27 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def run_section(section, sizes: Sizes, device: torch.device, scratch: Path) -> dict:
+class Budget:
+    """The run's time (8 minutes on a GPU): what is left of it bounds each job, and a section that finds none
+    left is skipped."""
+
+    def __init__(self, seconds: float):
+        self.ends = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.ends - time.monotonic()
+
+    def timeout(self, most_s: float) -> float:
+        return max(min(most_s, self.left()), 1)
+
+
+def run_section(section, sizes: Sizes, device: torch.device, scratch: Path, budget: Budget) -> dict:
+    if budget.left() <= 0:
+        return {"error": "skipped: the run's time (--budget-s) was spent"}
     scratch.mkdir(parents=True)
     started = time.perf_counter()
     try:
-        figures = section(sizes, device, scratch)
+        figures = section(sizes, device, scratch, budget)
     except Exception as error:  # noqa: BLE001 -- a section's failure is its result; the next section still runs
         figures = {"error": describe_failure(error), "traceback": traceback.format_exc(limit=-4).splitlines()[-8:]}
     finally:
@@ -127,7 +147,10 @@ def run_section(section, sizes: Sizes, device: torch.device, scratch: Path) -> d
 def summary_line(figures: dict) -> str:
     if "error" in figures:
         return "ERROR " + figures["error"]
-    shown = {key: value for key, value in figures.items() if isinstance(value, (int, float, str)) and key != "seconds"}
+    flat = {f"{outer}.{key}": value for outer, inner in figures.items() if isinstance(inner, dict)
+            for key, value in inner.items()}
+    shown = {key: value for key, value in {**figures, **flat}.items()
+             if isinstance(value, (int, float, str)) and key != "seconds"}
     return ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
                      for key, value in list(shown.items())[:6]) + f" ({figures['seconds']} s)"
 
@@ -149,7 +172,8 @@ def environment(device: torch.device) -> dict:
     if device.type != "cuda":
         return {"gpu": None, "device": "cpu", "versions": versions}
     properties = torch.cuda.get_device_properties(device)
-    return {"gpu": torch.cuda.get_device_name(device), "device": "cuda", "gpu_memory_gb": round(properties.total_memory / 2**30, 1),
+    return {"gpu": torch.cuda.get_device_name(device), "device": "cuda",
+            "gpu_memory_gb": round(properties.total_memory / 2**30, 1),
             "compute_capability": f"{properties.major}.{properties.minor}", "versions": versions}
 
 
@@ -189,7 +213,7 @@ def autocast(device: torch.device, bf16: bool):
 
 # --- 1. the vocabulary projection -------------------------------------------------------------------------------
 
-def projection_section(sizes: Sizes, device: torch.device, scratch: Path) -> dict:
+def projection_section(sizes: Sizes, device: torch.device, scratch: Path, budget: Budget) -> dict:
     """MaskedMaxProjection against autograd's max over the full (texts, tokens, vocabulary) logits, on
     log1p(relu(.)) of the maxima (SPLADE's sparse gradient), in fp32 and under bf16 autocast."""
     from splade_peft.model.projection import MaskedMaxProjection
@@ -234,7 +258,7 @@ def projection_section(sizes: Sizes, device: torch.device, scratch: Path) -> dic
 
 # --- 2. the plan's training step --------------------------------------------------------------------------------
 
-def lora_step_section(sizes: Sizes, device: torch.device, scratch: Path) -> dict:
+def lora_step_section(sizes: Sizes, device: torch.device, scratch: Path, budget: Budget) -> dict:
     """bench/gpu_plan.md's step on a random-init BERT-base (nothing from the hub): LoRA r32 on every linear layer
     of the blocks, contrastive loss with FLOPS and L1, AdamW, bf16 autocast and TF32. Out of memory at the plan's
     32 queries, it halves the batch and says so."""
@@ -266,7 +290,7 @@ def training_step_figures(sizes: Sizes, queries: int, device: torch.device) -> d
     encoder = SpladeEncoder(wrap_with_adapter(BertForMaskedLM(config), lora)).to(device).train()
     loss_cfg = OmegaConf.load(CONF / "loss" / "contrastive.yaml")
     documents = queries * sizes.documents_per_query
-    batch = {side: {"input_ids": torch.randint(1000 % config.vocab_size, config.vocab_size, (count, length), device=device),
+    batch = {side: {"input_ids": torch.randint(config.vocab_size // 30, config.vocab_size, (count, length), device=device),
                     "attention_mask": torch.ones(count, length, dtype=torch.long, device=device)}
              for side, count, length in (("queries", queries, sizes.query_length),
                                          ("documents", documents, sizes.document_length))}
@@ -302,7 +326,8 @@ def training_step_figures(sizes: Sizes, queries: int, device: torch.device) -> d
 
 def plan_step_flops(config, rank: int, queries: int, query_length: int, documents: int, document_length: int) -> float:
     """bench/gpu_plan.md's count: 2 x forward (activation gradients only: the base is frozen) + 3 x LoRA's."""
-    layers, hidden, ffn, vocab = config.num_hidden_layers, config.hidden_size, config.intermediate_size, config.vocab_size
+    layers, hidden, ffn = config.num_hidden_layers, config.hidden_size, config.intermediate_size
+    vocab = config.vocab_size
 
     def forward_per_token(length: int) -> float:
         return (2 * layers * (4 * hidden**2 + 2 * hidden * ffn) + 4 * layers * length * hidden
@@ -336,7 +361,7 @@ def index_settings(cfg, device: torch.device, **changes):
     return OmegaConf.merge(cfg.index, gpu, changes)
 
 
-def encoding_section(sizes: Sizes, device: torch.device, scratch: Path) -> dict:
+def encoding_section(sizes: Sizes, device: torch.device, scratch: Path, budget: Budget) -> dict:
     """Documents/s through the job's encoding path (encode_corpus_sharded: batches, non-zeros, impacts, files) on
     `device` and on the CPU, and of the encoder's forward alone on the same padded batches already on `device`:
     the gap between the first and the last is what the host costs."""
@@ -369,7 +394,8 @@ def encoding_section(sizes: Sizes, device: torch.device, scratch: Path) -> dict:
 
 
 @torch.inference_mode()
-def forward_only(encoder, tokenizer, texts: dict, index_cfg, max_length: int, device: torch.device, precision: str) -> float:
+def forward_only(encoder, tokenizer, texts: dict, index_cfg, max_length: int, device: torch.device,
+                 precision: str) -> float:
     from splade_peft.device import inference_precision
     from splade_peft.index.encode import length_sorted_batches
 
@@ -389,7 +415,7 @@ def forward_only(encoder, tokenizer, texts: dict, index_cfg, max_length: int, de
     return len(texts) / (time.perf_counter() - started)
 
 
-def sharded_section(sizes: Sizes, device: torch.device, scratch: Path) -> dict:
+def sharded_section(sizes: Sizes, device: torch.device, scratch: Path, budget: Budget) -> dict:
     """The same two shards encoded in this process (index.encode_processes=1) and by two spawned processes: every
     vector file must be byte for byte the same (the bf16 autocast and TF32 of the job's precision in both)."""
     from splade_peft.index.sharded import encode_corpus_sharded
@@ -401,10 +427,12 @@ def sharded_section(sizes: Sizes, device: torch.device, scratch: Path) -> dict:
     for launch, processes in (("in_process", 1), ("spawned", 2)):
         index_cfg = index_settings(cfg, device, encode_shards=2, encode_processes=processes, shard_launcher="local")
         started = time.perf_counter()
-        encode_corpus_sharded(encoder, tokenizer, texts, index_cfg, cfg.model.doc_max_length, scratch / launch, precision)
+        encode_corpus_sharded(encoder, tokenizer, texts, index_cfg, cfg.model.doc_max_length, scratch / launch,
+                              precision)
         figures[f"{launch}_s"] = time.perf_counter() - started
     files = {launch: sorted((scratch / launch / "vectors").glob("*.jsonl")) for launch in ("in_process", "spawned")}
-    different = [path.name for path, other in zip(files["in_process"], files["spawned"]) if path.read_bytes() != other.read_bytes()]
+    different = [path.name for path, other in zip(files["in_process"], files["spawned"])
+                 if path.read_bytes() != other.read_bytes()]
     figures["shards"] = len(files["in_process"])
     figures["identical"] = not different and len(files["in_process"]) == len(files["spawned"]) == 2
     if not figures["identical"]:
@@ -414,29 +442,31 @@ def sharded_section(sizes: Sizes, device: torch.device, scratch: Path) -> dict:
 
 # --- 5. to 7. jobs through the real entry point -----------------------------------------------------------------
 
-def job_section(sizes: Sizes, device: torch.device, scratch: Path) -> dict:
+def job_section(sizes: Sizes, device: torch.device, scratch: Path, budget: Budget) -> dict:
     """A bf16 SPLADE job: trainer.max_steps steps, validation every third of them, keep_best."""
     every = max(sizes.job_steps // 3, 1)
-    figures, _ = run_job(scratch, sizes.job_timeout_s, *sizes.job_overrides, f"trainer.max_steps={sizes.job_steps}",
-                         f"eval.validate_every_n_steps={every}", "training.keep_best=true")
+    figures, _ = run_job(scratch, budget.timeout(sizes.job_timeout_s), *sizes.job_overrides,
+                         f"trainer.max_steps={sizes.job_steps}", f"eval.validate_every_n_steps={every}",
+                         "training.keep_best=true")
     if not figures.get("kept"):
         raise AssertionError("training.keep_best=true kept no validated checkpoint")
     return figures
 
 
-def qlora_section(sizes: Sizes, device: torch.device, scratch: Path) -> dict:
+def qlora_section(sizes: Sizes, device: torch.device, scratch: Path, budget: Budget) -> dict:
     """QLoRA (4-bit NF4) on the SmolLM2 decoder, with the backbone sanity check before training."""
-    figures, _ = run_job(scratch, sizes.job_timeout_s, *sizes.qlora_overrides, "lora=qlora", "model.sanity_check=true")
+    figures, _ = run_job(scratch, budget.timeout(sizes.job_timeout_s), *sizes.qlora_overrides, "lora=qlora",
+                         "model.sanity_check=true")
     if not figures.get("backbone_check"):
         raise AssertionError("the job recorded no backbone sanity check")
     return figures
 
 
-def ddp_section(sizes: Sizes, device: torch.device, scratch: Path) -> dict:
+def ddp_section(sizes: Sizes, device: torch.device, scratch: Path, budget: Budget) -> dict:
     """A DDP job of one process: NCCL on a GPU (gloo on the CPU); the process group it started says which."""
     overrides = ("trainer=gpu",) if device.type == "cuda" else ()
-    figures, log = run_job(scratch, sizes.job_timeout_s, *overrides, "trainer.devices=1", "+trainer.strategy=ddp",
-                           f"trainer.max_steps={min(sizes.job_steps, 20)}")
+    figures, log = run_job(scratch, budget.timeout(sizes.job_timeout_s), *overrides, "trainer.devices=1",
+                           "+trainer.strategy=ddp", f"trainer.max_steps={min(sizes.job_steps, 20)}")
     backends = re.findall(r"distributed_backend=(\w+)", log)
     if not backends:
         raise AssertionError("the job started no process group (no 'distributed_backend=' in its log)")
@@ -462,7 +492,7 @@ def run_job(run_dir: Path, timeout_s: int, *overrides: str) -> tuple[dict, str]:
     training = results.get("training", {})
     figures = {"overrides": list(overrides), "wall_s": wall_s, "steps": training.get("steps"),
                "train_s": training.get("train_s"), "kept": training.get("kept"),
-               "processes": training.get("processes"), "memory": training.get("memory"),
+               "processes": training.get("processes"), "memory": results.get("memory"),
                "metrics": results.get("metrics", {}).get("average")}
     if training.get("steps"):
         figures["steps_per_s"] = training["steps"] / training["train_s"]
