@@ -46,9 +46,9 @@ def test_a_failing_section_is_recorded_and_the_others_still_run(tmp_path, monkey
 
 
 def test_the_training_step_flops_are_the_plans():
-    # bench/gpu_plan.md: 68.3 TFLOP per step for BERT-base, LoRA r32, 32 queries x 17 documents, lengths 32 and 256
+    # bench/gpu_plan.md: 68.2 TFLOP per step for BERT-base, LoRA r32, 32 queries x 17 documents, lengths 32 and 256
     step = gpu_check.plan_step_flops(BertConfig(**gpu_check.GPU.bert), 32, 32, 32, 32 * 17, 256)
-    assert round(step / 1e12, 1) == 68.3
+    assert step / 1e12 == pytest.approx(68.25, abs=0.01)  # the page rounds it to 68.2
 
 
 @pytest.mark.slow
