@@ -46,10 +46,16 @@ class CollapseStop(Callback):
             return
         self.checked_step = step
         logged = trainer.callback_metrics
-        figures = {name: float(trainer.strategy.reduce(logged[name].detach().float(), reduce_op="mean"))
+        figures = {name: mean_over_processes(trainer, logged[name], pl_module.device)
                    for name in SPARSITY_FIGURES if name in logged}
         problem = collapse(figures, pl_module.vector_width, self.min_nonzeros, self.max_fill,
                            full_counts=step >= self.warmup.warmup)
         if problem:
             raise VectorsCollapsedError(f"{problem} (at step {step}; training.collapse_stop.enabled=false turns "
                                         "this stop off)")
+
+
+def mean_over_processes(trainer, value, device) -> float:
+    """`value` averaged over the DDP processes (itself without DDP), reduced on `device`: NCCL reduces CUDA
+    tensors only."""
+    return float(trainer.strategy.reduce(value.detach().float().to(device), reduce_op="mean"))

@@ -77,6 +77,16 @@ def test_a_job_whose_vectors_empty_fails_at_the_next_logging_step(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_under_ddp_both_processes_stop_at_the_same_step(tmp_path):
+    # Each process sees its own batches; the figures are averaged first, so no process waits for a stopped one.
+    job = run_cli(tmp_path, *COLLAPSING_JOB, "data.max_queries=16", "trainer.devices=2", timeout=500)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert job.returncode != 0 and results["status"] == "failed", job.stderr[-3000:]
+    assert results["error"].startswith("VectorsCollapsedError: train/") and "(at step " in results["error"]
+
+
+@pytest.mark.slow
 def test_the_stop_can_be_turned_off(tmp_path):
     job = run_cli(tmp_path, *COLLAPSING_JOB, "trainer.max_steps=6", "training.collapse_stop.enabled=false", timeout=300)
     assert job.returncode == 0, job.stderr[-3000:]
