@@ -261,7 +261,7 @@ def projection_section(sizes: Sizes, device: torch.device, scratch: Path, budget
 def lora_step_section(sizes: Sizes, device: torch.device, scratch: Path, budget: Budget) -> dict:
     """bench/gpu_plan.md's step on a random-init BERT-base (nothing from the hub): LoRA r32 on every linear layer
     of the blocks, contrastive loss with FLOPS and L1, AdamW, bf16 autocast and TF32. Out of memory at the plan's
-    32 queries, it halves the batch and says so."""
+    32 queries, it halves the batch and says so. TFLOP/s count FLOPs as the plan does (plan_step_flops)."""
     queries = sizes.queries
     while True:
         try:
