@@ -2,6 +2,8 @@
 # `make test`: install, fetch the offline checkpoints, run the whole test suite.
 # `make bench`: measure encoding, training, indexing, search, the search engines (SciFact and ENGINE_DOCUMENTS
 # synthetic documents) and one local-suite job per engine; writes bench/results.json and bench/summary.md.
+# `make gpu-check`: on one GPU, measure what it does with the project (projection, the plan's training step, encoding,
+# sharding, a bf16 job, QLoRA, DDP) in at most 8 minutes; writes bench/gpu.json (bench/gpu_check.py).
 # `make wandb-sync`: upload the offline W&B runs under outputs/ (after `wandb login`).
 # The targets call the project's command, .venv/bin/splade-peft (`splade-peft --help` lists its subcommands);
 # the benchmarks are not part of the package: they run from the checkout (`python -m bench`, bench/).
@@ -25,7 +27,7 @@ SWEEP_ARGS = $(if $(filter smoke,$(SWEEP_SCALE)),experiment=$(if $(filter decode
 ARGS ?=
 STUDIES := $(basename $(notdir $(wildcard sweeps/*.yaml)))
 
-.PHONY: install checkpoints smollm2 mined-scifact run smoke test test-fast bench bench-engines bench-scale clean sweeps $(addprefix sweep-,$(STUDIES)) wandb-sync
+.PHONY: install checkpoints smollm2 mined-scifact run smoke test test-fast bench bench-engines bench-scale gpu-check clean sweeps $(addprefix sweep-,$(STUDIES)) wandb-sync
 
 install: $(VENV)/.installed
 
@@ -98,6 +100,10 @@ bench-engines: install checkpoints
 # 200k synthetic documents through encode -> Lucene index on the tiny model: peak RSS, throughput -> bench/scale.json
 bench-scale: install
 	$(PY) -m bench.scale
+
+# Without CUDA it stops in one line (`python -m bench.gpu_check --allow-cpu --tiny` only tests the script).
+gpu-check: install checkpoints
+	@$(PY) -m bench.gpu_check --out bench/gpu.json
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -36,6 +36,10 @@ class TrainingDivergedError(SpladePeftError):
     """The loss became NaN or infinite."""
 
 
+class VectorsCollapsedError(TrainingDivergedError):
+    """A sparse encoder's vectors became empty or filled every dimension (training.collapse_stop)."""
+
+
 # Write errors that mean "no room": a full disk, an exhausted quota, a file-size limit.
 NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 

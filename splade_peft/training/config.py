@@ -104,6 +104,15 @@ def trainer_annotations() -> dict[str, Any]:
 
 
 @dataclass
+class CollapseStopConfig(Section):
+    """training.collapse_stop: stop a sparse encoder's job whose vectors went empty or full (training/collapse.py)."""
+
+    enabled: bool = setting()
+    min_nonzeros: Number = setting(at_least=0)
+    max_fill: Number = setting(above=0, at_most=1, says="a number in (0, 1]")
+
+
+@dataclass
 class TrainingConfig(Section):
     """The root `training:` keys: checkpoints, the non-finite guard, selection on the validation metric."""
 
@@ -111,6 +120,7 @@ class TrainingConfig(Section):
     max_nonfinite_batches: int = setting(at_least=0)
     keep_best: bool = setting()
     early_stopping_patience: int = setting(at_least=0, note="0: off")
+    collapse_stop: CollapseStopConfig = section(CollapseStopConfig)
 
     def check(self, path: str, root) -> None:
         if (self.keep_best or self.early_stopping_patience) and not root.eval.validate_every_n_steps:

@@ -17,6 +17,7 @@ from splade_peft.model.adapters import adapter_callbacks, saved_weights_bytes
 from splade_peft.model.encoder import compiled
 from splade_peft.model.variants import SparseEncoder
 from splade_peft.progress import interactive
+from splade_peft.training.collapse import CollapseStop
 from splade_peft.training.datamodule import TrainingData
 from splade_peft.training.ddp_launch import data_parallel_strategy
 from splade_peft.training.distributed import SameJobOnEveryProcess, is_rank_zero
@@ -61,13 +62,14 @@ def fit(encoder: SparseEncoder, data: TrainingData, loss_cfg: DictConfig, optim_
     checkpoints = checkpoint_callbacks(training_cfg, folder, monitor)
     same_job = SameJobOnEveryProcess(config_fingerprint)
     resume_state = ResumeState(data.sampler, data.batch_size)
+    warmup = RegularizerWarmup(loss_cfg)
     trainer = L.Trainer(
         **lightning_arguments(trainer_cfg), logger=lightning_logger, default_root_dir=run_dir,
         plugins=[StagedCheckpointIO(), *cluster_plugins()], enable_model_summary=False, enable_progress_bar=interactive(),
         # EpochShuffle shards the training set itself (it must know its position to resume), and every
         # process validates on the whole validation split.
         use_distributed_sampler=False,
-        callbacks=[same_job, resume_state, RegularizerWarmup(loss_cfg), *checkpoints,
+        callbacks=[same_job, resume_state, warmup, *collapse_stop(encoder, training_cfg, warmup), *checkpoints,
                    *monitoring_callbacks(training_cfg, monitor, lightning_logger)]
         + [callback for side in encoder.language_model_encoders() for callback in adapter_callbacks(side.masked_lm)]
         # After the callbacks above (Lightning runs ModelCheckpoint later still): it saves the state they leave.
@@ -99,6 +101,13 @@ def fit(encoder: SparseEncoder, data: TrainingData, loss_cfg: DictConfig, optim_
 def monitored(metric: str) -> str:
     """The logged validation metric that selects the best checkpoint and stops early (the study's objective)."""
     return f"val/{metric}"
+
+
+def collapse_stop(encoder: SparseEncoder, training_cfg: DictConfig, warmup: RegularizerWarmup) -> list[CollapseStop]:
+    """The collapse stop, with training.collapse_stop.enabled, for an encoder with sparse vectors (a dense
+    encoder's embeddings are meant to fill every dimension)."""
+    settings = training_cfg.collapse_stop
+    return [CollapseStop(settings.min_nonzeros, settings.max_fill, warmup)] if settings.enabled and encoder.is_sparse else []
 
 
 def checkpoint_callbacks(training_cfg: DictConfig, folder: Path, monitor: str) -> list[ModelCheckpoint]:

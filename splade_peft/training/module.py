@@ -28,6 +28,7 @@ class SpladeModule(L.LightningModule):
         self.loss_is_finite = torch.tensor(True)
         # The regularisers' weights at this step, set by the RegularizerWarmup callback (0: none without it).
         self.lambda_d, self.lambda_q = 0.0, 0.0
+        self.vector_width = 0  # the vectors' dimensions (the vocabulary's, for SPLADE): the collapse stop's scale
 
     def skip_nonfinite(self, what: str) -> None:
         """Count a batch whose loss or gradient is NaN/inf; stop the job once more than allowed were skipped."""
@@ -73,6 +74,7 @@ class SpladeModule(L.LightningModule):
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
         queries = self.encoder.encode_queries(**batch["queries"])
         documents = self.encoder.encode_documents(**batch["documents"])
+        self.vector_width = documents.shape[-1]
         pool = gather_documents(documents) if self.loss_cfg.in_batch == GLOBAL_NEGATIVES else None
         ranking_terms = ranking_loss(
             self.loss_cfg, queries, documents, batch["docs_per_query"], batch.get("teacher_scores"), pool,
