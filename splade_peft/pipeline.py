@@ -3,6 +3,7 @@ evaluation of the trained encoder -> the result record. Each stage lives in its 
 only composes them and gathers what they return into results.json's fields."""
 
 import copy
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -16,7 +17,7 @@ from splade_peft.device import job_device, set_up_job_device
 from splade_peft.data.sources import load_data, load_eval_collections
 from splade_peft.evaluation.metrics import per_query, standard_measures
 from splade_peft.evaluation.config import allowed_test_selection_warnings
-from splade_peft.evaluation.references import reference_rows
+from splade_peft.evaluation.references import missing_reference_rows, reference_rows
 from splade_peft.evaluation.suites import suite_summaries
 from splade_peft.evaluation.retrieval import RUN_FILE, EvaluationSettings, evaluate_trained
 from splade_peft.memory import peak_memory_mb
@@ -70,11 +71,11 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
     idf_corpus = (train_collection or next(iter(eval_collections.values()))).corpus
     # Under DDP only rank zero computes the reference rows and evaluates; the other ranks only train.
     evaluation = evaluation_settings(cfg, evaluated.max_lengths)
-    references = reference_rows(masked_lm, tokenizer, eval_collections, idf_corpus, evaluation, cfg.paths.cache,
-                                model_fingerprint, bm25=cfg.eval.bm25, zero_shot=cfg.eval.zero_shot,
-                                fusion_weight=cfg.eval.fusion) if is_rank_zero() else {}
-    results["references"] = {row: {name: summary for name, (_, summary) in by_dataset.items()}
-                              for row, by_dataset in references.items()}
+    # A zero-shot row another job of the sweep is producing is not waited for: this job trains meanwhile.
+    rows = partial(reference_rows, tokenizer=tokenizer, collections=eval_collections, idf_corpus=idf_corpus,
+                   settings=evaluation, cache_dir=cfg.paths.cache, model_fingerprint=model_fingerprint,
+                   bm25=cfg.eval.bm25, zero_shot=cfg.eval.zero_shot, fusion_weight=cfg.eval.fusion)
+    references = rows(masked_lm, skip_busy=True) if is_rank_zero() else {}
 
     encoder = build_encoder(
         cfg.encoder, masked_lm, tokenizer, idf_corpus, cfg.model.doc_max_length,
@@ -99,6 +100,13 @@ def run_job(cfg: DictConfig, run_dir: Path, tracker) -> dict:
                        config_fingerprint=training_fingerprint(cfg))
     if not is_rank_zero():
         return {"training": training}
+    if missing_reference_rows(references, eval_collections, zero_shot=cfg.eval.zero_shot):
+        # From the store once the other job is done, or computed here if it died; on the backbone as loaded, which
+        # training has changed in place.
+        references = rows(load_backbone(backbone_config(cfg.model), cfg.paths.cache, cfg.lora.quantization,
+                                        cfg.trainer.precision, device=job_device(cfg.trainer), method=cfg.lora.method)[0])
+    results["references"] = {row: {name: summary for name, (_, summary) in by_dataset.items()}
+                              for row, by_dataset in references.items()}
     results["params"]["adapter_bytes"] = training.pop("adapter_bytes")
     if trains(encoder) and cfg.data.negatives_source == "file" and (mining := mining_record(cfg.data.negatives_file)):
         results["negatives_mining"] = mining

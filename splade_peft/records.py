@@ -45,17 +45,29 @@ def staged(path: Path, folder: bool = False, keep_existing: bool = False) -> Ite
     publish(staging, path, keep_existing)
 
 
+class StageBusy(Exception):
+    """Another process holds the stage's lock: it is producing that stage now."""
+
+
 @contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path, wait: bool = True) -> Iterator[None]:
     """Hold an inter-process lock on `path` (a hidden `.<name>.lock` beside it): parallel jobs of a sweep that
     would build the same cache entry take turns, and the later one finds it built instead of replacing it
-    while the first reads it."""
-    from filelock import FileLock
+    while the first reads it. Without `wait`, StageBusy when another process holds it. The lock is the
+    kernel's (flock): a process that dies releases it, so a killed job leaves no stale lock behind."""
+    from filelock import FileLock, Timeout
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(path.with_name(f".{path.name}.lock")):
+    lock = FileLock(path.with_name(f".{path.name}.lock"), timeout=-1 if wait else 0)
+    try:
+        lock.acquire()
+    except Timeout as busy:
+        raise StageBusy(str(path)) from busy
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def sibling(path: Path, kind: str) -> Path:
@@ -208,9 +220,13 @@ class StageStore:
                 return recorded["summary"]
         return None
 
-    def run(self, name: str, inputs: Mapping, produce: Callable[[Path], dict]) -> tuple[Path, dict]:
+    def run(self, name: str, inputs: Mapping, produce: Callable[[Path], dict], wait: bool = True) -> tuple[Path, dict]:
+        """(the stage's folder, its summary), produced unless complete. A parallel job producing the same stage
+        finishes first and this one reuses it; without `wait`, StageBusy while that job is at it."""
         folder, inputs_fingerprint = self.root / name, fingerprint(inputs)
-        with locked(folder):  # a parallel job producing the same stage finishes first; this one reuses it
+        if not wait and (summary := self.completed(name, inputs)) is not None:
+            return folder, summary
+        with locked(folder, wait):
             if (summary := self.completed(name, inputs)) is not None:
                 return folder, summary
             with staged(folder, folder=True) as staging:

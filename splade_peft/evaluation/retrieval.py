@@ -196,16 +196,16 @@ def engine_inputs(index) -> dict:
 
 
 def evaluate_in_store(store: StageStore, name: str, encoder, tokenizer, collection: Collection,
-                      settings: EvaluationSettings, model_fingerprint: str) -> tuple[Path, dict]:
+                      settings: EvaluationSettings, model_fingerprint: str, wait: bool = True) -> tuple[Path, dict]:
     """The encoder's evaluation by the `index.name` engine as stage `name` of `store`: (its folder, holding
-    RUN_FILE, and its summary)."""
+    RUN_FILE, and its summary); without `wait`, StageBusy while another job produces it."""
     inputs = evaluation_inputs(settings, collection, model_fingerprint)
     engine = SEARCH_ENGINES.get(settings.index.name)
     extra = {"encoding_folder": store.root / ".encoding" / name} if engine.sharded_encoding else {}
     evaluate_stage = partial(engine.implementation, encoder, tokenizer, collection, settings, **extra)
     # On the job's device: Lightning's teardown leaves a trained encoder on the CPU.
     with on_job_device(encoder, settings.trainer):
-        return store.run(name, inputs, evaluate_stage)
+        return store.run(name, inputs, evaluate_stage, wait)
 
 
 def evaluate_trained(encoder, tokenizer, collections: dict[str, Collection], settings: EvaluationSettings,
