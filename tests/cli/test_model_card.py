@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from splade_peft.model_card import CardInputs, CheckpointFacts, checkpoint_facts, model_card, suites_of
+from splade_peft.model_card import CardInputs, CheckpointFacts, checkpoint_facts, model_card
 from splade_peft.results import JobResult
 
 METRICS = {"ndcg@10": 0.61, "mrr@10": 0.57, "recall@100": 0.9, "recall@1000": 0.97}
@@ -49,9 +49,8 @@ RESULTS = {
 
 def card_from(payload: dict, **changes) -> str:
     result = JobResult.from_payload(payload)
-    inputs = CardInputs(result, "scifact-lora", "splade", {"method": "lora", "base_model": "naver/splade-2l"},
-                        suites=suites_of(result), **changes)
-    return model_card(inputs)
+    inputs = CardInputs(result, "scifact-lora", "splade", {"method": "lora", "base_model": "naver/splade-2l"}, **changes)
+    return str(model_card(inputs))
 
 
 def front_matter(card: str) -> dict:
