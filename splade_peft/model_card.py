@@ -91,6 +91,11 @@ def ordered(metrics: dict) -> dict[str, float]:
     return {key: values[key] for key in sorted(values, key=lambda key: list(METRICS).index(key) if key in METRICS else len(METRICS))}
 
 
+def suite_figures(result: JobResult, suite: str) -> dict[str, float]:
+    """The trained model's macro average over a suite's datasets, as the job recorded it."""
+    return numbers(result.suites[suite].get("metrics"))
+
+
 def eval_results(inputs: CardInputs) -> list[EvalResult]:
     """The trained model's figures: per evaluation dataset (named by its hub id where it has one), then per suite."""
     result, described = inputs.result, (inputs.result.data or {}).get("eval") or {}
@@ -98,7 +103,7 @@ def eval_results(inputs: CardInputs) -> list[EvalResult]:
     entries = [(name, specs.get(name, {}).get("hub_id") or name,
                 (described.get(name) or {}).get("split") or specs.get(name, {}).get("split"), result.trained.on(name)[0])
                for name in result.datasets]
-    entries += [(f"{suite} (average over {len(members)} datasets)", suite, None, result.suite_average(result.trained, suite))
+    entries += [(f"{suite} (average over {len(members)} datasets)", suite, None, suite_figures(result, suite))
                 for suite, members in result.suite_members.items()]
     return [EvalResult(task_type="retrieval", task_name="Retrieval", dataset_name=name, dataset_type=str(kind),
                        dataset_split=str(split) if split else None, metric_type=key.replace("@", "_at_"),
@@ -163,9 +168,9 @@ def metric_rows(result: JobResult, splits: dict[str, str]) -> list[list[str]]:
         rows += [row(name, label, splits.get(name, ""), *evaluation.on(name)) for label, evaluation in systems.items()
                  if name in evaluation.metrics]
     for suite in result.suite_members:
-        systems = {**references, "**this model**": result.trained}
-        rows += [row(f"{suite} (suite)", label, "", averaged, {}) for label, evaluation in systems.items()
-                 if (averaged := result.suite_average(evaluation, suite))]
+        averages = {label: result.suite_average(ref, suite) for label, ref in references.items()}
+        averages["**this model**"] = suite_figures(result, suite)
+        rows += [row(f"{suite} (suite)", label, "", averaged, {}) for label, averaged in averages.items() if averaged]
     if len(result.datasets) > 1 and (average := result.trained.on(AVERAGE)[0]):
         rows.append(row("average", "**this model**", "", average, {}))
     return rows
