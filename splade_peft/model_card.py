@@ -19,6 +19,7 @@ import jinja2
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, metadata_load
 
+from splade_peft.labels import REFERENCE_LABELS
 from splade_peft.model.adapters import METADATA_FILE
 from splade_peft.model.config import ADAPTER_METHODS, TARGETING
 from splade_peft.records import redact
@@ -30,7 +31,6 @@ TEMPLATE = Path(__file__).with_name("model_card.md")
 METRICS = {"ndcg@10": "nDCG@10", "mrr@10": "MRR@10", "recall@100": "R@100", "recall@1000": "R@1000"}
 SPARSITY = {"doc_nnz_mean": "doc nnz (mean)", "doc_nnz_median": "doc nnz (median)",
             "query_nnz_mean": "query nnz (mean)", "query_nnz_median": "query nnz (median)", "flops": "FLOPS"}
-REFERENCE_LABELS = {"bm25": "BM25", "zero_shot": "zero-shot base", "fusion": "BM25 + zero-shot"}
 ENCODERS = {
     "splade": "SPLADE: one masked LM encodes queries and documents; a text's vector holds log(1 + ReLU(logit)) "
               "per vocabulary term, {pooling}-pooled over its tokens",

@@ -86,8 +86,8 @@ def test_the_card_text_holds_the_recipe_the_figures_and_the_reproducibility_fiel
                  "cf79880f8583c0dd", "torch 2.13.0", "Seed: 42", "train `5e1f`, scifact `9a0b`", "SparseEncoder(\"scifact-lora\")"):
         assert fact in card, fact
     rows = [line for line in card.splitlines() if line.startswith("| scifact | test |")]
-    assert [row.split(" | ")[2] for row in rows] == ["BM25", "zero-shot base", "**this model**"]
-    assert "| beir-mini (suite) |  | zero-shot base | 0.5500 |" in card  # a reference averaged over the suite
+    assert [row.split(" | ")[2] for row in rows] == ["BM25", "zero-shot", "**this model**"]
+    assert "| beir-mini (suite) |  | zero-shot | 0.5500 |" in card  # a reference averaged over the suite
     assert "License: unknown" in card and "license" not in front_matter(card)
 
 
