@@ -14,8 +14,8 @@ Sparsifiers other than `none`, decoder backbones made bidirectional and the dens
 sentence-transformers counterpart that scores the same: the export refuses them rather than write a model
 that would. A QLoRA adapter is merged into the dequantised base: the export is full precision.
 
-The folder's README.md is a model card built from the job's results.json (splade_peft/model_card.py), in place
-of sentence-transformers' blank template.
+The folder's README.md is a model card built from the job's results.json (splade_peft/model_card.py);
+sentence-transformers is told not to write its own.
 """
 
 import json
@@ -165,8 +165,8 @@ def export(source: Path, out_dir: Path) -> Path:
                 tokenizer = documents[0].tokenizer
                 queries = [SparseStaticEmbedding(tokenizer, weight=query_table(folder, tokenizer), frozen=True)]
             modules = [Router.for_query_document(query_modules=queries, document_modules=documents)]
-        SparseEncoder(modules=modules, similarity_fn_name="dot", device="cpu").save(str(out_dir))
-    write_model_card(folder, out_dir, spec.name)  # after save(): it replaces the template save() wrote
+        SparseEncoder(modules=modules, similarity_fn_name="dot", device="cpu").save(str(out_dir), create_model_card=False)
+    write_model_card(folder, out_dir, spec.name)
     return out_dir
 
 

@@ -3,8 +3,10 @@
 import json
 
 import yaml
+from huggingface_hub import ModelCard, metadata_load
+from huggingface_hub.repocard_data import eval_results_to_model_index
 
-from splade_peft.model_card import CardInputs, CheckpointFacts, checkpoint_facts, model_card, suites_of
+from splade_peft.model_card import CardInputs, CheckpointFacts, checkpoint_facts, model_card
 from splade_peft.results import JobResult
 
 METRICS = {"ndcg@10": 0.61, "mrr@10": 0.57, "recall@100": 0.9, "recall@1000": 0.97}
@@ -35,8 +37,8 @@ RESULTS = {
     "versions": {"python": "3.11.7", "torch": "2.13.0", "splade_peft_commit": "abc123"},
     "overrides": ["experiment=scifact_recipe", "lora.r=32"],
     "config_fingerprint": "cf79880f8583c0dd",
-    "data": {"train": {"split": "train", "queries": 809, "documents": 5183},
-             "eval": {"scifact": {"split": "test"}, "nfcorpus": {"split": "test"}}},
+    "data": {"train": {"split": "train", "queries": 809, "documents": 5183, "fingerprint": "5e1f"},
+             "eval": {"scifact": {"split": "test", "fingerprint": "9a0b"}, "nfcorpus": {"split": "test"}}},
     "references": {"bm25": {"scifact": REFERENCE, "nfcorpus": REFERENCE},
                    "zero_shot": {"scifact": REFERENCE, "nfcorpus": REFERENCE}},
     "params": {"trainable": 294912, "total": 4680000, "adapter_bytes": 1180000},
@@ -47,11 +49,14 @@ RESULTS = {
 }
 
 
-def card_from(payload: dict, **changes) -> str:
+def card_of(payload: dict, **changes) -> ModelCard:
     result = JobResult.from_payload(payload)
-    inputs = CardInputs(result, "scifact-lora", "splade", {"method": "lora", "base_model": "naver/splade-2l"},
-                        suites=suites_of(result), **changes)
-    return model_card(inputs)
+    return model_card(CardInputs(result, "scifact-lora", "splade", {"method": "lora", "base_model": "naver/splade-2l"},
+                                 **changes))
+
+
+def card_from(payload: dict, **changes) -> str:
+    return str(card_of(payload, **changes))
 
 
 def front_matter(card: str) -> dict:
@@ -78,11 +83,11 @@ def test_the_card_text_holds_the_recipe_the_figures_and_the_reproducibility_fiel
     card = card_from(RESULTS)
     for fact in ("`naver/splade-2l`", "r=32", "alpha=16", "294,912 trainable", "lr 0.0005", "contrastive 1.0",
                  "400 of trainer.max_steps=400", "step 300", "python -m splade_peft experiment=scifact_recipe lora.r=32",
-                 "cf79880f8583c0dd", "torch 2.13.0", "Seed: 42", "SparseEncoder(\"scifact-lora\")"):
+                 "cf79880f8583c0dd", "torch 2.13.0", "Seed: 42", "train `5e1f`, scifact `9a0b`", "SparseEncoder(\"scifact-lora\")"):
         assert fact in card, fact
     rows = [line for line in card.splitlines() if line.startswith("| scifact | test |")]
-    assert [row.split(" | ")[2] for row in rows] == ["BM25", "zero-shot base", "**this model**"]
-    assert "| beir-mini (suite) |  | zero-shot base | 0.5500 |" in card  # a reference averaged over the suite
+    assert [row.split(" | ")[2] for row in rows] == ["BM25", "zero-shot", "**this model**"]
+    assert "| beir-mini (suite) |  | zero-shot | 0.5500 |" in card  # a reference averaged over the suite
     assert "License: unknown" in card and "license" not in front_matter(card)
 
 
@@ -111,3 +116,19 @@ def test_a_local_checkpoint_is_named_by_the_hub_id_it_was_saved_from(tmp_path):
     facts = checkpoint_facts(str(tmp_path))
     assert facts == CheckpointFacts("naver/splade-v3", "cc-by-nc-sa-4.0", "bert", "BertForMaskedLM")
     assert front_matter(card_from(RESULTS, checkpoint=facts))["base_model"] == "naver/splade-v3"
+
+
+def test_the_card_metadata_round_trips_through_huggingface_hubs_parser(tmp_path):
+    """What the hub reads back from README.md: the model-index holds the job's figures, per dataset and per suite."""
+    card_of(RESULTS, checkpoint=CheckpointFacts(license="apache-2.0")).save(tmp_path / "README.md")
+    meta, loaded = metadata_load(tmp_path / "README.md"), ModelCard.load(tmp_path / "README.md")
+    assert loaded.data.model_name == "scifact-lora" and loaded.data.to_dict() == meta
+    assert eval_results_to_model_index(loaded.data.model_name, loaded.data.eval_results) == meta["model-index"]
+    recorded = {(entry.dataset_name, entry.dataset_split, entry.metric_type): entry.metric_value
+                for entry in loaded.data.eval_results}
+    expected = {(name, "test", metric.replace("@", "_at_")): value
+                for name in ("scifact", "nfcorpus") for metric, value in RESULTS["metrics"][name].items()}
+    expected |= {("beir-mini (average over 2 datasets)", None, metric.replace("@", "_at_")): value
+                 for metric, value in RESULTS["suites"]["beir-mini"]["metrics"].items()}
+    assert recorded == expected
+    assert {"sentence-transformers", "sparse-encoder", "lora"} <= set(loaded.data.tags) and loaded.data.license == "apache-2.0"
