@@ -27,7 +27,7 @@ SWEEP_ARGS = $(if $(filter smoke,$(SWEEP_SCALE)),experiment=$(if $(filter decode
 ARGS ?=
 STUDIES := $(basename $(notdir $(wildcard sweeps/*.yaml)))
 
-.PHONY: install checkpoints smollm2 mined-scifact run smoke test test-fast bench bench-engines bench-scale gpu-check clean sweeps $(addprefix sweep-,$(STUDIES)) wandb-sync
+.PHONY: install checkpoints smollm2 mined-scifact mining-confirmation run smoke test test-fast bench bench-engines bench-scale gpu-check clean sweeps $(addprefix sweep-,$(STUDIES)) wandb-sync
 
 install: $(VENV)/.installed
 
@@ -76,6 +76,13 @@ $(MINED)-%.jsonl: | install
 	@test -f '$(MINER)/results.json' || { echo "mined-scifact: no trained recipe in $(MINER): run make sweep-recipe_confirmation"; exit 1; }
 	$(PY) -m splade_peft.mine --beir ../shared/data/scifact --split train --retriever adapter --adapter '$(MINER)' \
 		--depth 50 $(if $(filter none,$*),,--filter $(word 1,$(subst 0., 0.,$*)) --filter-value $(word 2,$(subst 0., 0.,$*))) --output $@
+
+# Issue 29's pre-registered confirmation end to end (sweeps/mining_confirmation.yaml; ~100 min on two idle cores):
+# the miner (the recipe's seed 1), its negatives, then the study's 6 jobs.
+mining-confirmation: install checkpoints
+	$(CLI) run -m +sweep=recipe_confirmation hydra.sweeper.params.seed=1
+	$(MAKE) mined-scifact
+	$(MAKE) sweep-mining_confirmation
 
 # W&B runs written offline (no API key, or logger.mode=offline) are uploaded here, once logged in (`wandb login`).
 wandb-sync: install
