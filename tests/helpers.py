@@ -3,6 +3,7 @@
 Plain functions live here and fixtures in conftest.py, so that no test file imports another.
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +167,20 @@ def read_wandb_file(path: Path) -> list:
 def wandb_records_of(records: list, kind: str) -> list:
     """The payloads of one record type ("run", "metric", "summary", "artifact", "config", ...)."""
     return [getattr(record, kind) for record in records if record.WhichOneof("record_type") == kind]
+
+
+def submitit_sweep_with_plugin(tmp_path: Path, plugin: str, code: str, *overrides: str,
+                               env: dict | None = None) -> tuple[subprocess.CompletedProcess, Path]:
+    """(the finished command, its sweep folder) of `python -m splade_peft -m` through the project's local submitit
+    launcher, with `code` importable as the module `plugin` and named in the root key `plugins`: the job imports it
+    as it validates its config, in the process submitit starts for it (a fault injected there is the job's own)."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / f"{plugin}.py").write_text(code)
+    sweep_dir = tmp_path / "sweep"
+    completed = subprocess.run(
+        [sys.executable, "-m", "splade_peft", "-m", "hydra/launcher=local_submitit", f"hydra.sweep.dir={sweep_dir}",
+         f"plugins=[{plugin}]", *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={**os.environ, **(env or {}), "PYTHONPATH": f"{tmp_path / 'plugins'}:{REPO}"},
+    )
+    return completed, sweep_dir

@@ -2,12 +2,10 @@
 as failed by the project's submitit launcher, and the sweep's other jobs and report survive it."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import submitit_sweep_with_plugin
 
 SMALL_JOB = (
     "experiment=smoke", "eval.bm25=false", "eval.zero_shot=false", "data.negatives_source=random",
@@ -30,15 +28,7 @@ if "seed=2" in folder:
 
 @pytest.mark.slow
 def test_a_killed_job_is_recorded_failed_and_the_sweep_report_is_written(tmp_path):
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "kill_seed_two.py").write_text(KILLER)
-    sweep_dir = tmp_path / "sweep"
-    completed = subprocess.run(
-        [sys.executable, "-m", "splade_peft", "-m", "hydra/launcher=local_submitit", f"hydra.sweep.dir={sweep_dir}",
-         "seed=1,2", "plugins=[kill_seed_two]", *SMALL_JOB],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**__import__("os").environ, "PYTHONPATH": f"{tmp_path / 'plugins'}:{REPO}"},
-    )
+    completed, sweep_dir = submitit_sweep_with_plugin(tmp_path, "kill_seed_two", KILLER, "seed=1,2", *SMALL_JOB)
     assert completed.returncode == 1, completed.stderr[-3000:]
     assert "1 job(s) of the sweep did not complete" in completed.stderr
     killed = json.loads(next(sweep_dir.glob("*seed=2*/results.json")).read_text())

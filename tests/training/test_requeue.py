@@ -2,13 +2,10 @@
 launcher (the signal, submitit's own handler, the checkpoint, the requeue, the job run again in its folder)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import submitit_sweep_with_plugin
 
 # A plugin module (the root key `plugins`), imported in the job: at step 3 of the first run the job sends itself the
 # signal a cluster sends before preempting it (submitit's USR2), as SLURM would.
@@ -32,17 +29,10 @@ module_code.SpladeModule.training_step = training_step
 
 @pytest.mark.slow
 def test_a_preempted_submitit_job_is_requeued_and_resumes_from_the_step_it_reached(tmp_path):
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "preempt_at_step_3.py").write_text(PREEMPT_AT_STEP_3)
-    sweep_dir = tmp_path / "sweep"
-    completed = subprocess.run(
-        [sys.executable, "-m", "splade_peft", "-m", "hydra/launcher=local_submitit", f"hydra.sweep.dir={sweep_dir}",
-         "seed=1", "plugins=[preempt_at_step_3]", "experiment=smoke", "eval.bm25=false", "eval.zero_shot=false",
-         "data.negatives_source=random", "data.max_queries=8", "data.max_documents=40", "trainer.max_steps=6",
-         "training.checkpoint_every_n_steps=100"],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "PYTHONPATH": f"{tmp_path / 'plugins'}:{REPO}", "PREEMPTED_MARKER": str(tmp_path / "preempted")},
-    )
+    completed, sweep_dir = submitit_sweep_with_plugin(
+        tmp_path, "preempt_at_step_3", PREEMPT_AT_STEP_3, "seed=1", "experiment=smoke", "eval.bm25=false",
+        "eval.zero_shot=false", "data.negatives_source=random", "data.max_queries=8", "data.max_documents=40",
+        "trainer.max_steps=6", "training.checkpoint_every_n_steps=100", env={"PREEMPTED_MARKER": str(tmp_path / "preempted")})
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert (tmp_path / "preempted").exists()  # the signal was sent
     [result_file] = sweep_dir.glob("*seed=1*/results.json")
